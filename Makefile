@@ -1,0 +1,47 @@
+# Two entry points do all set-up on a fresh clone (see README):
+#   make quickstart   -> builds/reuses the virtualenv, runs `lepton-exp experiment=quickstart`
+#   make test         -> builds/reuses the virtualenv, runs the default test suite
+#
+# The virtualenv is ~6 GB (torch), so it lives outside the clone, keyed by a hash of
+# pyproject.toml: a clone reuses it until pyproject.toml changes, then a new one is built
+# (and older ones are removed). Each clone re-points the editable install at itself (seconds).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+CACHE_DIR ?= $(HOME)/.cache/lepton-exp
+DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+VENV ?= $(CACHE_DIR)/venv-$(DEPS_HASH)
+BIN := $(VENV)/bin
+PYTEST_ARGS ?= -m "not slow"
+ARGS ?=
+# pip on this machine warns once per package about an absent mirror folder: drop just those lines.
+QUIET_PIP := { grep -v "^WARNING: Location .* is ignored" || true; }
+
+.PHONY: venv quickstart test test-all clean-venvs
+
+$(VENV)/.complete: pyproject.toml
+	@echo "[setup] building virtualenv $(VENV) (first time for this pyproject.toml; ~2 min)"
+	@rm -rf "$(VENV)"
+	@mkdir -p "$(CACHE_DIR)"
+	$(PYTHON) -m venv "$(VENV)"
+	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=77" wheel 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q torch torchvision 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q -e ".[test]" 2>&1 | $(QUIET_PIP)
+	@touch "$@"
+	@for old in "$(CACHE_DIR)"/venv-*; do [ "$$old" = "$(VENV)" ] || rm -rf "$$old"; done
+
+venv: $(VENV)/.complete
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@echo "[setup] using $(VENV)"
+
+quickstart: venv
+	$(BIN)/lepton-exp experiment=quickstart $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS) $(ARGS)
+
+test-all: venv
+	$(BIN)/python -m pytest $(ARGS)
+
+clean-venvs:
+	rm -rf "$(CACHE_DIR)"/venv-*

@@ -1,0 +1,58 @@
+"""``lepton-exp``: the Hydra app over conf/.
+
+Bad configuration is caught before anything heavy is imported: the overrides are composed
+once up front (every value of a sweep too), and any problem is printed as one line that
+says what to change, with exit code 2. ``HYDRA_FULL_ERROR=1`` shows Hydra's own errors and
+full stack traces instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from lepton_exp.config import CONF_DIR, ROOT_CONFIG, LeptonError
+
+log = logging.getLogger("lepton_exp")
+
+
+def _full_errors() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _fail(message: str) -> None:
+    print(f"lepton-exp: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name=ROOT_CONFIG, version_base="1.3")
+def _app(cfg: DictConfig) -> float | None:
+    from lepton_exp.stages.runner import run_stage
+
+    try:
+        record = run_stage(cfg)
+    except LeptonError as error:
+        if _full_errors():
+            raise
+        log.error("%s", error)
+        _fail(str(error))
+    return record.get("metrics", {}).get("val/acc_best")  # objective for Hydra sweepers
+
+
+def main() -> None:
+    if not _full_errors():
+        from lepton_exp.preflight import PreflightError, preflight
+
+        try:
+            preflight(sys.argv[1:])
+        except PreflightError as error:
+            _fail(str(error))
+    _app()
+
+
+if __name__ == "__main__":
+    main()

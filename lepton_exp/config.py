@@ -1,0 +1,299 @@
+"""Config schemas, validation and the friendly one-line errors built on them.
+
+Hydra composes ``conf/``; the dataclasses here are registered with Hydra's ConfigStore so
+composition itself rejects unknown keys and wrong types (``trainer.max_epoch=3``,
+``trainer.max_epochs=abc``). Value ranges that a type cannot express are checked by
+:func:`validate`. Every failure becomes a :class:`ConfigError` whose message is one line
+that names the key and what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+ROOT_CONFIG = "train"
+
+
+class LeptonError(Exception):
+    """An error the user can fix; shown as one line (stack trace with HYDRA_FULL_ERROR=1)."""
+
+
+class ConfigError(LeptonError):
+    pass
+
+
+# ----------------------------------------------------------------------------------- schemas
+@dataclass
+class DataConfig:
+    """Options shared by every data set; each data set adds its own fields."""
+
+    name: str = MISSING
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None  # None: same as batch_size
+    num_workers: int = 0
+    split_seed: int = 0  # fixes the train/val(/test) split, independently of `seed`
+    val_size: float = 0.1  # < 1: fraction of the training pool, >= 1: number of samples
+    augment: bool = False
+    train_subset: Optional[int] = None  # train on a stratified subset of this many samples
+    mean: Optional[List[float]] = None  # per-channel normalisation; None: data set default
+    std: Optional[List[float]] = None
+
+
+@dataclass
+class DigitsConfig(DataConfig):
+    test_size: float = 0.2  # digits has no official test split: carve one (stratified)
+
+
+@dataclass
+class CifarConfig(DataConfig):
+    root: Optional[str] = None  # npz dir (train.npz/test.npz) or torchvision's layout
+    download: bool = False  # let torchvision download into `root` when it is empty
+    test_subset: Optional[int] = None
+    crop_padding: int = 4
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    num_classes: int = 4
+    channels: int = 3
+    image_size: int = 16
+    num_samples: int = 512  # training pool; val/test are carved from it
+    test_size: float = 0.2
+    noise: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # any timm model name, CIFAR-style names included (resnet20, wrn_40_2)
+    pretrained: bool = False
+    drop_rate: float = 0.0
+    kwargs: Any = field(default_factory=dict)  # extra keyword arguments for timm.create_model
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw | adam
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam(w) only
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine"  # multistep | cosine | constant
+    # multistep: epochs at which lr *= gamma, as fractions of trainer.max_epochs
+    # (0.625/0.75/0.875 of 240 = epochs 150/180/210, the CIFAR distillation recipe)
+    milestones: List[float] = field(default_factory=lambda: [0.625, 0.75, 0.875])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up (cosine), may be fractional
+    min_lr: float = 0.0  # cosine floor
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments for ``pytorch_lightning.Trainer`` (the subset we support)."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_epochs: int = 10
+    max_steps: int = -1
+    deterministic: bool = True
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | csv | none
+    project: str = "lepton-exp"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    job_type: Optional[str] = None  # default: the stage
+    mode: str = "offline"  # offline | online | disabled (wandb's WANDB_MODE)
+    init_timeout: float = 60.0  # seconds before W&B init gives up (the run goes on locally)
+    log_model: bool = False
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = MISSING  # where Hydra run directories go
+    data_dir: str = MISSING  # default parent of data.root
+    cache_dir: str = MISSING  # teacher cache and other reusable artefacts
+
+
+@dataclass
+class RootConfig:
+    stage: str = "teacher"
+    name: str = MISSING
+    seed: int = 0
+    tags: List[str] = field(default_factory=list)
+    data: Any = MISSING  # typed by the selected option's schema (DigitsConfig, CifarConfig, ...)
+    model: ModelConfig = MISSING
+    optim: OptimConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = MISSING
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="root_schema", node=RootConfig)
+    for name, node in {"digits": DigitsConfig, "cifar": CifarConfig,
+                       "synthetic": SyntheticConfig}.items():
+        store.store(group="schema/data", name=name, node=node, package="data")
+
+
+register_configs()
+
+# -------------------------------------------------------------------------------- validation
+STAGES = ("teacher",)
+OPTIMIZERS = ("sgd", "adamw", "adam")
+SCHEDULERS = ("multistep", "cosine", "constant")
+LOGGERS = ("wandb", "csv", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def _choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:
+    choices = tuple(choices)
+    if value in choices:
+        return None
+    return f"{key}={value} is not one of {', '.join(choices)}" + _did_you_mean(str(value), choices)
+
+
+def _range(key: str, value: Any, low: float, high: float = math.inf, *,
+           low_open: bool = False, high_open: bool = True) -> Optional[str]:
+    if value is None:
+        return None
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if not (too_low or too_high) and not (isinstance(value, float) and math.isnan(value)):
+        return None
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    return f"{key}={value} is out of range: it must be in {lo}{low}, {high}{hi}"
+
+
+def _missing_value(cfg: DictConfig) -> Optional[str]:
+    for key in dotted_keys(cfg):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+        if isinstance(node, DictConfig) and OmegaConf.is_missing(node, leaf):
+            return f"{key} has no value: set it on the command line ({key}=...)"
+    return None
+
+
+def _unknown_key(cfg: DictConfig, prefix: str = "") -> Optional[str]:
+    """Keys added with `+key=value` to a node that has a schema (Hydra lets them through)."""
+    schema = OmegaConf.get_type(cfg)
+    if dataclasses.is_dataclass(schema):
+        fields = {f.name for f in dataclasses.fields(schema)}
+        for key in cfg.keys():
+            if key not in fields:
+                return (f"unknown config key '{prefix}{key}'{_did_you_mean(str(key), fields)}:"
+                        " list the keys with `lepton-exp --cfg job`")
+    for key in cfg.keys():
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            problem = _unknown_key(child, f"{prefix}{key}.")
+            if problem:
+                return problem
+    return None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and choices that types cannot express; raise one ConfigError for the first."""
+    for problem in (_missing_value(cfg), _unknown_key(cfg)):
+        if problem:
+            raise ConfigError(problem)
+    checks = [
+        _choice("stage", cfg.stage, STAGES),
+        _range("data.batch_size", cfg.data.batch_size, 1),
+        _range("data.eval_batch_size", cfg.data.get("eval_batch_size"), 1),
+        _range("data.num_workers", cfg.data.num_workers, 0),
+        _range("data.val_size", cfg.data.val_size, 0, low_open=True),
+        _range("data.test_size", cfg.data.get("test_size"), 0, 1, low_open=True),
+        _range("data.train_subset", cfg.data.get("train_subset"), 1),
+        _choice("optim.name", cfg.optim.name, OPTIMIZERS),
+        _range("optim.lr", cfg.optim.lr, 0, low_open=True),
+        _range("optim.weight_decay", cfg.optim.weight_decay, 0),
+        _range("optim.momentum", cfg.optim.momentum, 0, 1),
+        _choice("scheduler.name", cfg.scheduler.name, SCHEDULERS),
+        _range("scheduler.gamma", cfg.scheduler.gamma, 0, 1, low_open=True, high_open=False),
+        _range("scheduler.warmup_epochs", cfg.scheduler.warmup_epochs, 0),
+        _range("scheduler.min_lr", cfg.scheduler.min_lr, 0),
+        _range("trainer.max_epochs", cfg.trainer.max_epochs, 1),
+        _range("model.drop_rate", cfg.model.drop_rate, 0, 1),
+        _choice("logger.name", cfg.logger.name, LOGGERS),
+        _choice("logger.mode", cfg.logger.mode, WANDB_MODES),
+        _range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
+    ]
+    checks += [_range("scheduler.milestones", m, 0, 1, low_open=True, high_open=False)
+               for m in cfg.scheduler.milestones]
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        if len(cfg.data.mean) != len(cfg.data.std):
+            checks.append("data.mean and data.std must have one value per channel each")
+        checks += [_range("data.std", s, 0, low_open=True) for s in cfg.data.std]
+    for problem in checks:
+        if problem:
+            raise ConfigError(problem)
+
+
+# --------------------------------------------------------------------------- friendly errors
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """All leaf and branch keys of a config as dotted paths (for 'did you mean' hints)."""
+    keys = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            keys.append(path)
+            try:
+                child = node._get_node(key)
+            except Exception:  # noqa: BLE001 - interpolations that cannot resolve yet
+                continue
+            keys += dotted_keys(child, path + ".")
+    elif isinstance(node, ListConfig):
+        return keys
+    return keys
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore
+
+
+def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (W&B filters on them as such)."""
+    flat: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}{sep}", sep))
+        return flat
+    flat[prefix[: -len(sep)]] = tree
+    return flat

@@ -1,0 +1,50 @@
+"""Models by name through timm; importing this registers the CIFAR-style ResNets with timm."""
+
+from __future__ import annotations
+
+import difflib
+
+import timm
+from torch import nn
+
+from lepton_exp.config import ConfigError
+from lepton_exp.data.base import DataInfo
+from lepton_exp.models import cifar_resnet  # noqa: F401 - registers resnet8 ... wrn_40_2
+
+CIFAR_MODEL_NAMES = cifar_resnet.CIFAR_MODEL_NAMES
+
+
+def build_model(cfg, info: DataInfo) -> nn.Module:
+    """A classifier for `info`'s classes and channels, built by timm from `cfg.name`."""
+    if not timm.is_model(cfg.name):
+        close = difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown model.name '{cfg.name}'{hint}: use a conf/model option "
+                          "or any name from timm.list_models()")
+    kwargs = dict(cfg.kwargs or {})
+    try:
+        return timm.create_model(cfg.name, pretrained=cfg.pretrained,
+                                 num_classes=info.num_classes, in_chans=info.in_chans,
+                                 drop_rate=cfg.drop_rate, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"cannot build model '{cfg.name}': {error}") from error
+    except (OSError, RuntimeError) as error:
+        if cfg.pretrained:
+            raise ConfigError(
+                f"could not fetch pretrained weights for '{cfg.name}' ({type(error).__name__}):"
+                " set model.pretrained=false, or run once with network access to cache them"
+            ) from error
+        raise
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Bytes of all parameters and buffers as stored in memory (dense)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+__all__ = ["CIFAR_MODEL_NAMES", "build_model", "count_parameters", "model_size_bytes"]

@@ -1,0 +1,75 @@
+"""Supervised classification (the teacher stage, and any baseline student)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lepton_exp.training.optim import build_optimizer, build_scheduler
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes > 10:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class ClassificationModule(pl.LightningModule):
+    """Wires a model to cross-entropy, accuracy metrics and the configured optimiser.
+
+    Metrics are logged as ``<split>/<name>`` (``train/loss``, ``val/acc``, ``test/acc``).
+    ``test_prefix`` renames the test split, so one run can report the last and the
+    best-validation checkpoints side by side (``test/acc`` and ``test_best/acc``).
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, optim_cfg, scheduler_cfg):
+        super().__init__()
+        self.model = model
+        self.optim_cfg = optim_cfg
+        self.scheduler_cfg = scheduler_cfg
+        self.test_prefix = "test"
+        base = classification_metrics(num_classes)
+        # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffix.
+        self.metrics = nn.ModuleDict(
+            {f"{split}_metrics": base.clone() for split in ("train", "val", "test")})
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        metrics = self.metrics[f"{split}_metrics"]
+        metrics.update(logits.detach(), labels)
+        prefix = self.test_prefix if split == "test" else split
+        on_step = split == "train"
+        self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True,
+                 prog_bar=split == "train", batch_size=len(labels))
+        self.log_dict({f"{prefix}/{name}": metric for name, metric in metrics.items()},
+                      on_step=False, on_epoch=True, prog_bar=split == "val",
+                      batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.parameters(), self.optim_cfg)
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max_epochs)
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, max_epochs, steps_per_epoch)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

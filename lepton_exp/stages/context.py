@@ -1,0 +1,24 @@
+"""What the runner hands a stage, and what a stage hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+@dataclass
+class StageContext:
+    cfg: Any
+    run_dir: Path
+    datamodule: Any
+    loggers: list
+
+
+@dataclass
+class StageOutput:
+    model: nn.Module  # the trained model whose size and parameters are recorded
+    metrics: dict[str, float]
+    checkpoints: dict[str, str | None] = field(default_factory=dict)

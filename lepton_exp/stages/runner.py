@@ -1,0 +1,95 @@
+"""Run one stage end to end: seed, data, loggers, the stage itself, the run record, the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from lepton_exp.config import LeptonError, flatten, to_container, validate
+from lepton_exp.data import build_datamodule
+from lepton_exp.models import count_parameters, model_size_bytes
+from lepton_exp.stages import STAGES, StageContext
+from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
+                                        write_json_atomic)
+from lepton_exp.tracking.report import print_summary
+from lepton_exp.tracking.wandb import build_loggers, finish_loggers, wandb_run_info
+
+log = logging.getLogger(__name__)
+
+
+def hydra_run_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return None
+
+
+def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Run ``cfg.stage`` and return its run record (also written to ``run_dir/summary.json``).
+
+    A run that fails still leaves a record with ``status: failed`` and the error, so a sweep
+    never loses track of it.
+    """
+    validate(cfg)
+    run_dir = Path(run_dir or hydra_run_dir() or Path(cfg.paths.output_dir) / "runs" / cfg.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    config = to_container(cfg)
+    record: dict[str, Any] = {
+        "status": "running", "stage": cfg.stage, "name": cfg.name, "seed": cfg.seed,
+        "run_dir": str(run_dir.resolve()), "started_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "git": git_state(), "versions": library_versions(), "config": config,
+    }
+    write_json_atomic(run_dir / RECORD_NAME, record)
+    loggers: list = []
+    try:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+        datamodule.setup()
+        loggers = build_loggers(cfg, run_dir, flatten(config))
+        output = STAGES[cfg.stage](StageContext(cfg, run_dir, datamodule, loggers))
+        record.update(
+            status="completed",
+            metrics=output.metrics,
+            num_params=count_parameters(output.model),
+            model_size_bytes=model_size_bytes(output.model),
+            checkpoints=output.checkpoints,
+            data={"train": len(datamodule.train), "val": len(datamodule.val),
+                  "test": len(datamodule.test), **datamodule.info.__dict__},
+            wandb=wandb_run_info(loggers),
+        )
+    except BaseException as error:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}",
+                      traceback=None if isinstance(error, LeptonError) else
+                      traceback.format_exc())
+        raise
+    finally:
+        record["wall_time_s"] = round(time.time() - started, 3)
+        write_json_atomic(run_dir / RECORD_NAME, record)
+        if record["status"] == "completed":
+            summary = {**record["metrics"], "num_params": record["num_params"],
+                       "model_size_bytes": record["model_size_bytes"],
+                       "wall_time_s": record["wall_time_s"]}
+            finish_loggers(loggers, summary)
+        else:
+            _close_quietly(loggers)
+    print_summary(record)
+    return record
+
+
+def _close_quietly(loggers: list) -> None:
+    for logger in loggers:
+        try:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "finish"):
+                experiment.finish(exit_code=1)
+        except Exception:  # noqa: BLE001 - the original error is what matters
+            pass

@@ -1,0 +1,64 @@
+"""The run record: ``summary.json`` in each run directory, what result tables are built from."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "summary.json"
+_LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "wandb",
+              "torchmetrics", "timm", "transformers", "torch-pruning", "numpy", "scikit-learn",
+              "lepton-exp")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(path: Path | None = None) -> dict[str, Any]:
+    """Commit of the lepton-exp checkout that ran (None when installed without git)."""
+    where = str(path or Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True,
+                                  timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write via a temp file + rename, so readers never see a half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                     suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(handle.name, 0o666 & ~umask)  # temp files are private; records are not
+    os.replace(handle.name, path)
+    return path
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / RECORD_NAME).read_text())
