@@ -19,7 +19,8 @@ from typing import Any, Iterable, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# lepton_exp/conf is a symlink to the repository's conf/ (a real directory once installed).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 ROOT_CONFIG = "train"
 
 
@@ -161,9 +162,11 @@ class RootConfig:
 def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="root_schema", node=RootConfig)
+    # Data schemas are stored outside any group so `--help` does not list them as options;
+    # each conf/data/*.yaml pulls its own in with `- /<name>_data_schema@_here_`.
     for name, node in {"digits": DigitsConfig, "cifar": CifarConfig,
                        "synthetic": SyntheticConfig}.items():
-        store.store(group="schema/data", name=name, node=node, package="data")
+        store.store(name=f"{name}_data_schema", node=node)
 
 
 register_configs()
@@ -173,7 +176,7 @@ STAGES = ("teacher",)
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULERS = ("multistep", "cosine", "constant")
 LOGGERS = ("wandb", "csv", "none")
-WANDB_MODES = ("offline", "online", "disabled")
+WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run")  # last two: wandb aliases
 
 
 def _choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:

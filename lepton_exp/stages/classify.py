@@ -27,12 +27,15 @@ class ClassificationModule(pl.LightningModule):
     best-validation checkpoints side by side (``test/acc`` and ``test_best/acc``).
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, optim_cfg, scheduler_cfg):
+    def __init__(self, model: nn.Module, num_classes: int, input_shape: tuple[int, ...],
+                 optim_cfg, scheduler_cfg):
         super().__init__()
         self.model = model
         self.optim_cfg = optim_cfg
         self.scheduler_cfg = scheduler_cfg
         self.test_prefix = "test"
+        # Lets Lightning's model summary show input/output sizes and FLOPs.
+        self.example_input_array = torch.zeros(1, *input_shape)
         base = classification_metrics(num_classes)
         # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffix.
         self.metrics = nn.ModuleDict(

@@ -38,6 +38,7 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     never loses track of it.
     """
     validate(cfg)
+    _quiet_lightning()
     run_dir = Path(run_dir or hydra_run_dir() or Path(cfg.paths.output_dir) / "runs" / cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -83,6 +84,16 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             _close_quietly(loggers)
     print_summary(record)
     return record
+
+
+def _quiet_lightning() -> None:
+    """Keep the console to the progress bar, warnings and our report: Lightning's INFO lines
+    (accelerator banner, tips, checkpoint restores) go to the run's log file only."""
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    # Raised inside Lightning on every run with current torch; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def _close_quietly(loggers: list) -> None:

@@ -11,7 +11,8 @@ from lepton_exp.training.trainer import build_trainer, fit_and_test
 def run_teacher(ctx: StageContext) -> StageOutput:
     cfg = ctx.cfg
     model = build_model(cfg.model, ctx.datamodule.info)
-    module = ClassificationModule(model, ctx.datamodule.info.num_classes, cfg.optim,
+    info = ctx.datamodule.info
+    module = ClassificationModule(model, info.num_classes, info.input_shape, cfg.optim,
                                   cfg.scheduler)
     trainer, checkpoint = build_trainer(cfg, ctx.run_dir, ctx.loggers)
     result = fit_and_test(trainer, checkpoint, module, ctx.datamodule)

@@ -20,7 +20,7 @@ def build_loggers(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list[Logge
     name = cfg.logger.name
     if name == "none":
         return []
-    if name == "csv":
+    if name == "csv" or (name == "wandb" and cfg.logger.mode == "disabled"):
         return [CSVLogger(str(run_dir), name="csv", version="")]
     try:
         return [_wandb_logger(cfg, run_dir, flat_config)]
@@ -35,12 +35,12 @@ def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> Logger:
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    mode = cfg.logger.mode
+    mode = {"dryrun": "offline", "run": "online"}.get(cfg.logger.mode, cfg.logger.mode)
     if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _has_netrc_key()):
         log.warning("logger.mode=online but no W&B API key is configured: running offline "
                     "(run `wandb login`, or `wandb sync` the run directory later)")
         mode = "offline"
-    os.environ["WANDB_MODE"] = mode
+    saved_mode = os.environ.get("WANDB_MODE")
     os.environ.setdefault("WANDB_SILENT", "true")
     logger = WandbLogger(
         project=cfg.logger.project,
@@ -58,7 +58,15 @@ def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> Logger:
     )
     # Lightning passes anonymous=None, which current wandb warns about on every run.
     getattr(logger, "_wandb_init", {}).pop("anonymous", None)
-    logger.experiment  # start the run now, so failures surface here and not mid-training
+    try:
+        logger.experiment  # start the run now, so failures surface here and not mid-training
+    finally:
+        # WandbLogger(offline=True) sets WANDB_MODE=dryrun process-wide; the next run in this
+        # process (a sweep, a test) must see the user's own setting again.
+        if saved_mode is None:
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = saved_mode
     return logger
 
 

@@ -24,9 +24,7 @@ def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, ModelC
         if value is not None
     }
     if trainer_kwargs.get("enable_progress_bar", True):
-        from pytorch_lightning.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(_progress_bar())
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = pl.Trainer(
@@ -34,6 +32,21 @@ def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, ModelC
         **trainer_kwargs,
     )
     return trainer, checkpoint
+
+
+def _progress_bar() -> Callback:
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    class ProgressBar(RichProgressBar):
+        """Rich bar showing the running train loss and val metrics only (no v_num, no twins)."""
+
+        def get_metrics(self, trainer, pl_module):
+            items = super().get_metrics(trainer, pl_module)
+            items.pop("v_num", None)
+            return {key.removesuffix("_step"): value for key, value in items.items()
+                    if not key.endswith("_epoch")}
+
+    return ProgressBar(leave=True)
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,72 @@
+"""The console script as a user runs it: from any directory, one-line errors, sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = shutil.which("lepton-exp") or str(Path(sys.executable).parent / "lepton-exp")
+FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "logger=none"]
+
+
+def cli(*args: str, cwd: Path, module: bool = False, env: dict | None = None):
+    command = [sys.executable, "-m", "lepton_exp"] if module else [EXE]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_help_lists_the_groups(tmp_path):
+    done = cli("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "lepton-exp" in done.stdout
+    for line in ("data: cifar10, cifar100, digits, synthetic", "experiment: quickstart"):
+        assert line in done.stdout
+
+
+def test_cfg_job_from_another_directory_and_as_module(tmp_path):
+    for module in (False, True):
+        done = cli("--cfg", "job", "data=cifar10", "model=wrn_40_2", cwd=tmp_path, module=module)
+        assert done.returncode == 0, done.stderr
+        assert "name: wrn_40_2" in done.stdout and "name: cifar10" in done.stdout
+
+
+def test_typo_in_override_is_one_clear_line_and_exit_2(tmp_path):
+    done = cli("trainer.max_epoch=3", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "lepton-exp: error: unknown config key 'trainer.max_epoch' (did you mean "
+        "'trainer.max_epochs'?): list the keys with `lepton-exp --cfg job`"]
+    assert not list(tmp_path.iterdir()), "a rejected command must not create run directories"
+
+
+def test_runtime_config_error_is_one_line(tmp_path):
+    done = cli("data=cifar10", f"data.root={tmp_path / 'nowhere'}", *FAST, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("lepton-exp: error: cifar10 not found in") and "data.root" in last
+
+
+def test_full_error_shows_the_stack_trace(tmp_path):
+    done = cli("data=cifar10", f"data.root={tmp_path / 'nowhere'}", *FAST, cwd=tmp_path,
+               env={"HYDRA_FULL_ERROR": "1"})
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_run_and_multirun_write_run_records(tmp_path):
+    env = {"LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
+    done = cli("data=synthetic", *FAST, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    records = list((tmp_path / "out" / "runs").glob("*/*/summary.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "completed"
+    done = cli("-m", "data=synthetic", "seed=0,1", *FAST, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    sweep = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/summary.json"))
+    assert [json.loads(p.read_text())["seed"] for p in sweep] == [0, 1]

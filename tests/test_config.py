@@ -1,0 +1,77 @@
+"""Config composition: every option of every group, schemas, and the one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from lepton_exp.config import CONF_DIR, ConfigError, flatten, validate
+from lepton_exp.preflight import PreflightError, preflight
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [(group, option.stem) for group in GROUPS
+           for option in sorted((CONF_DIR / group).glob("*.yaml"))]
+NEEDS_VALUE = {("model", "timm"): ["model.name=resnet18"]}
+
+
+def test_every_group_has_options():
+    assert {"data", "model", "optim", "scheduler", "trainer", "logger", "experiment",
+            "paths"} <= set(GROUPS)
+    assert len(OPTIONS) >= 30
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(compose_cfg, group, option):
+    cfg = compose_cfg(f"{group}={option}", *NEEDS_VALUE.get((group, option), []))
+    validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # what `--cfg job --resolve` prints
+    if group == "data":
+        assert resolved["data"]["name"] == option
+    if group == "model" and option != "timm":
+        assert resolved["model"]["name"] == option
+    assert resolved["stage"] == "teacher"
+
+
+def test_experiment_overrides_root_keys(compose_cfg):
+    cfg = compose_cfg("experiment=quickstart")
+    assert cfg.name == "quickstart"
+    assert cfg.data.name == "digits" and cfg.trainer.max_epochs == 15
+
+
+def test_model_timm_requires_a_name(compose_cfg):
+    with pytest.raises(ConfigError, match=r"model\.name has no value"):
+        validate(compose_cfg("model=timm"))
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("trainer.max_epoch=3", "unknown config key 'trainer.max_epoch' (did you mean "
+                            "'trainer.max_epochs'?)"),
+    ("trainer.max_epochs=abc", "'trainer.max_epochs=abc'"),
+    ("data=cifar", "unknown option data=cifar (did you mean 'cifar10'?)"),
+    ("model=resnet21", "unknown option model=resnet21"),
+    ("optim.lr=-0.1", "optim.lr=-0.1 is out of range"),
+    ("optim.name=sgdd", "optim.name=sgdd is not one of sgd, adamw, adam (did you mean 'sgd'?)"),
+    ("+trainer.max_epoch=3", "unknown config key 'trainer.max_epoch'"),
+    ("+data.rooot=x", "unknown config key 'data.rooot'"),
+    ("seed=1,2,x", "'seed=x'"),
+    ("data.batch_size=16,0", "data.batch_size=0 is out of range"),
+    ("scheduler.gamma=1.5", "scheduler.gamma=1.5 is out of range"),
+    ("logger.mode=sometimes", "logger.mode=sometimes is not one of offline, online, disabled"),
+    ("model=timm", "model.name has no value"),
+])
+def test_bad_overrides_give_one_line_naming_the_fix(override, expected):
+    with pytest.raises(PreflightError) as caught:
+        preflight([override])
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_good_overrides_and_sweeps_pass_preflight():
+    preflight(["experiment=quickstart", "trainer.max_epochs=2", "seed=0,1,2", "-m",
+               "data=digits,synthetic", "hydra/launcher=joblib"])
+
+
+def test_flatten_gives_dotted_keys_for_wandb():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {
+        "a.b": 1, "a.c.d": [1, 2], "e": None}

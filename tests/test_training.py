@@ -1,0 +1,163 @@
+"""Teacher stage end to end, in process: fit, test last/best, run record, W&B offline run."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+from lepton_exp.config import ConfigError
+from lepton_exp.stages.runner import run_stage
+
+FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false"]
+
+
+@pytest.fixture
+def run(compose_cfg, tmp_path):
+    def _run(*overrides: str, run_dir: Path | None = None):
+        cfg = compose_cfg(*FAST, *overrides)
+        target = run_dir or tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        return run_stage(cfg, run_dir=target), target
+
+    return _run
+
+
+def _test_accuracy(checkpoint: str, record: dict, compose_cfg) -> float:
+    """Accuracy of a saved checkpoint on the test split, recomputed outside Lightning."""
+    from lepton_exp.data import build_datamodule
+    from lepton_exp.models import build_model
+
+    cfg = compose_cfg(*[f"{k}={v}" for k, v in _overrides(record).items()])
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup()
+    model = build_model(cfg.model, datamodule.info)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()
+                           if k.startswith("model.")})
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in datamodule.test_dataloader():
+            correct += (model(images).argmax(1) == labels).sum().item()
+    return correct / len(datamodule.test)
+
+
+def _overrides(record: dict) -> dict:
+    config = record["config"]
+    return {"data": config["data"]["name"], "model": config["model"]["name"]}
+
+
+def test_one_epoch_on_synthetic_writes_a_complete_run_record(run, compose_cfg):
+    record, run_dir = run("data=synthetic", "model=resnet8")
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(record, default=str))
+    assert record["status"] == "completed" and record["stage"] == "teacher"
+    assert record["seed"] == 0
+    for key in ("test/acc", "test/loss", "test_best/acc", "val/acc", "val/acc_best",
+                "train/loss"):
+        assert isinstance(record["metrics"][key], float), key
+    assert 0.0 <= record["metrics"]["test/acc"] <= 1.0
+    assert record["metrics"]["epochs"] == 1
+    assert record["num_params"] > 0 and record["model_size_bytes"] >= 4 * record["num_params"]
+    assert record["wall_time_s"] > 0
+    assert set(record["git"]) == {"commit", "dirty"}
+    assert record["versions"]["torch"] == metadata.version("torch")
+    assert record["config"]["trainer"]["max_epochs"] == 1  # resolved config, not the yaml
+    assert record["config"]["data"]["name"] == "synthetic"
+    assert Path(record["checkpoints"]["last"]).exists()
+    assert Path(record["checkpoints"]["best"]).exists()
+    # Recorded test accuracy is what the last checkpoint really scores.
+    assert record["metrics"]["test/acc"] == pytest.approx(
+        _test_accuracy(record["checkpoints"]["last"], record, compose_cfg), abs=1e-6)
+
+
+def test_wandb_offline_run_directory_and_flat_config(run):
+    record, run_dir = run("data=synthetic", "logger=wandb", "tags=[unit]")
+    wandb_dir = Path(record["wandb"]["dir"])
+    assert record["wandb"]["mode"] == "offline"
+    assert wandb_dir.is_dir() and wandb_dir.parent == run_dir / "wandb"
+    assert wandb_dir.name.startswith("offline-run-")
+    run_files = list(wandb_dir.glob("*.wandb"))
+    assert run_files, "no W&B run file written"
+    # The offline run file is protobuf; config keys and summary metrics appear verbatim.
+    content = run_files[0].read_bytes()
+    for key in (b"trainer.max_epochs", b"data.name", b"optim.lr", b"test/acc", b"unit"):
+        assert key in content, key
+
+
+def test_wandb_run_gets_flat_config_group_job_type_and_tags(compose_cfg, tmp_path):
+    from lepton_exp.config import flatten, to_container
+    from lepton_exp.tracking.wandb import build_loggers, finish_loggers
+
+    cfg = compose_cfg("data=synthetic", "logger.group=sweep-7", "tags=[a,b]")
+    (logger,) = build_loggers(cfg, tmp_path, flatten(to_container(cfg)))
+    run = logger.experiment
+    try:
+        assert run.config["trainer.max_epochs"] == cfg.trainer.max_epochs
+        assert run.config["data.name"] == "synthetic"
+        assert run.group == "sweep-7" and run.job_type == "teacher"
+        assert set(run.tags) == {"a", "b"}
+    finally:
+        finish_loggers([logger], {})
+
+
+def test_one_epoch_on_digits(run, compose_cfg):
+    record, _ = run("data=digits", "model=resnet8", "logger=none")
+    assert record["data"]["train"] + record["data"]["val"] + record["data"]["test"] == 1797
+    assert record["metrics"]["test_best/acc"] == pytest.approx(
+        _test_accuracy(record["checkpoints"]["best"], record, compose_cfg), abs=1e-6)
+
+
+def test_same_seed_same_metrics_other_seed_differs(run):
+    common = ("data=synthetic", "logger=none", "trainer.max_epochs=2")
+    first, _ = run(*common, "seed=3")
+    again, _ = run(*common, "seed=3")
+    other, _ = run(*common, "seed=4")
+    assert first["metrics"] == again["metrics"]
+    assert first["metrics"]["train/loss"] != other["metrics"]["train/loss"]
+
+
+def test_top5_is_reported_with_more_than_ten_classes(run):
+    record, _ = run("data=synthetic", "data.num_classes=12", "data.num_samples=240",
+                    "logger=none")
+    assert 0 <= record["metrics"]["test/acc_top5"] <= 1
+    assert record["metrics"]["test/acc_top5"] >= record["metrics"]["test/acc"]
+
+
+def test_csv_logger_writes_metrics(run):
+    record, run_dir = run("data=synthetic", "logger=csv")
+    assert record["wandb"] is None
+    assert "val/acc" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_failed_run_still_leaves_a_record(run, tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        run("data=cifar10", f"data.root={tmp_path / 'missing'}", "logger=none",
+            run_dir=tmp_path / "failed")
+    record = json.loads((tmp_path / "failed" / "summary.json").read_text())
+    assert record["status"] == "failed" and "data.root" in record["error"]
+
+
+def test_quickstart_reaches_95_percent_on_digits(compose_cfg, tmp_path):
+    cfg = compose_cfg("experiment=quickstart", "logger=none",
+                      "trainer.enable_progress_bar=false")
+    record = run_stage(cfg, run_dir=tmp_path / "quickstart")
+    assert record["metrics"]["test/acc"] >= 0.95
+
+
+def test_wandb_failure_falls_back_to_csv_and_the_run_goes_on(run, monkeypatch, caplog):
+    import pytorch_lightning.loggers as loggers
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise TimeoutError("wandb init timed out")
+
+    monkeypatch.setattr(loggers, "WandbLogger", Broken)
+    record, run_dir = run("data=synthetic", "logger=wandb")
+    assert record["status"] == "completed" and record["wandb"] is None
+    assert (run_dir / "csv" / "metrics.csv").exists()
+    assert "W&B could not start (TimeoutError: wandb init timed out)" in caplog.text
