@@ -19,7 +19,8 @@ QUIET_PIP := { grep -v "^WARNING: Location .* is ignored" || true; }
 
 .PHONY: venv quickstart test test-all clean-venvs
 
-$(VENV)/.complete: pyproject.toml
+# No file prerequisite: a fresh clone has new mtimes; the hash in $(VENV) is what counts.
+$(VENV)/.complete:
 	@echo "[setup] building virtualenv $(VENV) (first time for this pyproject.toml; ~2 min)"
 	@rm -rf "$(VENV)"
 	@mkdir -p "$(CACHE_DIR)"
@@ -31,7 +32,8 @@ $(VENV)/.complete: pyproject.toml
 	@for old in "$(CACHE_DIR)"/venv-*; do [ "$$old" = "$(VENV)" ] || rm -rf "$$old"; done
 
 venv: $(VENV)/.complete
-	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@out=$$($(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1) \
+		|| { echo "$$out"; exit 1; }
 	@echo "[setup] using $(VENV)"
 
 quickstart: venv

@@ -1,0 +1,25 @@
+"""Data sets by name: `data=<name>` selects one; adding one is a module + a yaml in conf/data."""
+
+from __future__ import annotations
+
+from lepton_exp.config import ConfigError
+from lepton_exp.data.base import DataInfo, ImageClassificationData, Split
+from lepton_exp.data.cifar import Cifar100Data, CifarData
+from lepton_exp.data.digits import DigitsData
+from lepton_exp.data.synthetic import SyntheticData
+
+DATASETS: dict[str, type[ImageClassificationData]] = {
+    "digits": DigitsData,
+    "cifar10": CifarData,
+    "cifar100": Cifar100Data,
+    "synthetic": SyntheticData,
+}
+
+
+def build_datamodule(cfg, seed: int = 0) -> ImageClassificationData:
+    if cfg.name not in DATASETS:
+        raise ConfigError(f"unknown data set '{cfg.name}': choose one of {', '.join(DATASETS)}")
+    return DATASETS[cfg.name](cfg, seed=seed)
+
+
+__all__ = ["DATASETS", "DataInfo", "ImageClassificationData", "Split", "build_datamodule"]

@@ -1,0 +1,170 @@
+"""In-memory image classification data: split once (deterministically), serve via Lightning.
+
+Every image data set here is small enough to hold in memory as one tensor (CIFAR-10 is
+150 MB as uint8), so each data set only has to say how to load arrays; splitting,
+subsetting, normalisation, augmentation and loaders live here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from lepton_exp.config import ConfigError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about the data it will see."""
+
+    num_classes: int
+    in_chans: int
+    image_size: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.image_size, self.image_size)
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # N x C x H x W, uint8 (0..255) or float (0..1)
+    labels: torch.Tensor  # N, int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> "Split":
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return Split(self.images[index], self.labels[index])
+
+
+class ImageDataset(Dataset):
+    def __init__(self, split: Split, transform: v2.Transform):
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        return self.transform(self.split.images[index]), self.split.labels[index]
+
+
+def stratified_split(labels: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out) with `size` held out: a fraction if < 1, else a count."""
+    held = size if size < 1 else int(size)
+    if not isinstance(held, float) and held >= len(labels):
+        raise ConfigError(f"cannot hold out {held} of {len(labels)} samples: lower data.val_size")
+    indices = np.arange(len(labels))
+    kept, held_out = train_test_split(indices, test_size=held, random_state=seed,
+                                      stratify=labels, shuffle=True)
+    return np.sort(kept), np.sort(held_out)
+
+
+class ImageClassificationData(pl.LightningDataModule):
+    """Base LightningDataModule: subclasses implement :meth:`load` (and set the stats)."""
+
+    #: data set defaults, overridden by data.mean / data.std
+    mean: Sequence[float] = (0.5,)
+    std: Sequence[float] = (0.5,)
+    num_classes: int = 0
+
+    def __init__(self, cfg, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.seed = seed
+        self.train: Optional[Split] = None
+        self.val: Optional[Split] = None
+        self.test: Optional[Split] = None
+
+    # -- to implement ----------------------------------------------------------------------
+    def load(self) -> tuple[Split, Optional[Split]]:
+        """Return (training pool, official test split or None)."""
+        raise NotImplementedError
+
+    # -- splitting -------------------------------------------------------------------------
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train is not None:
+            return
+        pool, test = self.load()
+        labels = pool.labels.numpy()
+        seed = self.cfg.split_seed
+        if test is None:  # carve a test split first, so val_size means the same everywhere
+            keep, held = stratified_split(labels, self.cfg.test_size, seed)
+            pool, test = pool.take(keep), pool.take(held)
+            labels = pool.labels.numpy()
+        keep, held = stratified_split(labels, self.cfg.val_size, seed)
+        train, val = pool.take(keep), pool.take(held)
+        if self.cfg.train_subset:
+            train = _subset(train, self.cfg.train_subset, seed, "data.train_subset")
+        test_subset = self.cfg.get("test_subset")
+        if test_subset:
+            test = _subset(test, test_subset, seed, "data.test_subset")
+        self.train, self.val, self.test = train, val, test
+
+    @property
+    def info(self) -> DataInfo:
+        self.setup()
+        images = self.train.images
+        return DataInfo(num_classes=self.num_classes, in_chans=images.shape[1],
+                        image_size=images.shape[-1])
+
+    # -- transforms ------------------------------------------------------------------------
+    def _normalize(self) -> v2.Transform:
+        mean = list(self.cfg.mean) if self.cfg.mean is not None else list(self.mean)
+        std = list(self.cfg.std) if self.cfg.std is not None else list(self.std)
+        channels = self.info.in_chans
+        if len(mean) != channels or len(std) != channels:
+            raise ConfigError(
+                f"data.mean/data.std have {len(mean)}/{len(std)} values but the images have "
+                f"{channels} channels: give one value per channel"
+            )
+        return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+    def augmentation(self) -> list[v2.Transform]:
+        """Training-only random transforms; CIFAR overrides with crop + flip."""
+        return []
+
+    def train_transform(self) -> v2.Transform:
+        augment = self.augmentation() if self.cfg.augment else []
+        return v2.Compose([*augment, self._normalize()])
+
+    def eval_transform(self) -> v2.Transform:
+        return self._normalize()
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _loader(self, split: Split, transform: v2.Transform, train: bool) -> DataLoader:
+        batch_size = self.cfg.batch_size if train else (
+            self.cfg.eval_batch_size or self.cfg.batch_size)
+        return DataLoader(
+            ImageDataset(split, transform), batch_size=batch_size, shuffle=train,
+            drop_last=train and len(split) > batch_size, num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, self.train_transform(), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, self.eval_transform(), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, self.eval_transform(), train=False)
+
+
+def _subset(split: Split, size: int, seed: int, key: str) -> Split:
+    if size >= len(split):
+        return split
+    num_classes = int(split.labels.max()) + 1
+    if size < num_classes:
+        raise ConfigError(f"{key}={size} is smaller than the {num_classes} classes: raise it")
+    _, held = stratified_split(split.labels.numpy(), size, seed)
+    return split.take(held)
