@@ -41,6 +41,10 @@ def preflight(argv: list[str]) -> None:
     except Exception as error:  # noqa: BLE001 - OverrideParseException and friends
         raise PreflightError(f"cannot parse the overrides: {_first_line(error)}") from None
     parsed = [o for o in parsed if not _is_hydra_override(o)]
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps and not args.multirun:
+        raise PreflightError(f"'{sweeps[0]}' is a sweep: add -m (--multirun) to run one job "
+                             "per value, or give a single value")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for overrides in _candidates(parsed):
@@ -102,26 +106,18 @@ def _explain_override(line: str, before, error: Exception) -> str:
     override = OverridesParser.create().parse_override(line)
     key = override.key_or_group
     loader = GlobalHydra.instance().config_loader()
-    groups = {g for g in _groups(loader)}
-    if "." not in key and key in groups:
+    if key in _groups(loader):  # group=option
         options = sorted(loader.get_group_options(key))
         value = str(override.value())
         if value not in options:
             return (f"unknown option {key}={value}{_did_you_mean(value, options)}: "
                     f"choose one of {', '.join(options)}")
-    known = dotted_keys(before)
-    if "." in key or key in known or not override.is_add():
-        if key not in known and not override.is_add():
-            top = key.split(".")[0]
-            if top in groups and "." not in key:
-                pass
-            else:
-                hint = _did_you_mean(key, known)
-                return (f"unknown config key '{key}'{hint}: "
-                        "list the keys with `lepton-exp --cfg job`")
-    cause = _innermost(error)
-    message = _first_line(cause)
-    message = re.sub(r"\s+", " ", message)
+    elif not override.is_add():
+        known = dotted_keys(before)
+        if key not in known:
+            return (f"unknown config key '{key}'{_did_you_mean(key, known)}: "
+                    "list the keys with `lepton-exp --cfg job`")
+    message = re.sub(r"\s+", " ", _first_line(_innermost(error)))
     return f"invalid override '{line}': {message}"
 
 

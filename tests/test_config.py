@@ -61,10 +61,15 @@ def test_model_timm_requires_a_name(compose_cfg):
 ])
 def test_bad_overrides_give_one_line_naming_the_fix(override, expected):
     with pytest.raises(PreflightError) as caught:
-        preflight([override])
+        preflight(["--multirun", override])  # -m: some cases are sweeps
     message = str(caught.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_sweep_without_multirun_is_explained():
+    with pytest.raises(PreflightError, match=r"'seed=0,1' is a sweep: add -m"):
+        preflight(["seed=0,1"])
 
 
 def test_good_overrides_and_sweeps_pass_preflight():

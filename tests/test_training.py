@@ -134,6 +134,11 @@ def test_csv_logger_writes_metrics(run):
     assert "val/acc" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
 
 
+def test_invalid_trainer_setting_is_a_config_error(run):
+    with pytest.raises(ConfigError, match="invalid trainer settings"):
+        run("data=synthetic", "logger=none", "trainer.devices=abc")
+
+
 def test_failed_run_still_leaves_a_record(run, tmp_path):
     with pytest.raises(ConfigError, match="data.root"):
         run("data=cifar10", f"data.root={tmp_path / 'missing'}", "logger=none",

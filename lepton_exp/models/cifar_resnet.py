@@ -9,7 +9,7 @@ resnet8x4, resnet32x4, wrn_16_2, wrn_40_2). They are registered with timm, so
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import timm
 import torch
@@ -44,41 +44,33 @@ class BasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
-class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for small images: a 3x3 stem and three stages of n basic blocks."""
+class _ThreeStageNet(nn.Module):
+    """What the CIFAR ResNets and WRNs share: a 3x3 stem, three stages (strides 1, 2, 2)
+    named layer1..3 with timm ``feature_info``, and a pooled linear classifier."""
 
-    def __init__(
-        self,
-        depth: int,
-        widths: Sequence[int] = (16, 16, 32, 64),
-        num_classes: int = 10,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        global_pool: str = "avg",
-    ):
+    def __init__(self, num_classes: int, drop_rate: float):
         super().__init__()
-        if (depth - 2) % 6 != 0:
-            raise ValueError(f"CifarResNet depth must be 6n+2 (8, 14, 20, 32, 56, 110), got {depth}")
-        blocks = (depth - 2) // 6
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.act1 = nn.ReLU(inplace=True)
-        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="act1")]
-        in_chs = widths[0]
-        for stage, (width, stride) in enumerate(zip(widths[1:], (1, 2, 2)), start=1):
+
+    def _add_stages(self, stem_chs: int, stem_module: str, widths: Sequence[int], blocks: int,
+                    make_block: Callable[[int, int, int], nn.Module]) -> int:
+        self.feature_info = [dict(num_chs=stem_chs, reduction=1, module=stem_module)]
+        in_chs = stem_chs
+        for stage, (width, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
             layers = []
             for index in range(blocks):
-                layers.append(BasicBlock(in_chs, width, stride if index == 0 else 1))
+                layers.append(make_block(in_chs, width, stride if index == 0 else 1))
                 in_chs = width
             self.add_module(f"layer{stage}", nn.Sequential(*layers))
             self.feature_info.append(
-                dict(num_chs=width, reduction=2 ** (stage - 1), module=f"layer{stage}")
-            )
-        self.num_features = self.head_hidden_size = in_chs
+                dict(num_chs=width, reduction=2 ** (stage - 1), module=f"layer{stage}"))
+        return in_chs
+
+    def _add_head(self, num_features: int, global_pool: str) -> None:
+        self.num_features = self.head_hidden_size = num_features
         self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.Identity()
-        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(self.num_classes)
         _init_weights(self)
 
     def get_classifier(self) -> nn.Module:
@@ -88,10 +80,6 @@ class CifarResNet(nn.Module):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.global_pool(x), 1)
         if self.drop_rate:
@@ -100,6 +88,25 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class CifarResNet(_ThreeStageNet):
+    """ResNet-(6n+2) for small images: a 3x3 stem and three stages of n basic blocks."""
+
+    def __init__(self, depth: int, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 10,
+                 in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg"):
+        super().__init__(num_classes, drop_rate)
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"CifarResNet depth must be 6n+2 (8, 14, 20, 32, 56, 110), got {depth}")
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.act1 = nn.ReLU(inplace=True)
+        out_chs = self._add_stages(widths[0], "act1", widths[1:], (depth - 2) // 6, BasicBlock)
+        self._add_head(out_chs, global_pool)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
 
 
 class PreActBlock(nn.Module):
@@ -127,49 +134,22 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(nn.Module):
-    """WRN-depth-k for small images (depth = 6n+4)."""
+class WideResNet(_ThreeStageNet):
+    """WRN-depth-k for small images (depth = 6n+4), pre-activation blocks."""
 
-    def __init__(
-        self,
-        depth: int,
-        widen_factor: int,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        block_dropout: float = 0.0,
-        global_pool: str = "avg",
-    ):
-        super().__init__()
+    def __init__(self, depth: int, widen_factor: int, num_classes: int = 10, in_chans: int = 3,
+                 drop_rate: float = 0.0, block_dropout: float = 0.0, global_pool: str = "avg"):
+        super().__init__(num_classes, drop_rate)
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WideResNet depth must be 6n+4 (16, 22, 28, 40), got {depth}")
-        blocks = (depth - 4) // 6
-        widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
-        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
-        in_chs = widths[0]
-        for stage, (width, stride) in enumerate(zip(widths[1:], (1, 2, 2)), start=1):
-            layers = []
-            for index in range(blocks):
-                layers.append(PreActBlock(in_chs, width, stride if index == 0 else 1, block_dropout))
-                in_chs = width
-            self.add_module(f"layer{stage}", nn.Sequential(*layers))
-            self.feature_info.append(
-                dict(num_chs=width, reduction=2 ** (stage - 1), module=f"layer{stage}")
-            )
-        self.bn1 = nn.BatchNorm2d(in_chs)
+        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.conv1 = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
+        out_chs = self._add_stages(
+            16, "conv1", widths, (depth - 4) // 6,
+            lambda in_chs, out_chs, stride: PreActBlock(in_chs, out_chs, stride, block_dropout))
+        self.bn1 = nn.BatchNorm2d(out_chs)
         self.act1 = nn.ReLU(inplace=True)
-        self.num_features = self.head_hidden_size = in_chs
-        self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.Identity()
-        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
-        _init_weights(self)
-
-    get_classifier = CifarResNet.get_classifier
-    reset_classifier = CifarResNet.reset_classifier
-    forward_head = CifarResNet.forward_head
-    forward = CifarResNet.forward
+        self._add_head(out_chs, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))

@@ -52,8 +52,9 @@ class ClassificationModule(pl.LightningModule):
         metrics.update(logits.detach(), labels)
         prefix = self.test_prefix if split == "test" else split
         on_step = split == "train"
+        # sync_dist: epoch losses averaged over DDP ranks (torchmetrics sync themselves).
         self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True,
-                 prog_bar=split == "train", batch_size=len(labels))
+                 prog_bar=split == "train", batch_size=len(labels), sync_dist=not on_step)
         self.log_dict({f"{prefix}/{name}": metric for name, metric in metrics.items()},
                       on_step=False, on_epoch=True, prog_bar=split == "val",
                       batch_size=len(labels))

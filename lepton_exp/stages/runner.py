@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from lepton_exp.config import LeptonError, flatten, to_container, validate
@@ -49,7 +50,10 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "git": git_state(), "versions": library_versions(), "config": config,
     }
-    write_json_atomic(run_dir / RECORD_NAME, record)
+    # Under DDP every rank runs this function; only rank zero owns the record and report.
+    is_rank_zero = rank_zero_only.rank == 0
+    if is_rank_zero:
+        write_json_atomic(run_dir / RECORD_NAME, record)
     loggers: list = []
     try:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -74,7 +78,8 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         raise
     finally:
         record["wall_time_s"] = round(time.time() - started, 3)
-        write_json_atomic(run_dir / RECORD_NAME, record)
+        if is_rank_zero:
+            write_json_atomic(run_dir / RECORD_NAME, record)
         if record["status"] == "completed":
             summary = {**record["metrics"], "num_params": record["num_params"],
                        "model_size_bytes": record["model_size_bytes"],
@@ -82,7 +87,8 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             finish_loggers(loggers, summary)
         else:
             _close_quietly(loggers)
-    print_summary(record)
+    if is_rank_zero:
+        print_summary(record)
     return record
 
 

@@ -8,6 +8,9 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+from lepton_exp.config import ConfigError
 
 MONITOR = "val/acc"
 
@@ -27,11 +30,16 @@ def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, ModelC
         callbacks.append(_progress_bar())
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    trainer = pl.Trainer(
-        default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks,
-        **trainer_kwargs,
-    )
+    try:
+        trainer = pl.Trainer(default_root_dir=str(run_dir), logger=loggers or False,
+                             callbacks=callbacks, **trainer_kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise ConfigError(f"invalid trainer settings: {_one_line(error)}") from error
     return trainer, checkpoint
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _progress_bar() -> Callback:
