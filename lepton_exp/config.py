@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 # lepton_exp/conf is a symlink to the repository's conf/ (a real directory once installed).
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -190,9 +190,9 @@ def _range(key: str, value: Any, low: float, high: float = math.inf, *,
            low_open: bool = False, high_open: bool = True) -> Optional[str]:
     if value is None:
         return None
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if not (too_low or too_high) and not (isinstance(value, float) and math.isnan(value)):
+    above_low = value > low if low_open else value >= low
+    below_high = value < high if high_open else value <= high
+    if above_low and below_high:  # NaN fails both comparisons, so it is reported
         return None
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
@@ -282,8 +282,6 @@ def dotted_keys(node: Any, prefix: str = "") -> list[str]:
             except Exception:  # noqa: BLE001 - interpolations that cannot resolve yet
                 continue
             keys += dotted_keys(child, path + ".")
-    elif isinstance(node, ListConfig):
-        return keys
     return keys
 
 

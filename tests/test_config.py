@@ -50,6 +50,7 @@ def test_model_timm_requires_a_name(compose_cfg):
     ("data=cifar", "unknown option data=cifar (did you mean 'cifar10'?)"),
     ("model=resnet21", "unknown option model=resnet21"),
     ("optim.lr=-0.1", "optim.lr=-0.1 is out of range"),
+    ("optim.lr=nan", "optim.lr=nan is out of range"),
     ("optim.name=sgdd", "optim.name=sgdd is not one of sgd, adamw, adam (did you mean 'sgd'?)"),
     ("+trainer.max_epoch=3", "unknown config key 'trainer.max_epoch'"),
     ("+data.rooot=x", "unknown config key 'data.rooot'"),

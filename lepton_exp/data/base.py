@@ -60,9 +60,12 @@ class ImageDataset(Dataset):
 
 def stratified_split(labels: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held_out) with `size` held out: a fraction if < 1, else a count."""
-    held = size if size < 1 else int(size)
-    if not isinstance(held, float) and held >= len(labels):
-        raise ConfigError(f"cannot hold out {held} of {len(labels)} samples: lower data.val_size")
+    held: float | int = size
+    if size >= 1:
+        held = int(size)
+        if held >= len(labels):
+            raise ConfigError(f"cannot hold out {held} of {len(labels)} samples: "
+                              "lower data.val_size")
     indices = np.arange(len(labels))
     kept, held_out = train_test_split(indices, test_size=held, random_state=seed,
                                       stratify=labels, shuffle=True)
