@@ -8,7 +8,6 @@ full stack traces instead.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -16,9 +15,6 @@ import hydra
 from omegaconf import DictConfig
 
 from lepton_exp.config import CONF_DIR, ROOT_CONFIG, LeptonError
-
-log = logging.getLogger("lepton_exp")
-
 
 def _full_errors() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -38,12 +34,16 @@ def _app(cfg: DictConfig) -> float | None:
     except LeptonError as error:
         if _full_errors():
             raise
-        log.error("%s", error)
-        _fail(str(error))
+        _fail(str(error))  # also kept in the run record's "error" field
     return record.get("metrics", {}).get("val/acc_best")  # objective for Hydra sweepers
 
 
 def main() -> None:
+    if "--version" in sys.argv[1:]:
+        from lepton_exp import __version__
+
+        print(f"lepton-exp {__version__} (hydra-core {hydra.__version__})")
+        return
     if not _full_errors():
         from lepton_exp.preflight import PreflightError, preflight
 

@@ -58,6 +58,7 @@ class DigitsConfig(DataConfig):
 class CifarConfig(DataConfig):
     root: Optional[str] = None  # npz dir (train.npz/test.npz) or torchvision's layout
     download: bool = False  # let torchvision download into `root` when it is empty
+    val_subset: Optional[int] = None  # stratified subsets of the val/test splits (CPU-sized runs)
     test_subset: Optional[int] = None
     crop_padding: int = 4
 
@@ -172,11 +173,18 @@ def register_configs() -> None:
 register_configs()
 
 # -------------------------------------------------------------------------------- validation
-STAGES = ("teacher",)
-OPTIMIZERS = ("sgd", "adamw", "adam")
-SCHEDULERS = ("multistep", "cosine", "constant")
-LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run")  # last two: wandb aliases
+SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
+
+
+def _registered() -> dict[str, tuple[str, ...]]:
+    """Valid names, read from the registries that build them (no torch import needed)."""
+    from lepton_exp.stages import STAGES
+    from lepton_exp.tracking.loggers import LOGGERS
+    from lepton_exp.training.optim import OPTIMIZERS, SCHEDULERS
+
+    return {"stage": tuple(STAGES), "optim.name": tuple(OPTIMIZERS),
+            "scheduler.name": tuple(SCHEDULERS), "logger.name": tuple(LOGGERS)}
 
 
 def _choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:
@@ -215,7 +223,9 @@ def _unknown_key(cfg: DictConfig, prefix: str = "") -> Optional[str]:
         fields = {f.name for f in dataclasses.fields(schema)}
         for key in cfg.keys():
             if key not in fields:
-                return (f"unknown config key '{prefix}{key}'{_did_you_mean(str(key), fields)}:"
+                known = [f"{prefix}{name}" for name in fields]
+                hint = _did_you_mean(f"{prefix}{key}", known)
+                return (f"unknown config key '{prefix}{key}'{hint}:"
                         " list the keys with `lepton-exp --cfg job`")
     for key in cfg.keys():
         child = cfg._get_node(key)
@@ -231,40 +241,61 @@ def validate(cfg: DictConfig) -> None:
     for problem in (_missing_value(cfg), _unknown_key(cfg)):
         if problem:
             raise ConfigError(problem)
-    checks = [
-        _choice("stage", cfg.stage, STAGES),
-        _range("data.batch_size", cfg.data.batch_size, 1),
-        _range("data.eval_batch_size", cfg.data.get("eval_batch_size"), 1),
-        _range("data.num_workers", cfg.data.num_workers, 0),
-        _range("data.val_size", cfg.data.val_size, 0, low_open=True),
-        _range("data.test_size", cfg.data.get("test_size"), 0, 1, low_open=True),
-        _range("data.train_subset", cfg.data.get("train_subset"), 1),
-        _choice("optim.name", cfg.optim.name, OPTIMIZERS),
-        _range("optim.lr", cfg.optim.lr, 0, low_open=True),
-        _range("optim.weight_decay", cfg.optim.weight_decay, 0),
-        _range("optim.momentum", cfg.optim.momentum, 0, 1),
-        _choice("scheduler.name", cfg.scheduler.name, SCHEDULERS),
-        _range("scheduler.gamma", cfg.scheduler.gamma, 0, 1, low_open=True, high_open=False),
-        _range("scheduler.warmup_epochs", cfg.scheduler.warmup_epochs, 0),
-        _range("scheduler.min_lr", cfg.scheduler.min_lr, 0),
-        _range("trainer.max_epochs", cfg.trainer.max_epochs, 1),
+    names = _registered()
+    data, optim, scheduler, trainer = cfg.data, cfg.optim, cfg.scheduler, cfg.trainer
+    checks = [_choice(key, OmegaConf.select(cfg, key), choices) for key, choices in names.items()]
+    checks += [
+        _range("seed", cfg.seed, 0, SEED_LIMIT),
+        _range("data.split_seed", data.split_seed, 0, SEED_LIMIT),
+        _range("data.batch_size", data.batch_size, 1),
+        _range("data.eval_batch_size", data.eval_batch_size, 1),
+        _range("data.num_workers", data.num_workers, 0),
+        _range("data.val_size", data.val_size, 0, low_open=True),
+        _range("data.test_size", data.get("test_size"), 0, 1, low_open=True),
+        *(_range(f"data.{key}", data.get(key), 1)
+          for key in ("train_subset", "val_subset", "test_subset", "num_samples", "channels",
+                      "image_size")),
+        _range("data.num_classes", data.get("num_classes"), 2),
+        _range("data.noise", data.get("noise"), 0),
+        _range("data.crop_padding", data.get("crop_padding"), 0),
+        *(_range("data.std", value, 0, low_open=True) for value in data.std or ()),
+        _range("optim.lr", optim.lr, 0, low_open=True),
+        _range("optim.weight_decay", optim.weight_decay, 0),
+        _range("optim.momentum", optim.momentum, 0, 1),
+        *(_range("optim.betas", beta, 0, 1) for beta in optim.betas),
+        _range("scheduler.gamma", scheduler.gamma, 0, 1, low_open=True, high_open=False),
+        _range("scheduler.warmup_epochs", scheduler.warmup_epochs, 0),
+        _range("scheduler.min_lr", scheduler.min_lr, 0),
+        *(_range("scheduler.milestones", fraction, 0, 1, low_open=True, high_open=False)
+          for fraction in scheduler.milestones),
+        _range("trainer.max_epochs", trainer.max_epochs, 1),
+        _range("trainer.max_steps", trainer.max_steps, -1),
+        _range("trainer.num_nodes", trainer.num_nodes, 1),
+        _range("trainer.gradient_clip_val", trainer.gradient_clip_val, 0),
+        _range("trainer.accumulate_grad_batches", trainer.accumulate_grad_batches, 1),
+        _range("trainer.check_val_every_n_epoch", trainer.check_val_every_n_epoch, 1),
+        _range("trainer.log_every_n_steps", trainer.log_every_n_steps, 1),
+        _range("trainer.num_sanity_val_steps", trainer.num_sanity_val_steps, -1),
         _range("model.drop_rate", cfg.model.drop_rate, 0, 1),
-        _choice("logger.name", cfg.logger.name, LOGGERS),
         _choice("logger.mode", cfg.logger.mode, WANDB_MODES),
         _range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
     ]
-    checks += [_range("scheduler.milestones", m, 0, 1, low_open=True, high_open=False)
-               for m in cfg.scheduler.milestones]
-    if cfg.data.mean is not None and cfg.data.std is not None:
-        if len(cfg.data.mean) != len(cfg.data.std):
-            checks.append("data.mean and data.std must have one value per channel each")
-        checks += [_range("data.std", s, 0, low_open=True) for s in cfg.data.std]
+    if scheduler.name == "multistep" and not scheduler.milestones:
+        checks.append("scheduler.milestones is empty: give fractions of the run "
+                      "(e.g. [0.5,0.75]) or use scheduler=constant")
+    if data.mean is not None and data.std is not None and len(data.mean) != len(data.std):
+        checks.append("data.mean and data.std must have one value per channel each")
     for problem in checks:
         if problem:
             raise ConfigError(problem)
 
 
 # --------------------------------------------------------------------------- friendly errors
+def one_line(error: BaseException) -> str:
+    """An exception's message with its whitespace (line breaks included) folded."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

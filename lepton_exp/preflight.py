@@ -8,14 +8,16 @@ names the key and suggests the fix.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from typing import Iterable
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from omegaconf import OmegaConf
+from hydra.core.override_parser.types import Override, ValueType
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lepton_exp.config import (CONF_DIR, ROOT_CONFIG, ConfigError, _did_you_mean, dotted_keys,
                                validate)
@@ -29,9 +31,12 @@ def preflight(argv: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
     try:
-        args, _ = get_args_parser().parse_known_args(argv)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args, _ = get_args_parser().parse_known_args(argv)
     except SystemExit:
-        return  # malformed flags: Hydra's own parser reports them
+        return  # malformed flags: Hydra's own parser reports them (once, as it prints them)
+    if args.cfg and args.multirun:
+        raise PreflightError(f"--cfg {args.cfg} shows the config of one job: drop -m/--multirun")
     if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
             or args.config_dir or args.experimental_rerun):
         return
@@ -40,20 +45,19 @@ def preflight(argv: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except Exception as error:  # noqa: BLE001 - OverrideParseException and friends
         raise PreflightError(f"cannot parse the overrides: {_first_line(error)}") from None
-    parsed = [o for o in parsed if not _is_hydra_override(o)]
-    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not args.multirun:
-        raise PreflightError(f"'{sweeps[0]}' is a sweep: add -m (--multirun) to run one job "
-                             "per value, or give a single value")
+        raise PreflightError(f"'{sweeps[0].input_line}' is a sweep: add -m (--multirun) to run "
+                             "one job per value, or give a single value")
+    sampling = [o for o in sweeps if o.value_type == ValueType.INTERVAL_SWEEP]
+    if sampling and not any(o.key_or_group == "hydra/sweeper" for o in parsed):
+        raise PreflightError(
+            f"'{sampling[0].input_line}' needs a sampling sweeper (hydra/sweeper=optuna); "
+            "the default sweeper takes lists and ranges: key=1,2,3 or key=range(0,3)")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for overrides in _candidates(parsed):
             _check(config_name, overrides)
-
-
-def _is_hydra_override(override: Override) -> bool:
-    key = override.key_or_group
-    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
 def _candidates(parsed: list[Override]) -> Iterable[list[str]]:
@@ -77,11 +81,18 @@ def _candidates(parsed: list[Override]) -> Iterable[list[str]]:
             yield variant
 
 
+def _compose(config_name: str, overrides: list[str]):
+    # With Hydra's own node, so hydra.* overrides and hydra/launcher=... are checked too.
+    return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+
+
 def _check(config_name: str, overrides: list[str]) -> None:
     try:
-        cfg = compose(config_name=config_name, overrides=overrides)
+        cfg = _compose(config_name, overrides)
     except Exception:  # noqa: BLE001 - find which override caused it and explain that one
         raise PreflightError(_explain(config_name, overrides)) from None
+    with open_dict(cfg):
+        del cfg["hydra"]  # Hydra fills its runtime fields later; the schema checks are ours
     try:
         validate(cfg)
     except ConfigError as error:
@@ -90,35 +101,63 @@ def _check(config_name: str, overrides: list[str]) -> None:
 
 def _explain(config_name: str, overrides: list[str]) -> str:
     try:
-        previous = compose(config_name=config_name, overrides=[])
+        previous = _compose(config_name, [])
     except Exception as error:  # noqa: BLE001 - the config files themselves are broken
         return f"the config in {CONF_DIR} does not compose: {_first_line(error)}"
     for count, override_line in enumerate(overrides, start=1):
         try:
-            current = compose(config_name=config_name, overrides=overrides[:count])
+            current = _compose(config_name, overrides[:count])
         except Exception as error:  # noqa: BLE001
-            return _explain_override(override_line, previous, error)
+            return _explain_override(config_name, overrides[:count - 1], override_line,
+                                     previous, error)
         previous = current
     return "the overrides do not compose (run with HYDRA_FULL_ERROR=1 for details)"
 
 
-def _explain_override(line: str, before, error: Exception) -> str:
+def _explain_override(config_name: str, earlier: list[str], line: str, before,
+                      error: Exception) -> str:
+    """Why `line` failed, given the config `before` it (composed from the `earlier` ones)."""
     override = OverridesParser.create().parse_override(line)
     key = override.key_or_group
     loader = GlobalHydra.instance().config_loader()
-    if key in _groups(loader):  # group=option
+    groups = _groups(loader)
+    if key in groups:  # group=option
         options = sorted(loader.get_group_options(key))
-        value = str(override.value())
-        if value not in options:
-            return (f"unknown option {key}={value}{_did_you_mean(value, options)}: "
+        value = override.value()
+        if value is None:
+            return f"{key}=null is not an option: leave {key} out to select none"
+        if str(value) not in options:
+            return (f"unknown option {key}={value}{_did_you_mean(str(value), options)}: "
                     f"choose one of {', '.join(options)}")
-    elif not override.is_add():
-        known = dotted_keys(before)
-        if key not in known:
-            return (f"unknown config key '{key}'{_did_you_mean(key, known)}: "
-                    "list the keys with `lepton-exp --cfg job`")
+    elif not override.is_add() and key not in dotted_keys(before):
+        return _explain_unknown_key(config_name, earlier, key, before, loader, groups)
     message = re.sub(r"\s+", " ", _first_line(_innermost(error)))
     return f"invalid override '{line}': {message}"
+
+
+def _explain_unknown_key(config_name: str, earlier: list[str], key: str, before, loader,
+                         groups: list[str]) -> str:
+    parent, _, _ = key.rpartition(".")
+    parent_node = OmegaConf.select(before, parent) if parent else None
+    if isinstance(parent_node, DictConfig) and OmegaConf.get_type(parent_node) is dict:
+        return f"'{key}' is not set yet: add it with a plus, +{key}=..."
+    group = key.split(".")[0]
+    if group in groups:  # maybe the key belongs to another option of this group
+        owners = [option for option in sorted(loader.get_group_options(group))
+                  if _has_key(config_name, [*earlier, f"{group}={option}"], key)]
+        if owners:
+            current = OmegaConf.select(before, f"{group}.name", default="?")
+            return (f"'{key}' belongs to {group}={', '.join(owners)}, not {group}={current}: "
+                    f"select one of those or drop the override")
+    return (f"unknown config key '{key}'{_did_you_mean(key, dotted_keys(before))}: "
+            "list the keys with `lepton-exp --cfg job`")
+
+
+def _has_key(config_name: str, overrides: list[str], key: str) -> bool:
+    try:
+        return key in dotted_keys(_compose(config_name, overrides))
+    except Exception:  # noqa: BLE001 - that option does not compose with the others
+        return False
 
 
 def _groups(loader) -> list[str]:

@@ -46,12 +46,19 @@ def test_typo_in_override_is_one_clear_line_and_exit_2(tmp_path):
     assert not list(tmp_path.iterdir()), "a rejected command must not create run directories"
 
 
-def test_runtime_config_error_is_one_line(tmp_path):
+def test_runtime_config_error_is_one_line_shown_once(tmp_path):
     done = cli("data=cifar10", f"data.root={tmp_path / 'nowhere'}", *FAST, cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("lepton-exp: error: cifar10 not found in") and "data.root" in last
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "not found in" in line]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("lepton-exp: error: cifar10 not found in")
+    assert "data.root" in errors[0]
+
+
+def test_version(tmp_path):
+    done = cli("--version", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("lepton-exp 0.")
 
 
 def test_full_error_shows_the_stack_trace(tmp_path):
@@ -66,7 +73,15 @@ def test_run_and_multirun_write_run_records(tmp_path):
     assert done.returncode == 0, done.stderr
     records = list((tmp_path / "out" / "runs").glob("*/*/summary.json"))
     assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "completed"
-    done = cli("-m", "data=synthetic", "seed=0,1", *FAST, cwd=tmp_path, env=env)
+    # Lightning's INFO lines stay off the console but are kept in the run's log file.
+    assert "GPU available" not in done.stdout
+    assert "GPU available" in (records[0].parent / "lepton-exp.log").read_text()
+    # A sweep over a key that is part of the run name still lands in one sweep directory.
+    done = cli("-m", "data=synthetic", "seed=0,1", "model=resnet8,resnet14", *FAST,
+               cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
-    sweep = sorted((tmp_path / "out" / "multiruns").glob("*/*/*/summary.json"))
-    assert [json.loads(p.read_text())["seed"] for p in sweep] == [0, 1]
+    sweeps = list((tmp_path / "out" / "multiruns").glob("*/*"))
+    assert len(sweeps) == 1
+    records = [json.loads(p.read_text()) for p in sorted(sweeps[0].glob("*/summary.json"))]
+    assert sorted((r["seed"], r["config"]["model"]["name"]) for r in records) == [
+        (0, "resnet14"), (0, "resnet8"), (1, "resnet14"), (1, "resnet8")]

@@ -59,10 +59,23 @@ def test_model_timm_requires_a_name(compose_cfg):
     ("scheduler.gamma=1.5", "scheduler.gamma=1.5 is out of range"),
     ("logger.mode=sometimes", "logger.mode=sometimes is not one of offline, online, disabled"),
     ("model=timm", "model.name has no value"),
+    ("data.root=/x", "'data.root' belongs to data=cifar10, cifar100, not data=digits"),
+    ("model.kwargs.depth=3", "add it with a plus, +model.kwargs.depth=..."),
+    ("experiment=null", "experiment=null is not an option"),
+    ("seed=interval(0,1)", "needs a sampling sweeper (hydra/sweeper=optuna)"),
+    ("hydra.run.dri=x", "unknown config key 'hydra.run.dri' (did you mean 'hydra.run.dir'?)"),
+    ("hydra/launcher=joblb", "unknown option hydra/launcher=joblb (did you mean 'joblib'?)"),
+    ("data.split_seed=-1", "data.split_seed=-1 is out of range"),
+    ("data.std=[0,1]", "data.std=0.0 is out of range"),
+    ("data=synthetic data.num_classes=1", "data.num_classes=1 is out of range"),
+    ("optim.betas=[0.9,1.5]", "optim.betas=1.5 is out of range"),
+    ("scheduler=multistep scheduler.milestones=[]", "scheduler.milestones is empty"),
+    ("data=cifar10 data.test_subset=0", "data.test_subset=0 is out of range"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is out of range"),
 ])
 def test_bad_overrides_give_one_line_naming_the_fix(override, expected):
     with pytest.raises(PreflightError) as caught:
-        preflight(["--multirun", override])  # -m: some cases are sweeps
+        preflight(["--multirun", *override.split()])  # -m: some cases are sweeps
     message = str(caught.value)
     assert expected in message
     assert "\n" not in message
@@ -71,6 +84,8 @@ def test_bad_overrides_give_one_line_naming_the_fix(override, expected):
 def test_sweep_without_multirun_is_explained():
     with pytest.raises(PreflightError, match=r"'seed=0,1' is a sweep: add -m"):
         preflight(["seed=0,1"])
+    with pytest.raises(PreflightError, match=r"--cfg job shows the config of one job"):
+        preflight(["-m", "seed=0,1", "--cfg", "job"])
 
 
 def test_good_overrides_and_sweeps_pass_preflight():

@@ -129,3 +129,20 @@ def test_real_cifar10_from_shared_data(cifar10_dir):
     # Normalised with CIFAR statistics: about zero mean and unit spread per channel.
     assert images.mean(dim=(0, 2, 3)).abs().max() < 0.1
     assert ((images.std(dim=(0, 2, 3)) - 1).abs() < 0.1).all()
+
+
+def test_cifar100_pointed_at_cifar10_files_is_refused(tmp_path):
+    _write_npz(tmp_path / "train.npz", 200)
+    _write_npz(tmp_path / "test.npz", 50)
+    with pytest.raises(ConfigError, match="has 10 classes .* CIFAR-100 has 100"):
+        _dm(CifarConfig, name="cifar100", root=str(tmp_path), val_size=20).setup()
+
+
+@pytest.mark.parametrize("settings,key", [
+    (dict(val_size=2), "data.val_size=2"),          # fewer held-out samples than classes
+    (dict(val_size=0.999), "data.val_size=0.999"),  # too few left to train on
+    (dict(train_subset=5), "data.train_subset=5"),
+])
+def test_impossible_splits_name_the_setting(settings, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _dm(DigitsConfig, name="digits", **settings).setup()

@@ -26,12 +26,15 @@ def run(compose_cfg, tmp_path):
     return _run
 
 
-def _test_accuracy(checkpoint: str, record: dict, compose_cfg) -> float:
-    """Accuracy of a saved checkpoint on the test split, recomputed outside Lightning."""
+def _test_accuracy(checkpoint: str, record: dict) -> float:
+    """Accuracy of a saved checkpoint on the test split, recomputed outside Lightning from
+    the run record's config."""
+    from omegaconf import OmegaConf
+
     from lepton_exp.data import build_datamodule
     from lepton_exp.models import build_model
 
-    cfg = compose_cfg(*[f"{k}={v}" for k, v in _overrides(record).items()])
+    cfg = OmegaConf.create(record["config"])
     datamodule = build_datamodule(cfg.data)
     datamodule.setup()
     model = build_model(cfg.model, datamodule.info)
@@ -46,12 +49,7 @@ def _test_accuracy(checkpoint: str, record: dict, compose_cfg) -> float:
     return correct / len(datamodule.test)
 
 
-def _overrides(record: dict) -> dict:
-    config = record["config"]
-    return {"data": config["data"]["name"], "model": config["model"]["name"]}
-
-
-def test_one_epoch_on_synthetic_writes_a_complete_run_record(run, compose_cfg):
+def test_one_epoch_on_synthetic_writes_a_complete_run_record(run):
     record, run_dir = run("data=synthetic", "model=resnet8")
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(record, default=str))
@@ -72,7 +70,7 @@ def test_one_epoch_on_synthetic_writes_a_complete_run_record(run, compose_cfg):
     assert Path(record["checkpoints"]["best"]).exists()
     # Recorded test accuracy is what the last checkpoint really scores.
     assert record["metrics"]["test/acc"] == pytest.approx(
-        _test_accuracy(record["checkpoints"]["last"], record, compose_cfg), abs=1e-6)
+        _test_accuracy(record["checkpoints"]["last"], record), abs=1e-6)
 
 
 def test_wandb_offline_run_directory_and_flat_config(run):
@@ -91,7 +89,7 @@ def test_wandb_offline_run_directory_and_flat_config(run):
 
 def test_wandb_run_gets_flat_config_group_job_type_and_tags(compose_cfg, tmp_path):
     from lepton_exp.config import flatten, to_container
-    from lepton_exp.tracking.wandb import build_loggers, finish_loggers
+    from lepton_exp.tracking.loggers import build_loggers, finish_loggers
 
     cfg = compose_cfg("data=synthetic", "logger.group=sweep-7", "tags=[a,b]")
     (logger,) = build_loggers(cfg, tmp_path, flatten(to_container(cfg)))
@@ -105,11 +103,11 @@ def test_wandb_run_gets_flat_config_group_job_type_and_tags(compose_cfg, tmp_pat
         finish_loggers([logger], {})
 
 
-def test_one_epoch_on_digits(run, compose_cfg):
+def test_one_epoch_on_digits(run):
     record, _ = run("data=digits", "model=resnet8", "logger=none")
     assert record["data"]["train"] + record["data"]["val"] + record["data"]["test"] == 1797
     assert record["metrics"]["test_best/acc"] == pytest.approx(
-        _test_accuracy(record["checkpoints"]["best"], record, compose_cfg), abs=1e-6)
+        _test_accuracy(record["checkpoints"]["best"], record), abs=1e-6)
 
 
 def test_same_seed_same_metrics_other_seed_differs(run):
@@ -166,3 +164,22 @@ def test_wandb_failure_falls_back_to_csv_and_the_run_goes_on(run, monkeypatch, c
     assert record["status"] == "completed" and record["wandb"] is None
     assert (run_dir / "csv" / "metrics.csv").exists()
     assert "W&B could not start (TimeoutError: wandb init timed out)" in caplog.text
+
+
+def test_last_checkpoint_is_the_final_epoch_and_best_is_the_best(run):
+    # Near-noiseless synthetic data: val/acc saturates early, so the best epoch (first to
+    # reach the maximum) comes before the final one and the two checkpoints must differ.
+    record, _ = run("data=synthetic", "data.noise=0.05", "logger=none", "trainer.max_epochs=4")
+    last = torch.load(record["checkpoints"]["last"], map_location="cpu", weights_only=True)
+    best = torch.load(record["checkpoints"]["best"], map_location="cpu", weights_only=True)
+    assert last["epoch"] == 3 and last["global_step"] == record["metrics"]["global_step"]
+    assert best["epoch"] < last["epoch"], "setup should make an earlier epoch the best"
+    assert record["metrics"]["test/acc"] == pytest.approx(
+        _test_accuracy(record["checkpoints"]["last"], record), abs=1e-6)
+    assert record["metrics"]["test_best/acc"] == pytest.approx(
+        _test_accuracy(record["checkpoints"]["best"], record), abs=1e-6)
+
+
+def test_model_kwargs_the_model_does_not_take_is_a_config_error(run):
+    with pytest.raises(ConfigError, match="cannot build model 'resnet8'.*unexpected keyword"):
+        run("data=synthetic", "logger=none", "+model.kwargs.wings=2")

@@ -16,10 +16,10 @@ DATASETS: dict[str, type[ImageClassificationData]] = {
 }
 
 
-def build_datamodule(cfg, seed: int = 0) -> ImageClassificationData:
+def build_datamodule(cfg) -> ImageClassificationData:
     if cfg.name not in DATASETS:
         raise ConfigError(f"unknown data set '{cfg.name}': choose one of {', '.join(DATASETS)}")
-    return DATASETS[cfg.name](cfg, seed=seed)
+    return DATASETS[cfg.name](cfg)
 
 
 __all__ = ["DATASETS", "DataInfo", "ImageClassificationData", "Split", "build_datamodule"]

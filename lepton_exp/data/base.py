@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from lepton_exp.config import ConfigError
+from lepton_exp.config import ConfigError, one_line
 
 
 @dataclass(frozen=True)
@@ -58,17 +58,19 @@ class ImageDataset(Dataset):
         return self.transform(self.split.images[index]), self.split.labels[index]
 
 
-def stratified_split(labels: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held_out) with `size` held out: a fraction if < 1, else a count."""
-    held: float | int = size
-    if size >= 1:
-        held = int(size)
-        if held >= len(labels):
-            raise ConfigError(f"cannot hold out {held} of {len(labels)} samples: "
-                              "lower data.val_size")
-    indices = np.arange(len(labels))
-    kept, held_out = train_test_split(indices, test_size=held, random_state=seed,
-                                      stratify=labels, shuffle=True)
+def stratified_split(labels: np.ndarray, size: float, seed: int,
+                     key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out) with `size` held out (a fraction if < 1, else a count),
+    every class in proportion on both sides. `key` names the setting in errors."""
+    held: float | int = int(size) if size >= 1 else size
+    try:
+        kept, held_out = train_test_split(np.arange(len(labels)), test_size=held,
+                                          random_state=seed, stratify=labels, shuffle=True)
+    except ValueError as error:  # too few samples on one side for every class to appear
+        classes = len(np.unique(labels))
+        raise ConfigError(f"{key}={size} cannot split {len(labels)} samples of {classes} "
+                          f"classes so that each side has every class: {one_line(error)}"
+                          ) from error
     return np.sort(kept), np.sort(held_out)
 
 
@@ -80,10 +82,9 @@ class ImageClassificationData(pl.LightningDataModule):
     std: Sequence[float] = (0.5,)
     num_classes: int = 0
 
-    def __init__(self, cfg, seed: int = 0):
+    def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.seed = seed
         self.train: Optional[Split] = None
         self.val: Optional[Split] = None
         self.test: Optional[Split] = None
@@ -98,20 +99,21 @@ class ImageClassificationData(pl.LightningDataModule):
         if self.train is not None:
             return
         pool, test = self.load()
-        labels = pool.labels.numpy()
         seed = self.cfg.split_seed
         if test is None:  # carve a test split first, so val_size means the same everywhere
-            keep, held = stratified_split(labels, self.cfg.test_size, seed)
+            keep, held = stratified_split(pool.labels.numpy(), self.cfg.test_size, seed,
+                                          "data.test_size")
             pool, test = pool.take(keep), pool.take(held)
-            labels = pool.labels.numpy()
-        keep, held = stratified_split(labels, self.cfg.val_size, seed)
-        train, val = pool.take(keep), pool.take(held)
-        if self.cfg.train_subset:
-            train = _subset(train, self.cfg.train_subset, seed, "data.train_subset")
-        test_subset = self.cfg.get("test_subset")
-        if test_subset:
-            test = _subset(test, test_subset, seed, "data.test_subset")
-        self.train, self.val, self.test = train, val, test
+        keep, held = stratified_split(pool.labels.numpy(), self.cfg.val_size, seed,
+                                      "data.val_size")
+        splits = {"train": pool.take(keep), "val": pool.take(held), "test": test}
+        for name, split in splits.items():
+            size = self.cfg.get(f"{name}_subset")
+            if size and size < len(split):
+                _, kept = stratified_split(split.labels.numpy(), size, seed,
+                                           f"data.{name}_subset")
+                splits[name] = split.take(kept)
+        self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
 
     @property
     def info(self) -> DataInfo:
@@ -161,13 +163,3 @@ class ImageClassificationData(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test, self.eval_transform(), train=False)
-
-
-def _subset(split: Split, size: int, seed: int, key: str) -> Split:
-    if size >= len(split):
-        return split
-    num_classes = int(split.labels.max()) + 1
-    if size < num_classes:
-        raise ConfigError(f"{key}={size} is smaller than the {num_classes} classes: raise it")
-    _, held = stratified_split(split.labels.numpy(), size, seed)
-    return split.take(held)

@@ -76,8 +76,10 @@ def _to_split(images: np.ndarray, labels: np.ndarray, where: Path, num_classes: 
                           f"got {images.dtype} {images.shape}")
     if len(labels) != len(images):
         raise ConfigError(f"'{where}' has {len(images)} images but {len(labels)} labels")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ConfigError(f"labels in '{where}' span {labels.min()}..{labels.max()}, "
-                          f"expected 0..{num_classes - 1}")
+    found = len(np.unique(labels))
+    if labels.min() < 0 or labels.max() >= num_classes or found != num_classes:
+        raise ConfigError(f"'{where}' has {found} classes (labels {labels.min()}.."
+                          f"{labels.max()}) but CIFAR-{num_classes} has {num_classes}: "
+                          "point data.root at the matching data set")
     tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return Split(tensor, torch.from_numpy(labels.astype(np.int64)))

@@ -12,8 +12,8 @@ class SyntheticData(ImageClassificationData):
     mean = (0.5, 0.5, 0.5)
     std = (0.25, 0.25, 0.25)
 
-    def __init__(self, cfg, seed: int = 0):
-        super().__init__(cfg, seed)
+    def __init__(self, cfg):
+        super().__init__(cfg)
         self.num_classes = cfg.num_classes
         self.mean = (0.5,) * cfg.channels
         self.std = (0.25,) * cfg.channels

@@ -7,7 +7,7 @@ import difflib
 import timm
 from torch import nn
 
-from lepton_exp.config import ConfigError
+from lepton_exp.config import ConfigError, one_line
 from lepton_exp.data.base import DataInfo
 from lepton_exp.models import cifar_resnet  # noqa: F401 - registers resnet8 ... wrn_40_2
 
@@ -26,8 +26,8 @@ def build_model(cfg, info: DataInfo) -> nn.Module:
         return timm.create_model(cfg.name, pretrained=cfg.pretrained,
                                  num_classes=info.num_classes, in_chans=info.in_chans,
                                  drop_rate=cfg.drop_rate, **kwargs)
-    except ValueError as error:
-        raise ConfigError(f"cannot build model '{cfg.name}': {error}") from error
+    except (ValueError, TypeError) as error:  # e.g. a model.kwargs key the model doesn't take
+        raise ConfigError(f"cannot build model '{cfg.name}': {one_line(error)}") from error
     except (OSError, RuntimeError) as error:
         if cfg.pretrained:
             raise ConfigError(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # keeps `lepton_exp.stages` importable without torch (config validation)
+    from torch import nn
 
 
 @dataclass
@@ -19,6 +20,6 @@ class StageContext:
 
 @dataclass
 class StageOutput:
-    model: nn.Module  # the trained model whose size and parameters are recorded
+    model: "nn.Module"  # the trained model whose size and parameters are recorded
     metrics: dict[str, float]
     checkpoints: dict[str, str | None] = field(default_factory=dict)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from lepton_exp.stages import STAGES, StageContext
 from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
                                         write_json_atomic)
 from lepton_exp.tracking.report import print_summary
-from lepton_exp.tracking.wandb import build_loggers, finish_loggers, wandb_run_info
+from lepton_exp.tracking.loggers import build_loggers, finish_loggers, wandb_run_info
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,15 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "git": git_state(), "versions": library_versions(), "config": config,
     }
-    # Under DDP every rank runs this function; only rank zero owns the record and report.
+    # Under DDP every rank runs this function; only rank zero owns the record, the W&B
+    # run's finish and the report (Lightning already logs metrics from rank zero only).
     is_rank_zero = rank_zero_only.rank == 0
     if is_rank_zero:
         write_json_atomic(run_dir / RECORD_NAME, record)
     loggers: list = []
     try:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+        datamodule = build_datamodule(cfg.data)
         datamodule.setup()
         loggers = build_loggers(cfg, run_dir, flatten(config))
         output = STAGES[cfg.stage](StageContext(cfg, run_dir, datamodule, loggers))
@@ -68,11 +70,12 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             model_size_bytes=model_size_bytes(output.model),
             checkpoints=output.checkpoints,
             data={"train": len(datamodule.train), "val": len(datamodule.val),
-                  "test": len(datamodule.test), **datamodule.info.__dict__},
-            wandb=wandb_run_info(loggers),
+                  "test": len(datamodule.test), **asdict(datamodule.info)},
+            wandb=wandb_run_info(loggers) if is_rank_zero else None,
         )
     except BaseException as error:
-        record.update(status="failed", error=f"{type(error).__name__}: {error}",
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        record.update(status=status, error=f"{type(error).__name__}: {error}",
                       traceback=None if isinstance(error, LeptonError) else
                       traceback.format_exc())
         raise
@@ -80,24 +83,35 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         record["wall_time_s"] = round(time.time() - started, 3)
         if is_rank_zero:
             write_json_atomic(run_dir / RECORD_NAME, record)
-        if record["status"] == "completed":
-            summary = {**record["metrics"], "num_params": record["num_params"],
-                       "model_size_bytes": record["model_size_bytes"],
-                       "wall_time_s": record["wall_time_s"]}
-            finish_loggers(loggers, summary)
-        else:
-            _close_quietly(loggers)
+            if record["status"] == "completed":
+                finish_loggers(loggers, {
+                    **record["metrics"], "num_params": record["num_params"],
+                    "model_size_bytes": record["model_size_bytes"],
+                    "wall_time_s": record["wall_time_s"]})
+            else:
+                _close_quietly(loggers)
     if is_rank_zero:
         print_summary(record)
     return record
 
 
+class _LightningInfoToFileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(
+            ("pytorch_lightning", "lightning"))
+
+
 def _quiet_lightning() -> None:
     """Keep the console to the progress bar, warnings and our report: Lightning's INFO lines
-    (accelerator banner, tips, checkpoint restores) go to the run's log file only."""
+    (accelerator banner, tips, checkpoint restores) still reach the run's log file."""
     import warnings
 
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        is_console = isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler)
+        if is_console and not any(isinstance(f, _LightningInfoToFileOnly)
+                                  for f in handler.filters):
+            handler.addFilter(_LightningInfoToFileOnly())
     # Raised inside Lightning on every run with current torch; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 

@@ -14,6 +14,6 @@ def run_teacher(ctx: StageContext) -> StageOutput:
     info = ctx.datamodule.info
     module = ClassificationModule(model, info.num_classes, info.input_shape, cfg.optim,
                                   cfg.scheduler)
-    trainer, checkpoint = build_trainer(cfg, ctx.run_dir, ctx.loggers)
-    result = fit_and_test(trainer, checkpoint, module, ctx.datamodule)
+    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
+    result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
     return StageOutput(model=model, metrics=result["metrics"], checkpoints=result["checkpoints"])

@@ -1,22 +1,41 @@
-"""Optimizers and learning-rate schedules from config (plain functions, no Lightning)."""
+"""Optimizers and learning-rate schedules by name (plain functions, no Lightning).
+
+The registries below are the single list of valid names: config validation reads them,
+which is why torch is imported inside the builders (validation runs before torch loads).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import torch
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
+if TYPE_CHECKING:
+    import torch
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    if cfg.name in ("adamw", "adam"):
-        cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+def _sgd(params: Iterable, cfg) -> "torch.optim.Optimizer":
+    import torch
+
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+
+
+def _adam(decoupled: bool) -> Callable:
+    def build(params: Iterable, cfg) -> "torch.optim.Optimizer":
+        import torch
+
+        cls = torch.optim.AdamW if decoupled else torch.optim.Adam
         return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
-    raise ValueError(f"unknown optimizer '{cfg.name}'")
+
+    return build
+
+
+OPTIMIZERS: dict[str, Callable[[Iterable, Any], "torch.optim.Optimizer"]] = {
+    "sgd": _sgd, "adamw": _adam(decoupled=True), "adam": _adam(decoupled=False)}
+
+
+def build_optimizer(params: Iterable, cfg) -> "torch.optim.Optimizer":
+    return OPTIMIZERS[cfg.name](params, cfg)
 
 
 def milestone_epochs(milestones: Iterable[float], max_epochs: int) -> list[int]:
@@ -33,20 +52,28 @@ def cosine_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg, max_epochs: int,
-                    steps_per_epoch: int) -> dict | None:
+def _multistep(optimizer, cfg, max_epochs: int, steps_per_epoch: int) -> dict:
+    from torch.optim.lr_scheduler import MultiStepLR
+
+    milestones = milestone_epochs(cfg.milestones, max_epochs)
+    return {"scheduler": MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma),
+            "interval": "epoch"}
+
+
+def _cosine(optimizer, cfg, max_epochs: int, steps_per_epoch: int) -> dict:
+    from torch.optim.lr_scheduler import LambdaLR
+
+    total = max(1, max_epochs * steps_per_epoch)
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    min_ratio = cfg.min_lr / optimizer.param_groups[0]["lr"]
+    schedule = LambdaLR(optimizer, lambda step: cosine_factor(step, total, warmup, min_ratio))
+    return {"scheduler": schedule, "interval": "step"}
+
+
+SCHEDULERS: dict[str, Callable[..., dict | None]] = {
+    "multistep": _multistep, "cosine": _cosine, "constant": lambda *args: None}
+
+
+def build_scheduler(optimizer, cfg, max_epochs: int, steps_per_epoch: int) -> dict | None:
     """A Lightning ``lr_scheduler`` dict (scheduler + interval), or None for a constant lr."""
-    if cfg.name == "constant":
-        return None
-    if cfg.name == "multistep":
-        scheduler: LRScheduler = MultiStepLR(
-            optimizer, milestones=milestone_epochs(cfg.milestones, max_epochs), gamma=cfg.gamma)
-        return {"scheduler": scheduler, "interval": "epoch"}
-    if cfg.name == "cosine":
-        base_lr = optimizer.param_groups[0]["lr"]
-        total = max(1, max_epochs * steps_per_epoch)
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-        min_ratio = cfg.min_lr / base_lr
-        scheduler = LambdaLR(optimizer, lambda step: cosine_factor(step, total, warmup, min_ratio))
-        return {"scheduler": scheduler, "interval": "step"}
-    raise ValueError(f"unknown scheduler '{cfg.name}'")
+    return SCHEDULERS[cfg.name](optimizer, cfg, max_epochs, steps_per_epoch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +11,33 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from lepton_exp.config import ConfigError
+from lepton_exp.config import ConfigError, one_line
 
 MONITOR = "val/acc"
 
 
-def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, ModelCheckpoint]:
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch:03d}",
-        auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1,
-        save_last=True,
-    )
-    callbacks: list[Callback] = [checkpoint]
+@dataclass
+class Checkpoints:
+    """Two callbacks: the best epoch on MONITOR, and the latest epoch (overwritten each
+    epoch). Lightning's own ``save_last`` only refreshes last.ckpt when a new best is
+    saved, so it would silently equal the best checkpoint."""
+
+    best: ModelCheckpoint
+    last: ModelCheckpoint
+
+    @classmethod
+    def create(cls, directory: Path) -> "Checkpoints":
+        best = ModelCheckpoint(dirpath=str(directory), filename="best-epoch{epoch:03d}",
+                               auto_insert_metric_name=False, monitor=MONITOR, mode="max",
+                               save_top_k=1)
+        last = ModelCheckpoint(dirpath=str(directory), filename="last", monitor=None,
+                               save_top_k=1, enable_version_counter=False)
+        return cls(best, last)
+
+
+def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, Checkpoints]:
+    checkpoints = Checkpoints.create(run_dir / "checkpoints")
+    callbacks: list[Callback] = [checkpoints.best, checkpoints.last]
     trainer_kwargs: dict[str, Any] = {
         key: value for key, value in OmegaConf.to_container(cfg.trainer).items()
         if value is not None
@@ -33,13 +49,9 @@ def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, ModelC
     try:
         trainer = pl.Trainer(default_root_dir=str(run_dir), logger=loggers or False,
                              callbacks=callbacks, **trainer_kwargs)
-    except (MisconfigurationException, ValueError, TypeError) as error:
-        raise ConfigError(f"invalid trainer settings: {_one_line(error)}") from error
-    return trainer, checkpoint
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
+        raise ConfigError(f"invalid trainer settings: {one_line(error)}") from error
+    return trainer, checkpoints
 
 
 def _progress_bar() -> Callback:
@@ -54,17 +66,22 @@ def _progress_bar() -> Callback:
             return {key.removesuffix("_step"): value for key, value in items.items()
                     if not key.endswith("_epoch")}
 
+        @property
+        def test_description(self) -> str:
+            prefix = getattr(self.trainer.lightning_module, "test_prefix", "test")
+            return "Testing best checkpoint" if prefix == "test_best" else "Testing last checkpoint"
+
     return ProgressBar(leave=True)
 
 
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+def _floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, float]:
     # Lightning adds `<key>_step`/`<key>_epoch` twins for metrics logged both ways; the
     # epoch value is already under `<key>`.
     return {key: float(value) for key, value in metrics.items()
-            if not key.endswith(("_step", "_epoch"))}
+            if key.startswith(prefixes) and not key.endswith(("_step", "_epoch"))}
 
 
-def fit_and_test(trainer: pl.Trainer, checkpoint: ModelCheckpoint, module: pl.LightningModule,
+def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.LightningModule,
                  datamodule: pl.LightningDataModule) -> dict[str, Any]:
     """Fit, then test the last and the best-validation checkpoints.
 
@@ -72,24 +89,16 @@ def fit_and_test(trainer: pl.Trainer, checkpoint: ModelCheckpoint, module: pl.Li
     as ``test/*`` (last) and ``test_best/*`` (best on ``val/acc``).
     """
     trainer.fit(module, datamodule=datamodule)
-    metrics = _floats({k: v for k, v in trainer.callback_metrics.items()
-                       if k.startswith(("train/", "val/"))})
-    last_path = checkpoint.last_model_path or None
-    best_path = checkpoint.best_model_path or last_path
+    metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
+    last_path = checkpoints.last.last_model_path or checkpoints.last.best_model_path or None
+    best_path = checkpoints.best.best_model_path or last_path
+    for prefix, path in (("test", last_path), ("test_best", best_path)):
+        module.test_prefix = prefix
+        trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False)
+        metrics.update(_floats(trainer.callback_metrics, (f"{prefix}/",)))
     module.test_prefix = "test"
-    trainer.test(module, datamodule=datamodule, ckpt_path=last_path, verbose=False)
-    metrics.update(_floats({k: v for k, v in trainer.callback_metrics.items()
-                            if k.startswith("test/")}))
-    module.test_prefix = "test_best"
-    trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-    metrics.update(_floats({k: v for k, v in trainer.callback_metrics.items()
-                            if k.startswith("test_best/")}))
-    module.test_prefix = "test"
-    if checkpoint.best_model_score is not None:
-        metrics["val/acc_best"] = float(checkpoint.best_model_score)
+    if checkpoints.best.best_model_score is not None:
+        metrics["val/acc_best"] = float(checkpoints.best.best_model_score)
     metrics["epochs"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
-    return {
-        "metrics": metrics,
-        "checkpoints": {"last": last_path, "best": best_path},
-    }
+    return {"metrics": metrics, "checkpoints": {"last": last_path, "best": best_path}}

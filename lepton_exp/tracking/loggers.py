@@ -9,29 +9,45 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from pytorch_lightning.loggers import CSVLogger, Logger
+if TYPE_CHECKING:  # Lightning is imported by the builders: config validation reads LOGGERS
+    from pytorch_lightning.loggers import Logger
 
 log = logging.getLogger(__name__)
 
 
-def build_loggers(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list[Logger]:
-    name = cfg.logger.name
-    if name == "none":
-        return []
-    if name == "csv" or (name == "wandb" and cfg.logger.mode == "disabled"):
-        return [CSVLogger(str(run_dir), name="csv", version="")]
+def _no_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
+    return []
+
+
+def _csv_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
+    from pytorch_lightning.loggers import CSVLogger
+
+    return [CSVLogger(str(run_dir), name="csv", version="")]
+
+
+def _wandb_or_csv(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
+    if cfg.logger.mode == "disabled":
+        return _csv_logger(cfg, run_dir, flat_config)
     try:
         return [_wandb_logger(cfg, run_dir, flat_config)]
     except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
         log.warning("W&B could not start (%s: %s); logging to CSV in %s/csv instead",
                     type(error).__name__, str(error).splitlines()[0] if str(error) else "",
                     run_dir)
-        return [CSVLogger(str(run_dir), name="csv", version="")]
+        return _csv_logger(cfg, run_dir, flat_config)
 
 
-def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> Logger:
+LOGGERS: dict[str, Callable[..., list["Logger"]]] = {
+    "wandb": _wandb_or_csv, "csv": _csv_logger, "none": _no_logger}
+
+
+def build_loggers(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
+    return LOGGERS[cfg.logger.name](cfg, run_dir, flat_config)
+
+
+def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> "Logger":
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
@@ -75,7 +91,7 @@ def _has_netrc_key() -> bool:
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def wandb_run_info(loggers: list[Logger]) -> dict[str, Any] | None:
+def wandb_run_info(loggers: list["Logger"]) -> dict[str, Any] | None:
     """Where the W&B run lives (for the run record and the console)."""
     from pytorch_lightning.loggers import WandbLogger
 
@@ -88,7 +104,7 @@ def wandb_run_info(loggers: list[Logger]) -> dict[str, Any] | None:
     return None
 
 
-def finish_loggers(loggers: list[Logger], summary: dict[str, Any]) -> None:
+def finish_loggers(loggers: list["Logger"], summary: dict[str, Any]) -> None:
     """Push final metrics to the W&B summary and close the run (a sweep opens a new one next)."""
     from pytorch_lightning.loggers import WandbLogger
 
