@@ -33,6 +33,7 @@ def build_model(cfg, info: DataInfo) -> nn.Module:
             raise ConfigError(
                 f"could not fetch pretrained weights for '{cfg.name}' ({type(error).__name__}):"
                 " set model.pretrained=false, or run once with network access to cache them"
+                " (offline, HF_HUB_OFFLINE=1 skips the download retries)"
             ) from error
         raise
 
