@@ -14,8 +14,10 @@ VENV ?= $(CACHE_DIR)/venv-$(DEPS_HASH)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
 ARGS ?=
-# pip on this machine warns once per package about an absent mirror folder: drop just those lines.
-QUIET_PIP := { grep -v "^WARNING: Location .* is ignored" || true; }
+# pip's own output goes to $(VENV)/install.log and is printed only if an install fails.
+pip_install = @echo '[setup] pip install $(1)'; \
+	$(BIN)/python -m pip install $(1) >> "$(VENV)/install.log" 2>&1 \
+	|| { cat "$(VENV)/install.log"; exit 1; }
 
 .PHONY: venv quickstart test test-all clean-venvs
 
@@ -24,12 +26,14 @@ $(VENV)/.complete:
 	@echo "[setup] building virtualenv $(VENV) (first time for this pyproject.toml; ~2 min)"
 	@rm -rf "$(VENV)"
 	@mkdir -p "$(CACHE_DIR)"
-	$(PYTHON) -m venv "$(VENV)"
-	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=77" wheel 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -m pip install -q torch torchvision 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -m pip install -q -e ".[test]" 2>&1 | $(QUIET_PIP)
+	@$(PYTHON) -m venv "$(VENV)"
+	$(call pip_install,--upgrade pip "setuptools>=77" wheel)
+	$(call pip_install,torch torchvision)
+	$(call pip_install,-e ".[test]")
 	@touch "$@"
-	@for old in "$(CACHE_DIR)"/venv-*; do [ "$$old" = "$(VENV)" ] || rm -rf "$$old"; done
+	@# Old environments of this cache only (never anything beside a VENV given by hand).
+	@if [ "$(dir $(VENV))" = "$(CACHE_DIR)/" ]; then \
+		for old in "$(CACHE_DIR)"/venv-*; do [ "$$old" = "$(VENV)" ] || rm -rf "$$old"; done; fi
 
 venv: $(VENV)/.complete
 	@out=$$($(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1) \

@@ -16,6 +16,8 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from lepton_exp.data.cifar import CifarData  # the normalisation these models are trained with
+
 __all__ = ["CifarResNet", "WideResNet", "CIFAR_MODEL_NAMES"]
 
 
@@ -170,7 +172,7 @@ def _cfg(**kwargs: Any) -> dict:
     # falling back to random init (timm's behaviour for a cfg without a url).
     return dict(
         url="", num_classes=10, input_size=(3, 32, 32), pool_size=None, crop_pct=1.0,
-        interpolation="bilinear", mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+        interpolation="bilinear", mean=CifarData.mean, std=CifarData.std,
         first_conv="conv1", classifier="fc", **kwargs,
     )
 
