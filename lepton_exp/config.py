@@ -191,7 +191,7 @@ def _choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:
     choices = tuple(choices)
     if value in choices:
         return None
-    return f"{key}={value} is not one of {', '.join(choices)}" + _did_you_mean(str(value), choices)
+    return f"{key}={value} is not one of {', '.join(choices)}" + did_you_mean(str(value), choices)
 
 
 def _range(key: str, value: Any, low: float, high: float = math.inf, *,
@@ -224,7 +224,7 @@ def _unknown_key(cfg: DictConfig, prefix: str = "") -> Optional[str]:
         for key in cfg.keys():
             if key not in fields:
                 known = [f"{prefix}{name}" for name in fields]
-                hint = _did_you_mean(f"{prefix}{key}", known)
+                hint = did_you_mean(f"{prefix}{key}", known)
                 return (f"unknown config key '{prefix}{key}'{hint}:"
                         " list the keys with `lepton-exp --cfg job`")
     for key in cfg.keys():
@@ -296,7 +296,7 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -19,8 +19,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lepton_exp.config import (CONF_DIR, ROOT_CONFIG, ConfigError, _did_you_mean, dotted_keys,
-                               validate)
+from lepton_exp.config import (CONF_DIR, ROOT_CONFIG, ConfigError, did_you_mean,
+                               dotted_keys, validate)
 
 
 class PreflightError(Exception):
@@ -127,7 +127,7 @@ def _explain_override(config_name: str, earlier: list[str], line: str, before,
         if value is None:
             return f"{key}=null is not an option: leave {key} out to select none"
         if str(value) not in options:
-            return (f"unknown option {key}={value}{_did_you_mean(str(value), options)}: "
+            return (f"unknown option {key}={value}{did_you_mean(str(value), options)}: "
                     f"choose one of {', '.join(options)}")
     elif not override.is_add() and key not in dotted_keys(before):
         return _explain_unknown_key(config_name, earlier, key, before, loader, groups)
@@ -149,7 +149,7 @@ def _explain_unknown_key(config_name: str, earlier: list[str], key: str, before,
             current = OmegaConf.select(before, f"{group}.name", default="?")
             return (f"'{key}' belongs to {group}={', '.join(owners)}, not {group}={current}: "
                     f"select one of those or drop the override")
-    return (f"unknown config key '{key}'{_did_you_mean(key, dotted_keys(before))}: "
+    return (f"unknown config key '{key}'{did_you_mean(key, dotted_keys(before))}: "
             "list the keys with `lepton-exp --cfg job`")
 
 

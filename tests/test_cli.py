@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 EXE = shutil.which("lepton-exp") or str(Path(sys.executable).parent / "lepton-exp")
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",

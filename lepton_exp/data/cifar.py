@@ -64,7 +64,8 @@ def _load_npz(path: Path, num_classes: int) -> Split:
         with np.load(path) as arrays:
             images, labels = arrays["x"], arrays["y"]
     except KeyError as error:
-        raise ConfigError(f"'{path}' must hold arrays 'x' (N,32,32,3 uint8) and 'y' (N,)") from error
+        raise ConfigError(
+            f"'{path}' must hold arrays 'x' (N,32,32,3 uint8) and 'y' (N,)") from error
     except Exception as error:  # noqa: BLE001 - truncated / not an npz
         raise ConfigError(f"'{path}' is not a readable npz file ({error}): re-create it") from error
     return _to_split(images, labels, path, num_classes)

@@ -59,7 +59,7 @@ class _ThreeStageNet(nn.Module):
                     make_block: Callable[[int, int, int], nn.Module]) -> int:
         self.feature_info = [dict(num_chs=stem_chs, reduction=1, module=stem_module)]
         in_chs = stem_chs
-        for stage, (width, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
+        for stage, (width, stride) in enumerate(zip(widths, (1, 2, 2), strict=True), start=1):
             layers = []
             for index in range(blocks):
                 layers.append(make_block(in_chs, width, stride if index == 0 else 1))
@@ -99,7 +99,7 @@ class CifarResNet(_ThreeStageNet):
                  in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg"):
         super().__init__(num_classes, drop_rate)
         if (depth - 2) % 6 != 0:
-            raise ValueError(f"CifarResNet depth must be 6n+2 (8, 14, 20, 32, 56, 110), got {depth}")
+            raise ValueError(f"CifarResNet depth must be 6n+2 (8, 14, 20, ..., 110), got {depth}")
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.act1 = nn.ReLU(inplace=True)

@@ -1,4 +1,7 @@
-"""Stages by name (`stage=teacher`); one run is one stage. Adding one: a module + a registry line."""
+"""Stages by name (`stage=teacher`); one run is one stage.
+
+Adding a stage: a module with a ``run_<stage>(ctx) -> StageOutput`` and a line here.
+"""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> "Logger":
     # Lightning passes anonymous=None, which current wandb warns about on every run.
     getattr(logger, "_wandb_init", {}).pop("anonymous", None)
     try:
-        logger.experiment  # start the run now, so failures surface here and not mid-training
+        _ = logger.experiment  # start the run now: failures surface here, not mid-training
     finally:
         # WandbLogger(offline=True) sets WANDB_MODE=dryrun process-wide; the next run in this
         # process (a sweep, a test) must see the user's own setting again.
@@ -99,7 +99,8 @@ def wandb_run_info(loggers: list["Logger"]) -> dict[str, Any] | None:
         if isinstance(logger, WandbLogger):
             run = logger.experiment
             run_dir = Path(run.dir).parent  # .../wandb/offline-run-<date>-<id>
-            return {"id": run.id, "project": run.project, "mode": "offline" if run.offline else "online",
+            return {"id": run.id, "project": run.project,
+                    "mode": "offline" if run.offline else "online",
                     "dir": str(run_dir), "url": getattr(run, "url", None)}
     return None
 

@@ -41,6 +41,7 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
     wandb = record.get("wandb")
     if wandb:
         if wandb.get("mode") == "offline":
-            console.print(f"W&B run (offline): {wandb['dir']}  -> upload: wandb sync {wandb['dir']}")
+            console.print(f"W&B run (offline): {wandb['dir']}  "
+                          f"-> upload: wandb sync {wandb['dir']}")
         else:
             console.print(f"W&B run: {wandb.get('url') or wandb['dir']}")
