@@ -4,13 +4,15 @@
 #
 # The virtualenv is ~6 GB (torch), so it lives outside the clone, keyed by a hash of
 # pyproject.toml: a clone reuses it until pyproject.toml changes, then a new one is built
-# (and older ones are removed). Each clone re-points the editable install at itself (seconds).
+# and the cache's other venv-* are removed. Each clone re-points the editable install at
+# itself (seconds). VENV=<dir> uses another place; make deletes only inside $(SAFE_ROOT).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
-CACHE_DIR ?= $(HOME)/.cache/lepton-exp
+# The only directory whose contents make may delete (not overridable from the command line).
+override SAFE_ROOT := $(HOME)/.cache/lepton-exp
 DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
-VENV ?= $(CACHE_DIR)/venv-$(DEPS_HASH)
+VENV ?= $(SAFE_ROOT)/venv-$(DEPS_HASH)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
 ARGS ?=
@@ -24,16 +26,20 @@ pip_install = @echo '[setup] pip install $(1)'; \
 # No file prerequisite: a fresh clone has new mtimes; the hash in $(VENV) is what counts.
 $(VENV)/.complete:
 	@echo "[setup] building virtualenv $(VENV) (first time for this pyproject.toml; ~2 min)"
-	@rm -rf "$(VENV)"
-	@mkdir -p "$(CACHE_DIR)"
+	@case "$(VENV)" in \
+		"$(SAFE_ROOT)"/venv-*) rm -rf "$(VENV)" ;; \
+		*) if [ -e "$(VENV)" ]; then echo "[setup] $(VENV) exists but is not a finished" \
+			"lepton-exp venv (no .complete): remove it or pick another VENV" >&2; exit 1; fi ;; \
+	esac
+	@mkdir -p "$(dir $(VENV))"
 	@$(PYTHON) -m venv "$(VENV)"
 	$(call pip_install,--upgrade pip "setuptools>=77" wheel)
 	$(call pip_install,torch torchvision)
 	$(call pip_install,-e ".[test]")
 	@touch "$@"
-	@# Old environments of this cache only (never anything beside a VENV given by hand).
-	@if [ "$(dir $(VENV))" = "$(CACHE_DIR)/" ]; then \
-		for old in "$(CACHE_DIR)"/venv-*; do [ "$$old" = "$(VENV)" ] || rm -rf "$$old"; done; fi
+	@# Other environments of the cache, only when this one is in it (6 GB each).
+	@if [ "$(dir $(VENV))" = "$(SAFE_ROOT)/" ]; then \
+		for old in "$(SAFE_ROOT)"/venv-*; do [ "$$old" = "$(VENV)" ] || rm -rf "$$old"; done; fi
 
 venv: $(VENV)/.complete
 	@out=$$($(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1) \
@@ -50,4 +56,4 @@ test-all: venv
 	$(BIN)/python -m pytest $(ARGS)
 
 clean-venvs:
-	rm -rf "$(CACHE_DIR)"/venv-*
+	rm -rf "$(SAFE_ROOT)"/venv-*

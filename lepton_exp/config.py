@@ -269,7 +269,7 @@ def validate(cfg: DictConfig) -> None:
         *(_range("scheduler.milestones", fraction, 0, 1, low_open=True, high_open=False)
           for fraction in scheduler.milestones),
         _range("trainer.max_epochs", trainer.max_epochs, 1),
-        _range("trainer.max_steps", trainer.max_steps, -1),
+        _range("trainer.max_steps", trainer.max_steps, 1) if trainer.max_steps != -1 else None,
         _range("trainer.num_nodes", trainer.num_nodes, 1),
         _range("trainer.gradient_clip_val", trainer.gradient_clip_val, 0),
         _range("trainer.accumulate_grad_batches", trainer.accumulate_grad_batches, 1),
@@ -280,6 +280,13 @@ def validate(cfg: DictConfig) -> None:
         _choice("logger.mode", cfg.logger.mode, WANDB_MODES),
         _range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
     ]
+    if len(optim.betas) != 2:
+        checks.append(f"optim.betas needs two values (beta1, beta2), got {list(optim.betas)}")
+    if optim.nesterov and optim.momentum <= 0:
+        checks.append("optim.nesterov=true needs optim.momentum > 0")
+    if data.val_size >= 1 and data.val_size != int(data.val_size):
+        checks.append(f"data.val_size={data.val_size} must be a fraction below 1 or a whole "
+                      "number of samples")
     if scheduler.name == "multistep" and not scheduler.milestones:
         checks.append("scheduler.milestones is empty: give fractions of the run "
                       "(e.g. [0.5,0.75]) or use scheduler=constant")

@@ -52,8 +52,9 @@ def preflight(argv: list[str]) -> None:
     sampling = [o for o in sweeps if o.value_type == ValueType.INTERVAL_SWEEP]
     if sampling and not any(o.key_or_group == "hydra/sweeper" for o in parsed):
         raise PreflightError(
-            f"'{sampling[0].input_line}' needs a sampling sweeper (hydra/sweeper=optuna); "
-            "the default sweeper takes lists and ranges: key=1,2,3 or key=range(0,3)")
+            f"'{sampling[0].input_line}' needs a sampling sweeper plugin (pip install "
+            "hydra-optuna-sweeper, then hydra/sweeper=optuna); the default sweeper takes lists "
+            "and ranges: key=1,2,3 or key=range(0,3)")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for overrides in _candidates(parsed):

@@ -43,11 +43,17 @@ def test_splits_are_deterministic_given_split_seed():
     assert _ids(first.test) != _ids(other.test)
 
 
-def test_train_subset_is_stratified():
+def test_train_subset_is_stratified_and_may_keep_almost_everything():
     dm = _dm(DigitsConfig, name="digits", train_subset=100)
     dm.setup()
     assert len(dm.train) == 100
     assert torch.bincount(dm.train.labels, minlength=10).min() >= 9
+    full = _dm(DigitsConfig, name="digits")
+    full.setup()
+    nearly = _dm(DigitsConfig, name="digits", train_subset=len(full.train) - 2)
+    nearly.setup()
+    assert len(nearly.train) == len(full.train) - 2
+    assert _ids(nearly.train) <= _ids(full.train)
 
 
 class InMemoryCifar(CifarData):

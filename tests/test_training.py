@@ -183,3 +183,20 @@ def test_last_checkpoint_is_the_final_epoch_and_best_is_the_best(run):
 def test_model_kwargs_the_model_does_not_take_is_a_config_error(run):
     with pytest.raises(ConfigError, match="cannot build model 'resnet8'.*unexpected keyword"):
         run("data=synthetic", "logger=none", "+model.kwargs.wings=2")
+
+
+def test_last_checkpoint_is_final_even_when_validation_skips_epochs(run):
+    record, _ = run("data=synthetic", "logger=none", "trainer.max_epochs=3",
+                    "trainer.check_val_every_n_epoch=2")
+    last = torch.load(record["checkpoints"]["last"], map_location="cpu", weights_only=True)
+    best = torch.load(record["checkpoints"]["best"], map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == record["metrics"]["global_step"]
+    assert best["epoch"] == 1  # the only validated epoch
+    assert record["metrics"]["test/acc"] == pytest.approx(
+        _test_accuracy(record["checkpoints"]["last"], record), abs=1e-6)
+
+
+def test_without_validation_there_is_no_best_checkpoint(run):
+    record, _ = run("data=synthetic", "logger=none", "trainer.limit_val_batches=0")
+    assert record["checkpoints"]["best"] is None and "test_best/acc" not in record["metrics"]
+    assert Path(record["checkpoints"]["last"]).exists() and "test/acc" in record["metrics"]

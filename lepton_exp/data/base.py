@@ -14,6 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
+from sklearn.utils import resample
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
@@ -74,6 +75,16 @@ def stratified_split(labels: np.ndarray, size: float, seed: int,
     return np.sort(kept), np.sort(held_out)
 
 
+def stratified_subset(labels: np.ndarray, size: int, seed: int, key: str) -> np.ndarray:
+    """`size` indices, every class in proportion (drawn without replacement)."""
+    classes = len(np.unique(labels))
+    if size < classes:
+        raise ConfigError(f"{key}={size} is smaller than the {classes} classes: raise it")
+    chosen = resample(np.arange(len(labels)), replace=False, n_samples=size, stratify=labels,
+                      random_state=seed)
+    return np.sort(chosen)
+
+
 class ImageClassificationData(pl.LightningDataModule):
     """Base LightningDataModule: subclasses implement :meth:`load` (and set the stats)."""
 
@@ -110,9 +121,8 @@ class ImageClassificationData(pl.LightningDataModule):
         for name, split in splits.items():
             size = self.cfg.get(f"{name}_subset")
             if size and size < len(split):
-                _, kept = stratified_split(split.labels.numpy(), size, seed,
-                                           f"data.{name}_subset")
-                splits[name] = split.take(kept)
+                splits[name] = split.take(stratified_subset(
+                    split.labels.numpy(), size, seed, f"data.{name}_subset"))
         self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
 
     @property

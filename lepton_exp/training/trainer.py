@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from lepton_exp.config import ConfigError, one_line
 
 MONITOR = "val/acc"
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Checkpoints:
-    """Two callbacks: the best epoch on MONITOR, and the latest epoch (overwritten each
-    epoch). Lightning's own ``save_last`` only refreshes last.ckpt when a new best is
-    saved, so it would silently equal the best checkpoint."""
+    """Two callbacks: the best epoch on MONITOR, and the latest epoch (overwritten at the end
+    of every training epoch, validated or not). Lightning's own ``save_last`` only refreshes
+    last.ckpt when a new best is saved, so it would silently equal the best checkpoint."""
 
     best: ModelCheckpoint
     last: ModelCheckpoint
@@ -31,7 +33,8 @@ class Checkpoints:
                                auto_insert_metric_name=False, monitor=MONITOR, mode="max",
                                save_top_k=1)
         last = ModelCheckpoint(dirpath=str(directory), filename="last", monitor=None,
-                               save_top_k=1, enable_version_counter=False)
+                               save_top_k=1, enable_version_counter=False,
+                               save_on_train_epoch_end=True)
         return cls(best, last)
 
 
@@ -90,9 +93,15 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
     """
     trainer.fit(module, datamodule=datamodule)
     metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
-    last_path = checkpoints.last.last_model_path or checkpoints.last.best_model_path or None
-    best_path = checkpoints.best.best_model_path or last_path
-    for prefix, path in (("test", last_path), ("test_best", best_path)):
+    # With monitor=None, "best" is simply the latest save.
+    last_path = checkpoints.last.best_model_path or None
+    best_path = checkpoints.best.best_model_path or None
+    evaluations = [("test", last_path)]
+    if best_path:
+        evaluations.append(("test_best", best_path))
+    else:  # validation never ran (limit_val_batches=0, max_steps inside the first epoch, ...)
+        log.warning("no validated checkpoint: test_best/* is not recorded")
+    for prefix, path in evaluations:
         module.test_prefix = prefix
         trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False)
         metrics.update(_floats(trainer.callback_metrics, (f"{prefix}/",)))
