@@ -196,6 +196,7 @@ def test_last_checkpoint_is_final_even_when_validation_skips_epochs(run):
         _test_accuracy(record["checkpoints"]["last"], record), abs=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:.*could not find the monitored key")  # expected here
 def test_without_validation_there_is_no_best_checkpoint(run):
     record, _ = run("data=synthetic", "logger=none", "trainer.limit_val_batches=0")
     assert record["checkpoints"]["best"] is None and "test_best/acc" not in record["metrics"]
