@@ -71,7 +71,9 @@ def test_run_and_multirun_write_run_records(tmp_path):
     done = cli("data=synthetic", *FAST, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     records = list((tmp_path / "out" / "runs").glob("*/*/summary.json"))
-    assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "completed"
+    record = json.loads(records[0].read_text())
+    assert len(records) == 1 and record["status"] == "completed"
+    assert record["overrides"] == ["data=synthetic", *FAST]
     # Lightning's INFO lines stay off the console but are kept in the run's log file.
     assert "GPU available" not in done.stdout
     assert "GPU available" in (records[0].parent / "lepton-exp.log").read_text()

@@ -25,12 +25,14 @@ from lepton_exp.tracking.loggers import build_loggers, finish_loggers, wandb_run
 log = logging.getLogger(__name__)
 
 
-def hydra_run_dir() -> Path | None:
+def hydra_job() -> tuple[Path | None, list[str] | None]:
+    """This job's run directory and command-line overrides, when started by Hydra."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return None
+        hydra = HydraConfig.get()
+        return Path(hydra.runtime.output_dir), list(hydra.overrides.task)
+    return None, None
 
 
 def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
@@ -41,7 +43,8 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """
     validate(cfg)
     _quiet_lightning()
-    run_dir = Path(run_dir or hydra_run_dir() or Path(cfg.paths.output_dir) / "runs" / cfg.name)
+    hydra_dir, overrides = hydra_job()
+    run_dir = Path(run_dir or hydra_dir or Path(cfg.paths.output_dir) / "runs" / cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     config = to_container(cfg)
@@ -49,6 +52,8 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         "status": "running", "stage": cfg.stage, "name": cfg.name, "seed": cfg.seed,
         "run_dir": str(run_dir.resolve()), "started_at": time.strftime(
             "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        # The overrides re-create this job: `lepton-exp <overrides...>` (null outside Hydra).
+        "overrides": overrides,
         "git": git_state(), "versions": library_versions(), "config": config,
     }
     # Under DDP every rank runs this function; only rank zero owns the record, the W&B
