@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig
 
 from lepton_exp.config import CONF_DIR, ROOT_CONFIG, LeptonError
 
+
 def _full_errors() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"lepton-exp: error: {message}", file=sys.stderr)
     sys.exit(2)
 
