@@ -9,10 +9,7 @@ from lepton_exp.data.base import ImageClassificationData, Split
 
 
 class SyntheticData(ImageClassificationData):
-    mean = (0.5, 0.5, 0.5)
-    std = (0.25, 0.25, 0.25)
-
-    def __init__(self, cfg):
+    def __init__(self, cfg):  # classes and channels are configurable, so are the stats
         super().__init__(cfg)
         self.num_classes = cfg.num_classes
         self.mean = (0.5,) * cfg.channels

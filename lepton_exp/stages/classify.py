@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lepton_exp.data.base import DataInfo
 from lepton_exp.training.optim import build_optimizer, build_scheduler
 
 
@@ -27,16 +28,15 @@ class ClassificationModule(pl.LightningModule):
     best-validation checkpoints side by side (``test/acc`` and ``test_best/acc``).
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, input_shape: tuple[int, ...],
-                 optim_cfg, scheduler_cfg):
+    def __init__(self, model: nn.Module, info: DataInfo, optim_cfg, scheduler_cfg):
         super().__init__()
         self.model = model
         self.optim_cfg = optim_cfg
         self.scheduler_cfg = scheduler_cfg
         self.test_prefix = "test"
         # Lets Lightning's model summary show input/output sizes and FLOPs.
-        self.example_input_array = torch.zeros(1, *input_shape)
-        base = classification_metrics(num_classes)
+        self.example_input_array = torch.zeros(1, *info.input_shape)
+        base = classification_metrics(info.num_classes)
         # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffix.
         self.metrics = nn.ModuleDict(
             {f"{split}_metrics": base.clone() for split in ("train", "val", "test")})

@@ -11,9 +11,7 @@ from lepton_exp.training.trainer import build_trainer, fit_and_test
 def run_teacher(ctx: StageContext) -> StageOutput:
     cfg = ctx.cfg
     model = build_model(cfg.model, ctx.datamodule.info)
-    info = ctx.datamodule.info
-    module = ClassificationModule(model, info.num_classes, info.input_shape, cfg.optim,
-                                  cfg.scheduler)
+    module = ClassificationModule(model, ctx.datamodule.info, cfg.optim, cfg.scheduler)
     trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
     result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
     return StageOutput(model=model, metrics=result["metrics"], checkpoints=result["checkpoints"])
