@@ -14,7 +14,7 @@ import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -146,6 +146,53 @@ class PathsConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """A distillation teacher: loaded from `checkpoint` or `artifact`, else trained on the
+    run's data with these settings and cached (trained once per distinct setting)."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="resnet20"))
+    checkpoint: Optional[str] = None  # .ckpt / .pt / .safetensors of a model of `model.name`
+    artifact: Optional[str] = None  # W&B model artifact: entity/project/name:version
+    weight: float = 1.0  # multi-teacher: share of this teacher in the averaged soft targets
+    seed: int = 0  # fixed, so a sweep over student seeds shares one teacher
+    max_epochs: Optional[int] = None  # None: trainer.max_epochs
+    optim: Optional[OptimConfig] = None  # None: the student's optim
+    scheduler: Optional[SchedulerConfig] = None  # None: the student's scheduler
+
+
+@dataclass
+class LayersConfig:
+    """Feature taps to pair: `auto` maps stages uniformly, or lists of tap indices
+    (0 = stem / embeddings; CIFAR ResNets: 1..3 = the three stages)."""
+
+    student: Any = "auto"
+    teacher: Any = "auto"
+
+
+@dataclass
+class DistillScheduleConfig:
+    name: str = "constant"  # constant | linear | cosine: start value -> *_final over training
+    temperature_final: Optional[float] = None  # None: temperature stays constant
+    alpha_final: Optional[float] = None
+
+
+@dataclass
+class DistillConfig:
+    # Terms by method name (lepton_exp/distill/methods/<name>.py) -> options, e.g.
+    # {kd: {weight: null}, at: {weight: 1000, p: 2}}; empty: the student trains alone.
+    terms: Dict[str, Any] = field(default_factory=dict)
+    temperature: float = 4.0
+    # Weight of the hard-label cross-entropy. kd's weight defaults to 1 - alpha.
+    alpha: float = 1.0
+    layers: LayersConfig = field(default_factory=LayersConfig)
+    schedule: DistillScheduleConfig = field(default_factory=DistillScheduleConfig)
+    warmup_epochs: float = 0.0  # distillation weights ramp linearly from 0 (DKD uses 20/240)
+    student_init: str = "scratch"  # scratch | teacher (copy matching teacher layers)
+    cache_teacher_outputs: Optional[bool] = None  # None: when training inputs are deterministic
+    teacher_cache_gb: float = 2.0  # memory budget of the teacher-output cache
+
+
+@dataclass
 class RootConfig:
     stage: str = "teacher"
     name: str = MISSING
@@ -153,11 +200,16 @@ class RootConfig:
     tags: List[str] = field(default_factory=list)
     data: Any = MISSING  # typed by the selected option's schema (DigitsConfig, CifarConfig, ...)
     model: ModelConfig = MISSING
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    extra_teachers: List[TeacherConfig] = field(default_factory=list)  # multi-teacher KD
+    distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
+    # stage=pipeline: step name -> overrides; each step is a run of its own
+    pipeline: Dict[str, List[str]] = field(default_factory=dict)
 
 
 def register_configs() -> None:
@@ -172,6 +224,22 @@ def register_configs() -> None:
 
 register_configs()
 
+
+def _run_name(stage: str, model: str, data: str, terms: Any) -> str:
+    """Default run name: `distill-kd+at-resnet8-cifar10`, `teacher-resnet20-cifar10`."""
+    if stage == "distill":
+        return f"{stage}-{'+'.join(terms) if terms else 'none'}-{model}-{data}"
+    return f"{stage}-{model}-{data}"
+
+
+def _stage_for(terms: Any) -> str:
+    """Default stage: `distill` as soon as a distillation term is chosen, else `teacher`."""
+    return "distill" if terms else "teacher"
+
+
+OmegaConf.register_new_resolver("run_name", _run_name, replace=True)
+OmegaConf.register_new_resolver("stage_for", _stage_for, replace=True)
+
 # -------------------------------------------------------------------------------- validation
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run")  # last two: wandb aliases
 SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
@@ -184,7 +252,9 @@ def _registered() -> dict[str, tuple[str, ...]]:
     from lepton_exp.training.optim import OPTIMIZERS, SCHEDULERS
 
     return {"stage": tuple(STAGES), "optim.name": tuple(OPTIMIZERS),
-            "scheduler.name": tuple(SCHEDULERS), "logger.name": tuple(LOGGERS)}
+            "scheduler.name": tuple(SCHEDULERS), "logger.name": tuple(LOGGERS),
+            "distill.schedule.name": ("constant", "linear", "cosine"),
+            "distill.student_init": ("scratch", "teacher")}
 
 
 def _choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:
@@ -280,6 +350,7 @@ def validate(cfg: DictConfig) -> None:
         _choice("logger.mode", cfg.logger.mode, WANDB_MODES),
         _range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
     ]
+    checks += _distill_checks(cfg)
     if len(optim.betas) != 2:
         checks.append(f"optim.betas needs two values (beta1, beta2), got {list(optim.betas)}")
     if optim.nesterov and optim.momentum <= 0:
@@ -295,6 +366,44 @@ def validate(cfg: DictConfig) -> None:
     for problem in checks:
         if problem:
             raise ConfigError(problem)
+
+
+def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
+    from lepton_exp.distill.registry import check_options
+
+    distill = cfg.distill
+    terms = distill.terms or {}
+    checks = [check_options(name, options) for name, options in terms.items()]
+    checks += [
+        _range("distill.temperature", distill.temperature, 0, low_open=True),
+        _range("distill.alpha", distill.alpha, 0, 1, high_open=False),
+        _range("distill.schedule.temperature_final", distill.schedule.temperature_final, 0,
+               low_open=True),
+        _range("distill.schedule.alpha_final", distill.schedule.alpha_final, 0, 1,
+               high_open=False),
+        _range("distill.warmup_epochs", distill.warmup_epochs, 0),
+        _range("distill.teacher_cache_gb", distill.teacher_cache_gb, 0),
+    ]
+    for name, options in terms.items():
+        weight = (options or {}).get("weight") if hasattr(options or {}, "get") else None
+        checks.append(_range(f"distill.terms.{name}.weight", weight, 0))
+    for side in ("student", "teacher"):
+        spec = distill.layers[side]
+        if spec != "auto" and not (isinstance(spec, Iterable) and not isinstance(spec, str)
+                                   and all(isinstance(i, int) and i >= 0 for i in spec)):
+            checks.append(f"distill.layers.{side}={spec} must be auto or a list of tap "
+                          "indices like [1,2,3]")
+    for key, spec in [("teacher", cfg.teacher)] + [
+            (f"extra_teachers[{i}]", t) for i, t in enumerate(cfg.extra_teachers)]:
+        checks.append(_range(f"{key}.weight", spec.weight, 0, low_open=True))
+        checks.append(_range(f"{key}.seed", spec.seed, 0, SEED_LIMIT))
+        checks.append(_range(f"{key}.max_epochs", spec.max_epochs, 1))
+        if spec.checkpoint and spec.artifact:
+            checks.append(f"{key}.checkpoint and {key}.artifact are both set: keep one")
+    if cfg.stage == "teacher" and terms:
+        checks.append(f"distill terms ({', '.join(terms)}) apply to stage=distill, but "
+                      "stage=teacher: add stage=distill, or drop the distill option")
+    return checks
 
 
 # --------------------------------------------------------------------------- friendly errors

@@ -25,7 +25,8 @@ def test_help_lists_the_groups(tmp_path):
     done = cli("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "lepton-exp" in done.stdout
-    for line in ("data: cifar10, cifar100, digits, synthetic", "experiment: quickstart"):
+    for line in ("data: cifar10, cifar100, digits, synthetic", "experiment: cifar_kd, quickstart",
+                 "distill: at, dkd, fitnet, kd, kd_at, none"):
         assert line in done.stdout
 
 

@@ -29,7 +29,9 @@ def test_every_option_composes_and_validates(compose_cfg, group, option):
         assert resolved["data"]["name"] == option
     if group == "model" and option != "timm":
         assert resolved["model"]["name"] == option
-    assert resolved["stage"] == "teacher"
+    expected_stage = {("experiment", "quickstart"): "pipeline"}.get(
+        (group, option), "distill" if resolved["distill"]["terms"] else "teacher")
+    assert resolved["stage"] == expected_stage
 
 
 def test_experiment_overrides_root_keys(compose_cfg):

@@ -145,11 +145,28 @@ def test_failed_run_still_leaves_a_record(run, tmp_path):
     assert record["status"] == "failed" and "data.root" in record["error"]
 
 
-def test_quickstart_reaches_95_percent_on_digits(compose_cfg, tmp_path):
-    cfg = compose_cfg("experiment=quickstart", "logger=none",
-                      "trainer.enable_progress_bar=false")
-    record = run_stage(cfg, run_dir=tmp_path / "quickstart")
-    assert record["metrics"]["test/acc"] >= 0.95
+def test_quickstart_pipeline_trains_teacher_once_then_baseline_and_kd_students(
+        compose_cfg, tmp_path):
+    overrides = ["experiment=quickstart", "logger=none", "trainer.enable_progress_bar=false",
+                 f"paths.cache_dir={tmp_path / 'cache'}"]
+    record = run_stage(compose_cfg(*overrides), run_dir=tmp_path / "quickstart",
+                       overrides=overrides)
+    on_disk = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
+    assert on_disk["status"] == record["status"] == "completed"
+    steps = record["steps"]
+    assert list(steps) == ["teacher", "student", "kd"]
+    assert steps["teacher"]["teacher_cache"] == "trained"
+    assert steps["student"]["distill_terms"] == [] and steps["kd"]["distill_terms"] == ["kd"]
+    for name, step in steps.items():
+        assert step["status"] == "completed", name
+        assert step["metrics"]["test/acc"] >= 0.95, name
+    assert steps["teacher"]["num_params"] > steps["kd"]["num_params"] == steps["student"][
+        "num_params"]
+    kd_record = json.loads((tmp_path / "quickstart" / "kd" / "summary.json").read_text())
+    teacher, = kd_record["teachers"]
+    assert teacher["cache"] == "hit"  # the teacher step's teacher: trained once
+    assert teacher["metrics"]["test/acc"] == steps["teacher"]["metrics"]["test/acc"]
+    assert len(list((tmp_path / "cache" / "teachers" / "runs").iterdir())) == 1
 
 
 def test_wandb_failure_falls_back_to_csv_and_the_run_goes_on(run, monkeypatch, caplog):

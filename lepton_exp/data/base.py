@@ -48,15 +48,20 @@ class Split:
 
 
 class ImageDataset(Dataset):
-    def __init__(self, split: Split, transform: v2.Transform):
+    """(image, label) pairs; with ``with_index`` also the sample's index in its split, which
+    lets per-sample results (cached teacher outputs) be looked up from a shuffled batch."""
+
+    def __init__(self, split: Split, transform: v2.Transform, with_index: bool = False):
         self.split = split
         self.transform = transform
+        self.with_index = with_index
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, index: int):
-        return self.transform(self.split.images[index]), self.split.labels[index]
+        image, label = self.transform(self.split.images[index]), self.split.labels[index]
+        return (image, label, index) if self.with_index else (image, label)
 
 
 def stratified_split(labels: np.ndarray, size: float, seed: int,
@@ -99,6 +104,7 @@ class ImageClassificationData(pl.LightningDataModule):
         self.train: Optional[Split] = None
         self.val: Optional[Split] = None
         self.test: Optional[Split] = None
+        self.train_with_index = False  # training batches carry sample indices (3-tuples)
 
     # -- to implement ----------------------------------------------------------------------
     def load(self) -> tuple[Split, Optional[Split]]:
@@ -148,6 +154,11 @@ class ImageClassificationData(pl.LightningDataModule):
         """Training-only random transforms; CIFAR overrides with crop + flip."""
         return []
 
+    @property
+    def deterministic_train_transform(self) -> bool:
+        """Whether a training sample looks the same every epoch (no random augmentation)."""
+        return not (self.cfg.augment and self.augmentation())
+
     def train_transform(self) -> v2.Transform:
         augment = self.augmentation() if self.cfg.augment else []
         return v2.Compose([*augment, self._normalize()])
@@ -156,11 +167,17 @@ class ImageClassificationData(pl.LightningDataModule):
         return self._normalize()
 
     # -- loaders ---------------------------------------------------------------------------
+    def example_batch(self, size: int = 2) -> torch.Tensor:
+        """The first training samples, without augmentation: the input of dry forward passes."""
+        dataset = ImageDataset(self.train, self.eval_transform())
+        return torch.stack([dataset[index][0] for index in range(min(size, len(dataset)))])
+
     def _loader(self, split: Split, transform: v2.Transform, train: bool) -> DataLoader:
         batch_size = self.cfg.batch_size if train else (
             self.cfg.eval_batch_size or self.cfg.batch_size)
         return DataLoader(
-            ImageDataset(split, transform), batch_size=batch_size, shuffle=train,
+            ImageDataset(split, transform, with_index=train and self.train_with_index),
+            batch_size=batch_size, shuffle=train,
             drop_last=train and len(split) > batch_size, num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
         )

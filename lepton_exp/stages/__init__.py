@@ -1,21 +1,41 @@
 """Stages by name (`stage=teacher`); one run is one stage.
 
-Adding a stage: a module with a ``run_<stage>(ctx) -> StageOutput`` and a line here.
+Adding a stage: a module with ``run_<stage>(ctx) -> StageOutput`` (and optionally a
+``prepare_<stage>(cfg, datamodule)`` that runs before the run's loggers start, e.g. to train
+a missing teacher in its own run) and an entry here. Imports are lazy so the stage names
+can be listed without torch (config validation).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from lepton_exp.stages.context import StageContext, StageOutput
 
 
-def _teacher(ctx: StageContext) -> StageOutput:
-    from lepton_exp.stages.teacher import run_teacher
+@dataclass(frozen=True)
+class Stage:
+    module: str
+    has_prepare: bool = False
 
-    return run_teacher(ctx)
+    def _function(self, prefix: str) -> Callable:
+        name = self.module.rsplit(".", 1)[1]
+        return getattr(importlib.import_module(self.module), f"{prefix}_{name}")
+
+    def prepare(self, cfg, datamodule) -> Optional[Any]:
+        return self._function("prepare")(cfg, datamodule) if self.has_prepare else None
+
+    def run(self, ctx: StageContext) -> StageOutput:
+        return self._function("run")(ctx)
 
 
-STAGES: dict[str, Callable[[StageContext], StageOutput]] = {"teacher": _teacher}
+STAGES: dict[str, Stage] = {
+    "teacher": Stage("lepton_exp.stages.teacher"),
+    "distill": Stage("lepton_exp.stages.distill", has_prepare=True),
+    # A chain of the stages above, each its own run (conf/experiment/quickstart.yaml).
+    "pipeline": Stage("lepton_exp.stages.pipeline"),
+}
 
-__all__ = ["STAGES", "StageContext", "StageOutput"]
+__all__ = ["STAGES", "Stage", "StageContext", "StageOutput"]

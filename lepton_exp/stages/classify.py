@@ -45,9 +45,15 @@ class ClassificationModule(pl.LightningModule):
         return self.model(images)
 
     def _step(self, batch, split: str) -> torch.Tensor:
-        images, labels = batch
+        images, labels = batch[0], batch[1]
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
+        self.log_split(split, logits, labels, loss)
+        return loss
+
+    def log_split(self, split: str, logits: torch.Tensor, labels: torch.Tensor,
+                  loss: torch.Tensor) -> None:
+        """Update and log ``<split>/loss`` and the split's accuracy metrics."""
         metrics = self.metrics[f"{split}_metrics"]
         metrics.update(logits.detach(), labels)
         prefix = self.test_prefix if split == "test" else split
@@ -58,7 +64,6 @@ class ClassificationModule(pl.LightningModule):
         self.log_dict({f"{prefix}/{name}": metric for name, metric in metrics.items()},
                       on_step=False, on_epoch=True, prog_bar=split == "val",
                       batch_size=len(labels))
-        return loss
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -70,7 +75,9 @@ class ClassificationModule(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.parameters(), self.optim_cfg)
+        # Frozen modules (a distillation teacher) have no gradients and no optimiser state.
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(trainable, self.optim_cfg)
         max_epochs = max(1, self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max_epochs)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, max_epochs, steps_per_epoch)

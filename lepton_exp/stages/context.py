@@ -16,6 +16,7 @@ class StageContext:
     run_dir: Path
     datamodule: Any
     loggers: list
+    prepared: Any = None  # what the stage's prepare step returned (e.g. loaded teachers)
 
 
 @dataclass
@@ -23,3 +24,4 @@ class StageOutput:
     model: "nn.Module"  # the trained model whose size and parameters are recorded
     metrics: dict[str, float]
     checkpoints: dict[str, str | None] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific run-record fields

@@ -23,6 +23,7 @@ from lepton_exp.tracking.report import print_summary
 from lepton_exp.tracking.loggers import build_loggers, finish_loggers, wandb_run_info
 
 log = logging.getLogger(__name__)
+EXPORT_NAME = "model.safetensors"  # the trained model of every run, for reuse without code
 
 
 def hydra_job() -> tuple[Path | None, list[str] | None]:
@@ -35,16 +36,24 @@ def hydra_job() -> tuple[Path | None, list[str] | None]:
     return None, None
 
 
-def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+def run_stage(cfg: DictConfig, run_dir: Path | None = None,
+              overrides: list[str] | None = None) -> dict[str, Any]:
     """Run ``cfg.stage`` and return its run record (also written to ``run_dir/summary.json``).
 
     A run that fails still leaves a record with ``status: failed`` and the error, so a sweep
-    never loses track of it.
+    never loses track of it. ``overrides`` are the command-line overrides that composed
+    ``cfg`` (taken from Hydra when it started this job and no ``run_dir`` is given).
     """
     validate(cfg)
     _quiet_lightning()
-    hydra_dir, overrides = hydra_job()
+    hydra_dir, hydra_overrides = hydra_job()
+    if run_dir is None:
+        overrides = overrides if overrides is not None else hydra_overrides
     run_dir = Path(run_dir or hydra_dir or Path(cfg.paths.output_dir) / "runs" / cfg.name)
+    if cfg.stage == "pipeline":  # a chain of runs, each with its own record
+        from lepton_exp.stages.pipeline import run_pipeline
+
+        return run_pipeline(cfg, run_dir, overrides or [])
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     config = to_container(cfg)
@@ -63,11 +72,16 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         write_json_atomic(run_dir / RECORD_NAME, record)
     loggers: list = []
     try:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg.data)
         datamodule.setup()
+        stage = STAGES[cfg.stage]
+        # Before this run's W&B run starts: a missing teacher trains as a run of its own.
+        prepared = stage.prepare(cfg, datamodule)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
         loggers = build_loggers(cfg, run_dir, flatten(config))
-        output = STAGES[cfg.stage](StageContext(cfg, run_dir, datamodule, loggers))
+        output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared))
+        if is_rank_zero:
+            export_weights(output.model, run_dir / EXPORT_NAME)
         record.update(
             status="completed",
             metrics=output.metrics,
@@ -76,7 +90,9 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             checkpoints=output.checkpoints,
             data={"train": len(datamodule.train), "val": len(datamodule.val),
                   "test": len(datamodule.test), **asdict(datamodule.info)},
+            exported=str(run_dir / EXPORT_NAME),
             wandb=wandb_run_info(loggers) if is_rank_zero else None,
+            **output.extra,
         )
     except BaseException as error:
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -98,6 +114,17 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if is_rank_zero:
         print_summary(record)
     return record
+
+
+def export_weights(model, path: Path) -> None:
+    """The trained model alone (no teacher, no connectors), as safetensors, written atomically."""
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
+             model.state_dict().items()}
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(state, str(partial))
+    partial.replace(path)
 
 
 class _LightningInfoToFileOnly(logging.Filter):

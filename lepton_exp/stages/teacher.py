@@ -1,8 +1,13 @@
-"""Teacher stage: supervised training of a classifier on the configured data."""
+"""Teacher stage: supervised training of a classifier on the configured data.
+
+The trained model (best validation epoch) also goes into the teacher cache, so distillation
+runs asking for this teacher (same data, model, optimisation, seed) reuse it.
+"""
 
 from __future__ import annotations
 
 from lepton_exp.models import build_model
+from lepton_exp.stages import teachers
 from lepton_exp.stages.classify import ClassificationModule
 from lepton_exp.stages.context import StageContext, StageOutput
 from lepton_exp.training.trainer import build_trainer, fit_and_test
@@ -14,4 +19,10 @@ def run_teacher(ctx: StageContext) -> StageOutput:
     module = ClassificationModule(model, ctx.datamodule.info, cfg.optim, cfg.scheduler)
     trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
     result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
-    return StageOutput(model=model, metrics=result["metrics"], checkpoints=result["checkpoints"])
+    extra = {}
+    if trainer.is_global_zero:
+        entry = teachers.publish(cfg, model, result["metrics"], result["weights_from"],
+                                 ctx.run_dir)
+        extra["teacher_cache"] = {"key": entry.name, "path": str(entry)}
+    return StageOutput(model=model, metrics=result["metrics"],
+                       checkpoints=result["checkpoints"], extra=extra)

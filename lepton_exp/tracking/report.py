@@ -45,3 +45,32 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
                           f"-> upload: wandb sync {wandb['dir']}")
         else:
             console.print(f"W&B run: {wandb.get('url') or wandb['dir']}")
+
+
+def pipeline_table(record: dict[str, Any]) -> Table:
+    table = Table(title=f"{record['name']} (pipeline): {record['status']}", show_header=True,
+                  header_style="bold")
+    for column in ("step", "model", "distill", "test/acc", "test_best/acc", "params",
+                   "size KiB"):
+        table.add_column(column, justify="left" if column in ("step", "model", "distill")
+                         else "right")
+    for name, step in record["steps"].items():
+        metrics = step.get("metrics") or {}
+        accuracy = [f"{metrics[key]:.4f}" if key in metrics else "-"
+                    for key in ("test/acc", "test_best/acc")]
+        terms = step.get("distill_terms")
+        size = step.get("model_size_bytes")
+        table.add_row(name, str(step.get("model")),
+                      "+".join(terms) if terms else ("-" if terms is None else "none"),
+                      *accuracy,
+                      f"{step['num_params']:,}" if step.get("num_params") else "-",
+                      f"{size / 1024:.1f}" if size else "-")
+    return table
+
+
+def print_pipeline(record: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(soft_wrap=True)
+    console.print(pipeline_table(record))
+    console.print(f"pipeline record: {Path(record['run_dir']) / 'summary.json'}")
+    for name, step in record["steps"].items():
+        console.print(f"  {name}: {step.get('run_dir')}")

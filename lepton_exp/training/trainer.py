@@ -89,7 +89,9 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
     """Fit, then test the last and the best-validation checkpoints.
 
     Papers report the best epoch, reproductions usually the last: both are recorded,
-    as ``test/*`` (last) and ``test_best/*`` (best on ``val/acc``).
+    as ``test/*`` (last) and ``test_best/*`` (best on ``val/acc``). The module ends up
+    holding the weights of the checkpoint tested last (``weights_from``): the best one when
+    validation ran, else the last.
     """
     trainer.fit(module, datamodule=datamodule)
     metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
@@ -110,4 +112,5 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
         metrics["val/acc_best"] = float(checkpoints.best.best_model_score)
     metrics["epochs"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
-    return {"metrics": metrics, "checkpoints": {"last": last_path, "best": best_path}}
+    return {"metrics": metrics, "checkpoints": {"last": last_path, "best": best_path},
+            "weights_from": evaluations[-1][1]}

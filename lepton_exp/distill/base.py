@@ -1,0 +1,45 @@
+"""What every distillation term is: a module from (student taps, teacher taps) to a scalar.
+
+Adding a method is one file in ``lepton_exp/distill/methods/`` defining ``Term`` (a
+:class:`DistillTerm` subclass whose ``__init__`` keyword arguments are the method's options)
+and one yaml in ``conf/distill/``. The math lives in a plain function next to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Sequence
+
+import torch
+from torch import nn
+
+from lepton_exp.models.taps import Taps
+
+
+@dataclass
+class TermInputs:
+    """Per-step values every term may use."""
+
+    labels: torch.Tensor
+    temperature: float
+    teacher_weights: Sequence[float]  # one per teacher, summing to 1
+
+
+class DistillTerm(nn.Module):
+    #: what the term reads from the taps: "logits", "features", "attentions" or "scores"
+    needs: ClassVar[str] = "logits"
+    #: logit-matching terms whose weight defaults to (1 - alpha), alpha weighting cross-entropy
+    weight_from_alpha: ClassVar[bool] = False
+
+    def __init__(self, layers: Optional[dict] = None):
+        super().__init__()
+        self.layers_spec = layers  # per-term override of distill.layers
+        self.pairs: list[tuple[int, int]] = []  # (student tap, teacher tap), set by bind()
+
+    def bind(self, student: Taps, teacher: Taps, pairs: list[tuple[int, int]]) -> None:
+        """Called once with the taps of a dry forward pass: check shapes, build connectors."""
+        self.pairs = pairs
+
+    def forward(self, student: Taps, teachers: Sequence[Taps],
+                inputs: TermInputs) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,99 @@
+"""Which student tap is paired with which teacher tap, and how paired shapes are bridged."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lepton_exp.config import ConfigError
+
+AUTO = "auto"
+
+
+def uniform_taps(available: int, count: int) -> list[int]:
+    """`count` tap indices spread uniformly over 1..available-1, ending at the last tap
+    (index 0, the stem or embedding output, is left out)."""
+    return [int(i) for i in np.linspace(1, available - 1, count).round()]
+
+
+def resolve_pairs(student_spec: Any, teacher_spec: Any, student_taps: int, teacher_taps: int,
+                  where: str) -> list[tuple[int, int]]:
+    """Pairs (student tap, teacher tap) from two specs, each ``auto`` or a list of indices.
+
+    ``auto`` maps stages uniformly: as many pairs as the shallower model has stages (taps
+    after the stem), spread over the deeper one, last stage to last stage.
+    """
+    count = None
+    if student_spec != AUTO:
+        count = len(student_spec)
+    elif teacher_spec != AUTO:
+        count = len(teacher_spec)
+    if count is None:
+        count = min(student_taps, teacher_taps) - 1
+        if count < 1:
+            raise ConfigError(f"{where}=auto: the models have no taps besides the stem; "
+                              "list the taps to pair")
+    student = _indices(student_spec, student_taps, count, f"{where}.student", "student")
+    teacher = _indices(teacher_spec, teacher_taps, count, f"{where}.teacher", "teacher")
+    if len(student) != len(teacher):
+        raise ConfigError(f"{where}.student={student} and {where}.teacher={teacher} must pair "
+                          "one to one: give both lists the same length")
+    return list(zip(student, teacher, strict=True))
+
+
+def _indices(spec: Any, available: int, count: int, key: str, model: str) -> list[int]:
+    if spec == AUTO:
+        return uniform_taps(available, count)
+    indices = list(spec)
+    for index in indices:
+        if not isinstance(index, int) or not 0 <= index < available:
+            raise ConfigError(f"{key}={indices}: the {model} has taps 0..{available - 1} "
+                              "(0 = stem/embeddings)")
+    return indices
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "x".join(str(size) for size in tensor.shape[1:])
+
+
+def check_spatial(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
+                  teacher: torch.Tensor) -> None:
+    if student.dim() != 4 or teacher.dim() != 4:
+        raise ConfigError(
+            f"distill term {term} needs feature maps (C x H x W) but student tap {student_index} "
+            f"is {_shape(student)} and teacher tap {teacher_index} is {_shape(teacher)}: "
+            "choose map taps with distill.layers")
+
+
+def connector_for(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
+                  teacher: torch.Tensor) -> nn.Module:
+    """1x1 conv + BN between feature maps, a linear map between vectors or token sequences."""
+    if student.dim() == 4 and teacher.dim() == 4:
+        return nn.Sequential(nn.Conv2d(student.shape[1], teacher.shape[1], 1, bias=False),
+                             nn.BatchNorm2d(teacher.shape[1]))
+    if student.dim() == teacher.dim() == 2 or (
+            student.dim() == teacher.dim() == 3 and student.shape[1] == teacher.shape[1]):
+        return nn.Linear(student.shape[-1], teacher.shape[-1])
+    raise ConfigError(
+        f"distill term {term} cannot bridge student tap {student_index} ({_shape(student)}) "
+        f"to teacher tap {teacher_index} ({_shape(teacher)}): pair taps of the same kind "
+        "(maps with maps, vectors with vectors) with distill.layers")
+
+
+def pool_to_common_size(student: torch.Tensor,
+                        teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-average-pool the spatially larger of two feature maps to the smaller's size."""
+    if student.dim() != 4 or student.shape[-2:] == teacher.shape[-2:]:
+        return student, teacher
+    student_hw, teacher_hw = student.shape[-2:], teacher.shape[-2:]
+    if student_hw[0] * student_hw[1] > teacher_hw[0] * teacher_hw[1]:
+        return F.adaptive_avg_pool2d(student, teacher_hw), teacher
+    return student, F.adaptive_avg_pool2d(teacher, student_hw)
+
+
+def needed_teacher_taps(pairs: Sequence[tuple[int, int]]) -> set[int]:
+    return {teacher for _, teacher in pairs}

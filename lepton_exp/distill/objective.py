@@ -1,0 +1,101 @@
+"""The total student loss: alpha * cross-entropy + sum of weighted distillation terms.
+
+``alpha`` weights the hard-label cross-entropy. A logit term without an explicit weight
+(kd) gets ``1 - alpha`` (Hinton's mix); feature terms carry their own weight (FitNet 100,
+AT 1000). Temperature and alpha may follow a schedule over training, and all distillation
+weights may ramp up over a warm-up (DKD). Every piece is logged: ``loss_<term>``,
+``weight_<term>``, ``loss_ce``, ``weight_ce``, ``temperature``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lepton_exp.distill.base import DistillTerm, TermInputs
+from lepton_exp.distill.layers import resolve_pairs
+from lepton_exp.distill.registry import build_term
+from lepton_exp.distill.schedules import scheduled, warmup_factor
+from lepton_exp.models.taps import Taps
+
+
+class DistillationObjective(nn.Module):
+    def __init__(self, terms: dict[str, DistillTerm], weights: dict[str, Optional[float]], *,
+                 alpha: float, temperature: float, schedule: str = "constant",
+                 alpha_final: Optional[float] = None,
+                 temperature_final: Optional[float] = None, warmup_epochs: float = 0.0):
+        super().__init__()
+        self.terms = nn.ModuleDict(terms)
+        self.weights = weights
+        self.alpha, self.alpha_final = alpha, alpha_final
+        self.temperature, self.temperature_final = temperature, temperature_final
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.set_horizon(total_steps=1, steps_per_epoch=1)
+
+    def set_horizon(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Length of training in optimiser steps, which schedules and the warm-up follow."""
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = self.warmup_epochs * max(1, steps_per_epoch)
+
+    @property
+    def needs(self) -> set[str]:
+        return {term.needs for term in self.terms.values()}
+
+    def teacher_feature_taps(self) -> set[int]:
+        return {t for term in self.terms.values() if term.needs == "features"
+                for _, t in term.pairs}
+
+    def bind(self, student: Taps, teacher: Taps, layers: dict) -> None:
+        """Pair taps and build connectors from one dry forward pass of both models."""
+        for name, term in self.terms.items():
+            if term.needs != "features":
+                continue
+            spec = term.layers_spec or layers
+            where = f"distill.terms.{name}.layers" if term.layers_spec else "distill.layers"
+            pairs = resolve_pairs(spec.get("student", "auto"), spec.get("teacher", "auto"),
+                                  len(student.features), len(teacher.features), where)
+            term.bind(student, teacher, pairs)
+
+    def values(self, step: int) -> dict[str, float]:
+        progress = step / max(1, self.total_steps - 1)
+        return {
+            "alpha": scheduled(self.alpha, self.alpha_final, self.schedule, progress),
+            "temperature": scheduled(self.temperature, self.temperature_final, self.schedule,
+                                     progress),
+            "warmup": warmup_factor(step, self.warmup_steps),
+        }
+
+    def forward(self, student: Taps, teachers: Sequence[Taps], labels: torch.Tensor,
+                step: int, teacher_weights: Sequence[float]) -> tuple[torch.Tensor, dict]:
+        values = self.values(step)
+        alpha = values["alpha"]
+        inputs = TermInputs(labels, values["temperature"], teacher_weights)
+        loss_ce = F.cross_entropy(student.logits, labels)
+        total = alpha * loss_ce
+        logs = {"loss_ce": loss_ce.detach(), "weight_ce": alpha,
+                "temperature": values["temperature"]}
+        for name, term in self.terms.items():
+            weight = self.weights[name]
+            weight = (1.0 - alpha if weight is None else weight) * values["warmup"]
+            value = term(student, teachers, inputs)
+            total = total + weight * value
+            logs[f"loss_{name}"] = value.detach()
+            logs[f"weight_{name}"] = weight
+        logs["loss"] = total.detach()
+        return total, logs
+
+
+def build_objective(distill_cfg) -> DistillationObjective:
+    terms, weights = {}, {}
+    for name, options in (distill_cfg.terms or {}).items():
+        terms[name], weights[name] = build_term(name, options)
+    schedule = distill_cfg.schedule
+    return DistillationObjective(
+        terms, weights, alpha=distill_cfg.alpha, temperature=distill_cfg.temperature,
+        schedule=schedule.name, alpha_final=schedule.alpha_final,
+        temperature_final=schedule.temperature_final,
+        warmup_epochs=distill_cfg.warmup_epochs)

@@ -1,0 +1,160 @@
+"""Taps: named intermediate outputs of any model, the one interface distillation losses see.
+
+A :class:`Tapper` runs a model once and returns :class:`Taps`: the logits, the feature list
+(CNN stage outputs, or a transformer's hidden states) and, for transformers, attention
+probabilities and pre-softmax scores. Losses index ``taps.features[i]`` and never learn
+which library (timm, the CIFAR ResNets, transformers) built the model.
+
+- timm models (the CIFAR ResNets included) declare their stages in ``feature_info`` (what
+  ``features_only`` uses); forward hooks on those modules capture them during the normal
+  forward, so the logits and the features come from one pass. Index 0 is the stem.
+- transformers models return ``hidden_states`` (index 0 = embedding output) and, with
+  eager attention, ``attentions``; pre-softmax scores are rebuilt from hooked query/key
+  projections (transformers does not return them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from lepton_exp.config import ConfigError
+
+
+@dataclass
+class Taps:
+    logits: torch.Tensor
+    features: list[Optional[torch.Tensor]] = field(default_factory=list)
+    attentions: list[torch.Tensor] = field(default_factory=list)  # N x heads x L x L
+    scores: list[torch.Tensor] = field(default_factory=list)  # pre-softmax, same shape
+    attention_mask: Optional[torch.Tensor] = None  # N x L (text inputs), 1 = real token
+
+    def detach(self) -> "Taps":
+        def _detach(items):
+            return [None if t is None else t.detach() for t in items]
+
+        return Taps(self.logits.detach(), _detach(self.features), _detach(self.attentions),
+                    _detach(self.scores), self.attention_mask)
+
+
+def is_transformers_model(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return config is not None and hasattr(config, "num_hidden_layers")
+
+
+def feature_modules(model: nn.Module) -> list[str]:
+    """Names of the modules whose outputs are the model's feature taps (timm ``feature_info``)."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        raise ConfigError(f"{type(model).__name__} declares no feature stages (timm feature_info):"
+                          " use logit-only distillation terms (kd, dkd) for this model")
+    entries = info.info if hasattr(info, "info") else info  # timm FeatureInfo or a list
+    return [entry["module"] for entry in entries]
+
+
+class Tapper:
+    """Runs ``model`` and collects its taps. Not an ``nn.Module`` on purpose: it must not
+    re-register the model's parameters under a second name."""
+
+    def __init__(self, model: nn.Module, *, features: bool = True, attentions: bool = False,
+                 scores: bool = False):
+        self.model = model
+        self.transformer = is_transformers_model(model)
+        self.want_features = features
+        self.want_attentions = attentions
+        self.want_scores = scores
+        self._active = False
+        self._captured: dict[Any, torch.Tensor] = {}
+        self._handles: list = []
+        if self.transformer:
+            if scores:
+                self._hook_query_key()
+        elif features:
+            for index, name in enumerate(feature_modules(model)):
+                module = model.get_submodule(name)
+                self._handles.append(module.register_forward_hook(self._store(index)))
+
+    @property
+    def num_features(self) -> int:
+        if self.transformer:
+            return self.model.config.num_hidden_layers + 1
+        return len(feature_modules(self.model))
+
+    def _store(self, key):
+        def hook(module, inputs, output):
+            if self._active:
+                self._captured[key] = output
+        return hook
+
+    def _hook_query_key(self) -> None:
+        layers = _attention_layers(self.model)
+        for index, attention in enumerate(layers):
+            self._handles.append(attention.query.register_forward_hook(self._store(("q", index))))
+            self._handles.append(attention.key.register_forward_hook(self._store(("k", index))))
+
+    def __call__(self, inputs: Any) -> Taps:
+        self._captured = {}
+        self._active = True
+        try:
+            if self.transformer:
+                return self._transformer_taps(inputs)
+            logits = self.model(inputs)
+            count = len(self._handles)
+            features = [self._captured.get(index) for index in range(count)]
+            return Taps(logits=logits, features=features if self.want_features else [])
+        finally:
+            self._active = False
+            self._captured = {}
+
+    def _transformer_taps(self, inputs: dict) -> Taps:
+        inputs = dict(inputs)
+        inputs.pop("labels", None)
+        outputs = self.model(**inputs, output_hidden_states=self.want_features,
+                             output_attentions=self.want_attentions, return_dict=True)
+        mask = inputs.get("attention_mask")
+        taps = Taps(logits=outputs.logits, attention_mask=mask)
+        if self.want_features:
+            taps.features = list(outputs.hidden_states)
+        if self.want_attentions:
+            if outputs.attentions is None or any(a is None for a in outputs.attentions):
+                raise ConfigError("the transformer returned no attention maps: build it with "
+                                  "attn_implementation='eager'")
+            taps.attentions = list(outputs.attentions)
+        if self.want_scores:
+            taps.scores = self._scores(mask)
+        return taps
+
+    def _scores(self, mask: Optional[torch.Tensor]) -> list[torch.Tensor]:
+        heads = self.model.config.num_attention_heads
+        scores = []
+        for index in range(self.model.config.num_hidden_layers):
+            query, key = self._captured[("q", index)], self._captured[("k", index)]
+            batch, length, width = query.shape
+            head_dim = width // heads
+            query = query.view(batch, length, heads, head_dim).transpose(1, 2)
+            key = key.view(batch, length, heads, head_dim).transpose(1, 2)
+            layer_scores = query @ key.transpose(-1, -2) / math.sqrt(head_dim)
+            if mask is not None:  # padded keys carry no information: zero them (TinyBERT)
+                layer_scores = layer_scores.masked_fill(mask[:, None, None, :] == 0, 0.0)
+            scores.append(layer_scores)
+        return scores
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _attention_layers(model: nn.Module) -> list[nn.Module]:
+    """The self-attention modules (with ``query``/``key`` projections) in layer order."""
+    layers = [module for module in model.modules()
+              if isinstance(getattr(module, "query", None), nn.Linear)
+              and isinstance(getattr(module, "key", None), nn.Linear)]
+    if len(layers) != model.config.num_hidden_layers:
+        raise ConfigError(f"cannot find the query/key projections of {type(model).__name__}: "
+                          "attention scores are supported for BERT-style encoders")
+    return layers

@@ -1,0 +1,197 @@
+"""Distill stage: a student trained against one or more frozen teachers.
+
+The LightningModule only wires things: taps from the adapter, the objective (cross-entropy
+plus the configured terms, lepton_exp.distill), the teacher-output cache and the metrics
+of :class:`ClassificationModule`, whose validation and test steps it keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from lepton_exp.config import ConfigError
+from lepton_exp.data.base import DataInfo
+from lepton_exp.distill.objective import DistillationObjective, build_objective
+from lepton_exp.distill.output_cache import TeacherOutputCache, bytes_per_sample
+from lepton_exp.models import build_model
+from lepton_exp.models.taps import Taps, Tapper
+from lepton_exp.models.transfer import init_from_teacher
+from lepton_exp.stages.classify import ClassificationModule
+from lepton_exp.stages.context import StageContext, StageOutput
+from lepton_exp.stages.teachers import Teacher, resolve_teachers
+from lepton_exp.training.trainer import build_trainer, fit_and_test
+
+log = logging.getLogger(__name__)
+
+
+class FrozenTeacher(nn.Module):
+    """A teacher that stays in eval mode (BN statistics untouched, no dropout) and has no
+    trainable parameters, whatever ``.train()`` calls Lightning makes on the parent."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)
+
+
+def _tapper(model: nn.Module, needs: set[str]) -> Tapper:
+    return Tapper(model, features="features" in needs, attentions="attentions" in needs,
+                  scores="scores" in needs)
+
+
+class DistillationModule(ClassificationModule):
+    def __init__(self, student: nn.Module, teachers: Sequence[Teacher],
+                 objective: DistillationObjective, info: DataInfo, optim_cfg, scheduler_cfg,
+                 output_cache: Optional[TeacherOutputCache] = None):
+        super().__init__(student, info, optim_cfg, scheduler_cfg)
+        self.teachers = nn.ModuleList(FrozenTeacher(t.model) for t in teachers)
+        self.teacher_weights = [t.weight for t in teachers]
+        self.objective = objective
+        self.output_cache = output_cache
+        needs = objective.needs
+        self.student_tapper = _tapper(student, needs)
+        self.teacher_tappers = [_tapper(t.model, needs) for t in teachers]
+        # Checkpoints leave the (frozen, separately stored) teachers out; see on_save_checkpoint.
+        self.strict_loading = False
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            epochs = max(1, self.trainer.max_epochs or 1)
+            self.objective.set_horizon(total_steps=total, steps_per_epoch=max(1, total // epochs))
+
+    @torch.no_grad()
+    def teacher_taps(self, inputs, indices: Optional[torch.Tensor] = None) -> list[Taps]:
+        if self.output_cache is None or indices is None:
+            return [tapper(inputs) for tapper in self.teacher_tappers]
+        # Only samples not seen yet go through the teachers (eval mode: per-sample outputs
+        # do not depend on the rest of the batch); the cache then serves the whole batch.
+        missing = self.output_cache.missing(indices)
+        if missing.any():
+            subset = inputs[missing.to(inputs.device)]
+            self.output_cache.put(indices[missing.to(indices.device)],
+                                  [tapper(subset) for tapper in self.teacher_tappers])
+        return self.output_cache.get(indices)
+
+    def training_step(self, batch, batch_idx):
+        inputs, labels = batch[0], batch[1]
+        indices = batch[2] if len(batch) > 2 else None
+        student = self.student_tapper(inputs)
+        teachers = self.teacher_taps(inputs, indices)
+        loss, logs = self.objective(student, teachers, labels, self.global_step,
+                                    self.teacher_weights)
+        self.log_split("train", student.logits, labels, loss)
+        logs.pop("loss")
+        self.log_dict({f"train/{name}": value for name, value in logs.items()},
+                      on_step=True, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {name: tensor for name, tensor in
+                                    checkpoint["state_dict"].items()
+                                    if not name.startswith("teachers.")}
+
+
+def bind_objective(objective: DistillationObjective, student: nn.Module,
+                   teachers: Sequence[Teacher], example: torch.Tensor, layers) -> list[Taps]:
+    """One dry forward pass (eval mode, no gradients): pair taps, build connectors.
+    Returns the teachers' taps, whose sizes size the output cache."""
+    needs = objective.needs
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            student_taps = _tapper(student, needs)
+            teacher_tappers = [_tapper(t.model.eval(), needs) for t in teachers]
+            try:
+                student_out = student_taps(example)
+                teacher_out = [tapper(example) for tapper in teacher_tappers]
+            finally:
+                student_taps.remove()
+                for tapper in teacher_tappers:
+                    tapper.remove()
+        objective.bind(student_out, teacher_out[0], layers)
+    finally:
+        student.train(was_training)
+    return teacher_out
+
+
+def teacher_output_cache(cfg, datamodule, objective: DistillationObjective,
+                         teacher_taps: list[Taps]) -> tuple[Optional[TeacherOutputCache], dict]:
+    """The cache when it is valid and fits ``distill.teacher_cache_gb``, with the reason."""
+    wanted = cfg.distill.cache_teacher_outputs
+    deterministic = datamodule.deterministic_train_transform
+    if wanted and not deterministic:
+        raise ConfigError("distill.cache_teacher_outputs=true needs a deterministic training "
+                          "transform: set data.augment=false, or leave it null (auto)")
+    if wanted is False or not deterministic:
+        reason = "disabled" if wanted is False else "augmentation"
+        return None, {"enabled": False, "reason": reason}
+    feature_taps = objective.teacher_feature_taps()
+    size = bytes_per_sample(teacher_taps, feature_taps) * len(datamodule.train)
+    if size > cfg.distill.teacher_cache_gb * 2**30:
+        if wanted:
+            raise ConfigError(f"teacher outputs need {size / 2**30:.1f} GiB, above "
+                              f"distill.teacher_cache_gb={cfg.distill.teacher_cache_gb}: "
+                              "raise it or set distill.cache_teacher_outputs=false")
+        log.warning("teacher outputs would take %.1f GiB (distill.teacher_cache_gb=%s): "
+                    "computing them every step", size / 2**30, cfg.distill.teacher_cache_gb)
+        return None, {"enabled": False, "reason": "too large", "bytes": size}
+    datamodule.train_with_index = True
+    return TeacherOutputCache(len(datamodule.train), feature_taps), {
+        "enabled": True, "bytes": size}
+
+
+def prepare_distill(cfg, datamodule) -> list[Teacher]:
+    """Before the run's loggers start: load or train (and cache) the teachers, if any is
+    needed (a student trained alone, `distill=none`, needs none)."""
+    if not cfg.distill.terms and cfg.distill.student_init == "scratch":
+        return []
+    return resolve_teachers(cfg, datamodule.info)
+
+
+def run_distill(ctx: StageContext) -> StageOutput:
+    cfg, datamodule = ctx.cfg, ctx.datamodule
+    info = datamodule.info
+    teachers: list[Teacher] = ctx.prepared
+    student = build_model(cfg.model, info)
+    student_init = None
+    if cfg.distill.student_init == "teacher":
+        student_init = init_from_teacher(student, teachers[0].model)
+    objective = build_objective(cfg.distill)
+    cache, cache_info = None, {"enabled": False, "reason": "no distillation terms"}
+    # student_init=teacher without terms: the teacher is not needed while training.
+    training_teachers = teachers if objective.terms else []
+    if objective.terms:
+        teacher_taps = bind_objective(objective, student, teachers, datamodule.example_batch(),
+                                      cfg.distill.layers)
+        cache, cache_info = teacher_output_cache(cfg, datamodule, objective, teacher_taps)
+    module = DistillationModule(student, training_teachers, objective, info, cfg.optim,
+                                cfg.scheduler, output_cache=cache)
+    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
+    # Lightning warns about modules left in eval mode: the frozen teachers are, by design.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    try:
+        result = fit_and_test(trainer, checkpoints, module, datamodule)
+    finally:
+        module.student_tapper.remove()
+        for tapper in module.teacher_tappers:
+            tapper.remove()
+        datamodule.train_with_index = False
+    if cache is not None:
+        cache_info.update(cache.stats())
+    extra = {
+        "teachers": [t.source | {"weight": t.weight} for t in teachers],
+        "student_init": student_init,
+        "teacher_output_cache": cache_info,
+        "distill_terms": sorted(objective.terms),
+    }
+    return StageOutput(model=student, metrics=result["metrics"],
+                       checkpoints=result["checkpoints"], extra=extra)

@@ -1,0 +1,103 @@
+"""A pipeline: several stages run one after the other, each a run of its own, then one table.
+
+``pipeline`` maps step names to override lists applied on top of this job's command line
+(conf/experiment/quickstart.yaml). A step with ``stage=teacher`` trains — or finds in the
+teacher cache — the teacher that the pipeline's distillation steps will use (``teacher.*``),
+so it is trained once and the distill steps hit the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lepton_exp.config import CONF_DIR, ROOT_CONFIG, ConfigError, one_line, validate
+from lepton_exp.tracking.record import RECORD_NAME, write_json_atomic
+from lepton_exp.tracking.report import print_pipeline
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose conf/ with these overrides, inside a running Hydra app or outside one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name=ROOT_CONFIG, overrides=overrides)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=ROOT_CONFIG, overrides=overrides)
+    except Exception as error:  # noqa: BLE001 - Hydra's composition errors, made one line
+        raise ConfigError(f"cannot compose pipeline step with {overrides}: "
+                          f"{one_line(error)[:200]}") from error
+
+
+def _step_configs(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    from lepton_exp.stages.teachers import teacher_run_config
+
+    steps = {}
+    for name, step_overrides in cfg.pipeline.items():
+        extra = [f"name={cfg.name}-{name}"]
+        if cfg.logger.group is None:  # the pipeline's runs sit together in W&B
+            extra.append(f"logger.group={cfg.name}-{run_dir.name}")
+        step_list = [*overrides, *extra, *step_overrides]
+        step_cfg = compose_config(step_list)
+        if step_cfg.stage == "pipeline":
+            raise ConfigError(f"pipeline.{name} must set a stage other than pipeline "
+                              "(stage=teacher or stage=distill)")
+        if step_cfg.stage == "teacher":
+            step_cfg = teacher_run_config(step_cfg, step_cfg.teacher)
+        validate(step_cfg)
+        steps[name] = (step_cfg, step_list)
+    return steps
+
+
+def _teacher_step(step_cfg: DictConfig) -> dict[str, Any]:
+    from lepton_exp.stages.teachers import cached_record, ensure_cached
+
+    entry, status = ensure_cached(step_cfg)
+    cached = cached_record(entry)
+    record_path = Path(cached["run_dir"]) / RECORD_NAME
+    record = json.loads(record_path.read_text()) if record_path.exists() else {
+        "status": "completed", "metrics": cached["metrics"], "run_dir": cached["run_dir"]}
+    return {**record, "teacher_cache": status, "stage": "teacher"}
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    from lepton_exp.stages.runner import run_stage
+
+    if not cfg.pipeline:
+        raise ConfigError("stage=pipeline needs steps: pipeline: {name: [overrides...]} "
+                          "(see conf/experiment/quickstart.yaml)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    # Without the job's own stage override: each step sets its stage.
+    base = [o for o in overrides if not o.startswith(("stage=", "+stage="))]
+    steps = _step_configs(cfg, run_dir, base)
+    record: dict[str, Any] = {"status": "running", "stage": "pipeline", "name": cfg.name,
+                              "run_dir": str(run_dir.resolve()), "overrides": overrides,
+                              "steps": {}}
+    try:
+        for name, (step_cfg, step_list) in steps.items():
+            if step_cfg.stage == "teacher":
+                result = _teacher_step(step_cfg)
+            else:
+                result = run_stage(step_cfg, run_dir=run_dir / name, overrides=step_list)
+            record["steps"][name] = {
+                key: result.get(key) for key in ("status", "stage", "name", "run_dir",
+                                                 "metrics", "num_params", "model_size_bytes",
+                                                 "teacher_cache", "distill_terms")}
+            record["steps"][name]["model"] = step_cfg.model.name
+        record["status"] = "completed"
+    except BaseException as error:
+        record.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                      error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        record["wall_time_s"] = round(time.time() - started, 3)
+        write_json_atomic(run_dir / RECORD_NAME, record)
+    print_pipeline(record)
+    return record
