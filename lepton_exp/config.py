@@ -155,9 +155,9 @@ class TeacherConfig:
     artifact: Optional[str] = None  # W&B model artifact: entity/project/name:version
     weight: float = 1.0  # multi-teacher: share of this teacher in the averaged soft targets
     seed: int = 0  # fixed, so a sweep over student seeds shares one teacher
+    # Trained like the student (optim, scheduler, batch size) except for these two:
     max_epochs: Optional[int] = None  # None: trainer.max_epochs
-    optim: Optional[OptimConfig] = None  # None: the student's optim
-    scheduler: Optional[SchedulerConfig] = None  # None: the student's scheduler
+    lr: Optional[float] = None  # None: optim.lr
 
 
 @dataclass
@@ -398,6 +398,7 @@ def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
         checks.append(_range(f"{key}.weight", spec.weight, 0, low_open=True))
         checks.append(_range(f"{key}.seed", spec.seed, 0, SEED_LIMIT))
         checks.append(_range(f"{key}.max_epochs", spec.max_epochs, 1))
+        checks.append(_range(f"{key}.lr", spec.lr, 0, low_open=True))
         if spec.checkpoint and spec.artifact:
             checks.append(f"{key}.checkpoint and {key}.artifact are both set: keep one")
     if cfg.stage == "teacher" and terms:

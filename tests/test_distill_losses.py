@@ -140,3 +140,14 @@ def test_hint_loss_is_mean_squared_error():
     teacher = torch.tensor([[1.0, 0.0], [3.0, 8.0]])
     assert hint_loss(student, teacher).item() == pytest.approx((0 + 4 + 0 + 16) / 4)
     assert hint_loss(teacher, teacher.clone()).item() == 0.0
+
+
+def test_dkd_keeps_a_finite_gradient_when_the_student_is_very_confident():
+    # With 1 - p_target the non-target mass underflows to 0 in float32 at a logit gap of ~90
+    # (at T=4) and TCKD's gradient vanishes; summing the non-target probabilities keeps it.
+    student = torch.tensor([[200.0, 0.0, 0.0]], requires_grad=True)  # 1 - p_target == 0.0
+    teacher = torch.tensor([[1.0, 0.0, 0.0]])
+    loss = dkd_loss(student, teacher, torch.tensor([0]), 4.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+    assert student.grad[0, 0] > 0.1

@@ -17,7 +17,9 @@ AUTO = "auto"
 def uniform_taps(available: int, count: int) -> list[int]:
     """`count` tap indices spread uniformly over 1..available-1, ending at the last tap
     (index 0, the stem or embedding output, is left out)."""
-    return [int(i) for i in np.linspace(1, available - 1, count).round()]
+    if count == 1:
+        return [available - 1]
+    return [int(np.floor(i + 0.5)) for i in np.linspace(1, available - 1, count)]  # half up
 
 
 def resolve_pairs(student_spec: Any, teacher_spec: Any, student_taps: int, teacher_taps: int,

@@ -11,6 +11,7 @@ from lepton_exp.config import ConfigError
 
 # "layer1.2.conv1.weight" / "bert.encoder.layer.3.attention..." -> (prefix, block index, rest)
 _NUMBERED = re.compile(r"^(.*?)\.(\d+)\.(.*)$")
+MIN_FRACTION = 0.5  # of the student's weights, below which the architectures do not allow it
 
 
 def _block_counts(names) -> dict[str, int]:
@@ -47,11 +48,13 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict[str, float
             update[name] = source.clone()
             if tensor.is_floating_point():
                 copied_params += tensor.numel()
-    if copied_params == 0:
+    fraction = copied_params / max(1, total_params)
+    if fraction < MIN_FRACTION:  # a stray matching stem is no initialisation from the teacher
         raise ConfigError(
-            f"distill.student_init=teacher: no tensor of the student ({type(student).__name__}) "
-            f"matches the teacher ({type(teacher).__name__}) by name and shape: use the same "
-            "architecture family with equal widths, or distill.student_init=scratch")
+            f"distill.student_init=teacher: only {fraction:.0%} of the student's "
+            f"({type(student).__name__}) weights match the teacher ({type(teacher).__name__}) by "
+            "name and shape: use the same architecture family with equal widths, or "
+            "distill.student_init=scratch")
     student.load_state_dict(update, strict=False)
     return {"tensors_copied": len(update), "tensors_total": len(student_state),
-            "fraction_copied": round(copied_params / max(1, total_params), 4)}
+            "fraction_copied": round(fraction, 4)}

@@ -58,10 +58,8 @@ def teacher_run_config(cfg: DictConfig, spec: DictConfig) -> DictConfig:
     run_cfg.stage = "teacher"
     run_cfg.model = spec.model
     run_cfg.seed = spec.seed
-    if spec.optim is not None:
-        run_cfg.optim = spec.optim
-    if spec.scheduler is not None:
-        run_cfg.scheduler = spec.scheduler
+    if spec.lr is not None:
+        run_cfg.optim.lr = spec.lr
     if spec.max_epochs is not None:
         run_cfg.trainer.max_epochs = spec.max_epochs
     run_cfg.distill.terms = {}

@@ -25,10 +25,12 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     p_teacher = F.softmax(teacher_logits / temperature, dim=1)
 
     def binary(p: torch.Tensor) -> torch.Tensor:
-        p_target = (p * target).sum(dim=1, keepdim=True)
-        return torch.cat([p_target, 1.0 - p_target], dim=1)
+        # The non-target mass as a sum, not 1 - p_target: it keeps its precision (and its
+        # gradient) when the target probability is within float epsilon of 1.
+        return torch.cat([(p * target).sum(dim=1, keepdim=True),
+                          (p * ~target).sum(dim=1, keepdim=True)], dim=1)
 
-    log_b_student = torch.log(binary(p_student).clamp_min(1e-12))
+    log_b_student = torch.log(binary(p_student).clamp_min(torch.finfo(p_student.dtype).tiny))
     tckd = F.kl_div(log_b_student, binary(p_teacher), reduction="batchmean") * temperature ** 2
     offset = _MASK_OFFSET * target
     log_nt_student = F.log_softmax(student_logits / temperature - offset, dim=1)

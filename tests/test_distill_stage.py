@@ -1,0 +1,190 @@
+"""The distill stage end to end: every distill option for one epoch, the frozen teacher,
+the teacher-output cache, the exported student, and the CLI sweep sharing one teacher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lepton_exp.config import CONF_DIR, ConfigError
+from lepton_exp.stages.runner import run_stage
+
+FAST = ["data=synthetic", "trainer.max_epochs=1", "logger=none",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "teacher.model.name=resnet14"]
+OPTIONS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("teacher-cache")  # one teacher for the whole module
+
+
+@pytest.fixture
+def distill(compose_cfg, tmp_path, cache_dir):
+    def _run(*overrides: str, stage: str = "distill"):
+        cfg = compose_cfg(*FAST, f"stage={stage}", f"paths.cache_dir={cache_dir}", *overrides)
+        run_dir = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        return run_stage(cfg, run_dir=run_dir), run_dir
+    return _run
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_distill_option_trains_one_epoch(distill, option):
+    record, run_dir = distill(f"distill={option}")
+    assert record["status"] == "completed"
+    metrics = record["metrics"]
+    terms = record["distill_terms"]
+    assert (option == "none") == (terms == [])
+    for term in terms:  # each term logged on its own, with its weight
+        assert f"train/loss_{term}" in metrics and f"train/weight_{term}" in metrics
+    assert "train/loss_ce" in metrics and "train/weight_ce" in metrics
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    # The exported student is the student alone: no connector, no teacher.
+    exported = load_file(str(run_dir / "model.safetensors"))
+    assert not any(k.startswith(("objective", "teachers", "connectors")) for k in exported)
+    assert record["num_params"] == sum(v.numel() for k, v in exported.items()
+                                       if not k.endswith(("running_mean", "running_var",
+                                                          "num_batches_tracked")))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["distill=[kd,fitnet]"],
+    ["distill=[dkd,at]"],
+    ["distill=kd", "distill.terms.kd.hard=true"],
+    ["distill=kd", "distill.schedule.name=cosine", "distill.schedule.temperature_final=1",
+     "distill.schedule.alpha_final=0.5", "distill.warmup_epochs=0.5"],
+    ["distill=at", "distill.layers.student=[2,3]", "distill.layers.teacher=[1,3]"],
+], ids=["kd+fitnet", "dkd+at", "hard-kd", "schedules", "explicit-layers"])
+def test_combinations_and_variants_train(distill, overrides):
+    record, _ = distill(*overrides)
+    assert record["status"] == "completed"
+
+
+def test_kd_logs_both_weights_and_alpha_schedule_ends_at_its_final_value(distill):
+    record, _ = distill("distill=kd", "distill.schedule.name=linear",
+                        "distill.schedule.alpha_final=0.5", "trainer.max_epochs=2")
+    metrics = record["metrics"]
+    # Epoch means of the last epoch lie between the start (0.1) and the final value (0.5).
+    assert 0.1 < metrics["train/weight_ce"] < 0.5
+    assert metrics["train/weight_kd"] == pytest.approx(1 - metrics["train/weight_ce"], rel=1e-5)
+
+
+def test_multi_teacher_distillation_uses_each_teacher_with_its_weight(distill):
+    record, _ = distill("distill=kd", "teacher.weight=3",
+                        "extra_teachers=[{model: {name: resnet8}, weight: 1}]")
+    teachers = record["teachers"]
+    assert [t["model"] for t in teachers] == ["resnet14", "resnet8"]
+    assert [t["weight"] for t in teachers] == pytest.approx([0.75, 0.25])
+
+
+def test_teacher_stays_frozen_in_eval_mode_with_bn_statistics_untouched(compose_cfg, tmp_path,
+                                                                        cache_dir):
+    from lepton_exp.data import build_datamodule
+    from lepton_exp.stages.context import StageContext
+    from lepton_exp.stages.distill import prepare_distill, run_distill
+
+    cfg = compose_cfg(*FAST, "distill=kd_at", f"paths.cache_dir={cache_dir}",
+                      "trainer.max_epochs=2")
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup()
+    teachers = prepare_distill(cfg, datamodule)
+    before = {k: v.clone() for k, v in teachers[0].model.state_dict().items()}
+    run_distill(StageContext(cfg, tmp_path, datamodule, [], teachers))
+    after = teachers[0].model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not teachers[0].model.training
+    assert not any(p.requires_grad for p in teachers[0].model.parameters())
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any(k.startswith("teachers.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("objective.") for k in checkpoint["state_dict"]) is False  # at/kd
+
+
+def test_teacher_output_cache_changes_speed_not_results(distill):
+    cached, _ = distill("distill=kd_at", "trainer.max_epochs=2")
+    uncached, _ = distill("distill=kd_at", "trainer.max_epochs=2",
+                          "distill.cache_teacher_outputs=false")
+    assert cached["teacher_output_cache"]["enabled"] is True
+    assert uncached["teacher_output_cache"] == {"enabled": False, "reason": "disabled"}
+    # No sample went through the teacher twice; drop_last may leave a few never drawn.
+    stats, samples = cached["teacher_output_cache"], cached["data"]["train"]
+    assert stats["teacher_forwards"] == stats["samples_stored"]
+    assert samples - cached["config"]["data"]["batch_size"] < stats["samples_stored"] <= samples
+    for key in ("test/acc", "test/loss", "train/loss_kd", "train/loss_at"):
+        assert cached["metrics"][key] == pytest.approx(uncached["metrics"][key], rel=1e-5), key
+
+
+def test_teacher_output_cache_refuses_augmented_inputs(distill, cifar10_dir):
+    subsets = ["data.train_subset=200", "data.val_subset=100", "data.test_subset=100"]
+    with pytest.raises(ConfigError, match="needs a deterministic training transform"):
+        distill("distill=kd", "data=cifar10", f"data.root={cifar10_dir}", *subsets,
+                "distill.cache_teacher_outputs=true", "data.augment=true")
+    record, _ = distill("distill=kd", "data=cifar10", f"data.root={cifar10_dir}", *subsets,
+                        "data.augment=true", "trainer.limit_train_batches=1")
+    assert record["teacher_output_cache"] == {"enabled": False, "reason": "augmentation"}
+
+
+def test_student_initialised_from_the_teacher(distill):
+    record, _ = distill("distill=kd", "model=resnet8", "teacher.model.name=resnet14",
+                        "distill.student_init=teacher")
+    init = record["student_init"]
+    assert init["fraction_copied"] == 1.0  # resnet8 = every other block of resnet14's stages
+
+
+def test_student_init_from_an_incompatible_teacher_is_a_clear_error(distill):
+    with pytest.raises(ConfigError, match=r"student_init=teacher: only \d+% of the student"):
+        distill("distill=kd", "model=mobilenetv3_small_100", "distill.student_init=teacher")
+
+
+def test_teacher_stage_runs_publish_to_the_cache_that_distillation_reads(distill, cache_dir):
+    teacher_record, _ = distill("model=resnet14", "seed=0", stage="teacher")
+    student_record, _ = distill("distill=kd")
+    teacher, = student_record["teachers"]
+    assert teacher["key"] == teacher_record["teacher_cache"]["key"]
+    assert teacher["cache"] == "hit"
+
+
+def test_unpaired_feature_taps_fail_before_training_naming_the_fix(distill):
+    with pytest.raises(ConfigError, match=r"the student has taps 0\.\.3"):
+        distill("distill=at", "distill.layers.student=[4]", "distill.layers.teacher=[3]")
+
+
+def cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "lepton_exp", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_temperature_sweep_gives_tracked_runs_that_share_one_teacher(tmp_path):
+    done = cli("-m", "distill=kd_at", "distill.temperature=1,8", *FAST[:-1], "logger=csv",
+               f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in
+               sorted((tmp_path / "multiruns").glob("*/*/*/summary.json"))]
+    assert [r["config"]["distill"]["temperature"] for r in records] == [1.0, 8.0]
+    assert all(r["status"] == "completed" and r["stage"] == "distill" for r in records)
+    assert [r["teachers"][0]["cache"] for r in records] == ["trained", "hit"]
+    assert len({r["teachers"][0]["key"] for r in records}) == 1
+    assert len(list((tmp_path / "cache" / "teachers" / "runs").iterdir())) == 1
+    for record in records:  # per-term losses in each run's own log
+        header = (Path(record["run_dir"]) / "csv").rglob("metrics.csv")
+        columns = next(header).read_text().splitlines()[0].split(",")
+        assert {"train/loss_kd_epoch", "train/loss_at_epoch",
+                "train/weight_kd_epoch"} <= set(columns)
+
+
+def test_cli_bad_distill_input_is_one_line(tmp_path):
+    done = cli("distill=kd", "distill.alpha=1.5", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "lepton-exp: error: distill.alpha=1.5 is out of range: it must be in [0, 1]"]
+    done = cli("distill=kd", "+distill.terms.kd.temprature=2", cwd=tmp_path)
+    assert done.returncode == 2 and "unknown option distill.terms.kd.temprature" in done.stderr
