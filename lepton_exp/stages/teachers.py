@@ -145,7 +145,7 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
             return entry, "hit"
         from lepton_exp.stages.runner import run_stage  # runner imports the stages
 
-        log.warning("teacher %s (%s) is not cached: training it first", key,
+        log.info("teacher %s (%s) is not cached: training it first", key,
                     run_cfg.model.name)
         run_dir = root / "runs" / key
         shutil.rmtree(run_dir, ignore_errors=True)  # a failed earlier attempt
