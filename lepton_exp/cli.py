@@ -40,7 +40,18 @@ def _app(cfg: DictConfig) -> float | None:
     return record.get("metrics", {}).get("val/acc_best")  # objective for Hydra sweepers
 
 
+# Flags without a value that may sit anywhere on the command line. Hydra's argparse takes
+# overrides only as one block, so `lepton-exp a=1 -m b=2,3` would fail on `b=2,3`.
+_MOVABLE_FLAGS = ("-m", "--multirun", "--resolve")
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    return [a for a in argv if a in _MOVABLE_FLAGS] + [a for a in argv
+                                                       if a not in _MOVABLE_FLAGS]
+
+
 def main() -> None:
+    sys.argv[1:] = flags_first(sys.argv[1:])
     if "--version" in sys.argv[1:]:
         from lepton_exp import __version__
 

@@ -87,3 +87,11 @@ def test_run_and_multirun_write_run_records(tmp_path):
     records = [json.loads(p.read_text()) for p in sorted(sweeps[0].glob("*/summary.json"))]
     assert sorted((r["seed"], r["config"]["model"]["name"]) for r in records) == [
         (0, "resnet14"), (0, "resnet8"), (1, "resnet14"), (1, "resnet8")]
+
+
+def test_multirun_flag_may_come_anywhere_on_the_command_line():
+    from lepton_exp.cli import flags_first
+
+    assert flags_first(["a=1", "-m", "b=2,3"]) == ["-m", "a=1", "b=2,3"]
+    assert flags_first(["--cfg", "job", "--resolve", "x=1"]) == ["--resolve", "--cfg", "job",
+                                                                 "x=1"]

@@ -58,8 +58,6 @@ class DistillationModule(ClassificationModule):
         needs = objective.needs
         self.student_tapper = _tapper(student, needs)
         self.teacher_tappers = [_tapper(t.model, needs) for t in teachers]
-        # Checkpoints leave the (frozen, separately stored) teachers out; see on_save_checkpoint.
-        self.strict_loading = False
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -93,10 +91,17 @@ class DistillationModule(ClassificationModule):
                       on_step=True, on_epoch=True, batch_size=len(labels))
         return loss
 
+    # Checkpoints leave the frozen teachers out (they are stored once, in the teacher cache
+    # or the given checkpoint); loading puts the in-memory ones back, so loading stays strict
+    # for everything else.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {name: tensor for name, tensor in
                                     checkpoint["state_dict"].items()
                                     if not name.startswith("teachers.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"].update(
+            {f"teachers.{name}": tensor for name, tensor in self.teachers.state_dict().items()})
 
 
 def bind_objective(objective: DistillationObjective, student: nn.Module,
