@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 
 from lepton_exp.config import CONF_DIR
 from lepton_exp.data import build_datamodule
 from lepton_exp.distill.objective import build_objective
 from lepton_exp.models import build_model
 from lepton_exp.stages.distill import DistillationModule, bind_objective, teacher_output_cache
-from lepton_exp.stages.teachers import Teacher
+from lepton_exp.stages.artifacts import Teacher
 
 REPO = Path(__file__).resolve().parent.parent
 

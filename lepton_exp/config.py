@@ -189,7 +189,7 @@ class DistillConfig:
     warmup_epochs: float = 0.0  # distillation weights ramp linearly from 0 (DKD uses 20/240)
     student_init: str = "scratch"  # scratch | teacher (copy matching teacher layers)
     cache_teacher_outputs: Optional[bool] = None  # None: when training inputs are deterministic
-    teacher_cache_gb: float = 2.0  # memory budget of the teacher-output cache
+    teacher_output_cache_gb: float = 2.0  # memory budget of the teacher-output cache
 
 
 @dataclass
@@ -247,13 +247,14 @@ SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also
 
 def _registered() -> dict[str, tuple[str, ...]]:
     """Valid names, read from the registries that build them (no torch import needed)."""
+    from lepton_exp.distill.schedules import SCHEDULES
     from lepton_exp.stages import STAGES
     from lepton_exp.tracking.loggers import LOGGERS
     from lepton_exp.training.optim import OPTIMIZERS, SCHEDULERS
 
     return {"stage": tuple(STAGES), "optim.name": tuple(OPTIMIZERS),
             "scheduler.name": tuple(SCHEDULERS), "logger.name": tuple(LOGGERS),
-            "distill.schedule.name": ("constant", "linear", "cosine"),
+            "distill.schedule.name": SCHEDULES,
             "distill.student_init": ("scratch", "teacher")}
 
 
@@ -368,31 +369,64 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(problem)
 
 
+def _layers_problem(key: str, spec: Any) -> Optional[str]:
+    for side in ("student", "teacher"):
+        value = spec.get(side, "auto") if hasattr(spec, "get") else None
+        if value == "auto":
+            continue
+        if not (isinstance(value, Iterable) and not isinstance(value, str) and len(value) > 0
+                and all(isinstance(i, int) and i >= 0 for i in value)):
+            return (f"{key}.{side}={value} must be auto or a non-empty list of tap indices "
+                    "like [1,2,3]")
+    return None
+
+
 def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
-    from lepton_exp.distill.registry import check_options
+    from lepton_exp.distill.registry import check_options, term_class
 
     distill = cfg.distill
     terms = distill.terms or {}
     checks = [check_options(name, options) for name, options in terms.items()]
+    if any(checks):
+        return checks
+    schedule = distill.schedule
     checks += [
         _range("distill.temperature", distill.temperature, 0, low_open=True),
         _range("distill.alpha", distill.alpha, 0, 1, high_open=False),
-        _range("distill.schedule.temperature_final", distill.schedule.temperature_final, 0,
+        _range("distill.schedule.temperature_final", schedule.temperature_final, 0,
                low_open=True),
-        _range("distill.schedule.alpha_final", distill.schedule.alpha_final, 0, 1,
-               high_open=False),
+        _range("distill.schedule.alpha_final", schedule.alpha_final, 0, 1, high_open=False),
         _range("distill.warmup_epochs", distill.warmup_epochs, 0),
-        _range("distill.teacher_cache_gb", distill.teacher_cache_gb, 0),
+        _range("distill.teacher_output_cache_gb", distill.teacher_output_cache_gb, 0),
+        _layers_problem("distill.layers", distill.layers),
     ]
+    if schedule.name == "constant" and (schedule.temperature_final is not None
+                                        or schedule.alpha_final is not None):
+        checks.append("distill.schedule.*_final is set but distill.schedule.name=constant: "
+                      "choose linear or cosine")
+    feature_terms, own_layers = [], []
     for name, options in terms.items():
-        weight = (options or {}).get("weight") if hasattr(options or {}, "get") else None
-        checks.append(_range(f"distill.terms.{name}.weight", weight, 0))
-    for side in ("student", "teacher"):
-        spec = distill.layers[side]
-        if spec != "auto" and not (isinstance(spec, Iterable) and not isinstance(spec, str)
-                                   and all(isinstance(i, int) and i >= 0 for i in spec)):
-            checks.append(f"distill.layers.{side}={spec} must be auto or a list of tap "
-                          "indices like [1,2,3]")
+        options = options or {}
+        checks.append(_range(f"distill.terms.{name}.weight", options.get("weight"), 0,
+                             low_open=True))
+        if options.get("layers") is not None:
+            own_layers.append(name)
+            checks.append(_layers_problem(f"distill.terms.{name}.layers", options["layers"]))
+        term = term_class(name)
+        if term.needs == "features":
+            feature_terms.append(name)
+        alphas = {distill.alpha, distill.alpha if schedule.alpha_final is None
+                  else schedule.alpha_final}
+        if term.weight_from_alpha and options.get("weight") is None and alphas == {1.0}:
+            checks.append(f"distill.terms.{name}.weight is 1 - distill.alpha = 0: lower "
+                          f"distill.alpha or give {name} a weight")
+    layers_set = any(distill.layers[side] != "auto" for side in ("student", "teacher"))
+    if layers_set and not feature_terms:
+        checks.append("distill.layers pairs feature taps but no feature term (at, fitnet) is "
+                      "chosen: add one or drop distill.layers")
+    elif layers_set and set(feature_terms) <= set(own_layers):
+        checks.append(f"distill.layers is unused: {', '.join(feature_terms)} set their own "
+                      f"taps; change distill.terms.{feature_terms[0]}.layers instead")
     for key, spec in [("teacher", cfg.teacher)] + [
             (f"extra_teachers[{i}]", t) for i, t in enumerate(cfg.extra_teachers)]:
         checks.append(_range(f"{key}.weight", spec.weight, 0, low_open=True))

@@ -102,3 +102,29 @@ def test_good_overrides_and_sweeps_pass_preflight():
 def test_flatten_gives_dotted_keys_for_wandb():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {
         "a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["distill=kd", "distill.schedule.temperature_final=1"],
+     "distill.schedule.*_final is set but distill.schedule.name=constant"),
+    (["distill=kd", "distill.alpha=1"], "distill.terms.kd.weight is 1 - distill.alpha = 0"),
+    (["distill=kd", "distill.layers.student=[1]"], "no feature term (at, fitnet) is chosen"),
+    (["distill=fitnet", "distill.layers.student=[1]"],
+     "distill.layers is unused: fitnet set their own taps"),
+    (["distill=at", "distill.layers.student=[]"], "must be auto or a non-empty list"),
+    (["distill=at", "distill.layers.student=abc"], "must be auto or a non-empty list"),
+    (["distill=fitnet", "distill.terms.fitnet.layers.student=[]"],
+     "distill.terms.fitnet.layers.student=[] must be auto or a non-empty list"),
+    (["distill=at", "distill.terms.at.weight=0"], "distill.terms.at.weight=0 is out of range"),
+    (["distill=kd", "teacher.lr=0"], "teacher.lr=0.0 is out of range"),
+])
+def test_distill_settings_that_would_silently_do_nothing_are_errors(compose_cfg, overrides,
+                                                                     message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_cfg(*overrides))
+    assert message in str(error.value)
+
+
+def test_a_scheduled_alpha_below_one_keeps_kd_alive(compose_cfg):
+    validate(compose_cfg("distill=kd", "distill.alpha=1", "distill.schedule.name=linear",
+                         "distill.schedule.alpha_final=0.5"))

@@ -85,6 +85,31 @@ def test_multi_teacher_distillation_uses_each_teacher_with_its_weight(distill):
     assert [t["weight"] for t in teachers] == pytest.approx([0.75, 0.25])
 
 
+def test_multi_teacher_feature_terms_with_the_output_cache(distill):
+    # Feature terms read the first teacher; the cache stores only its features, so teachers
+    # with different tap counts (timm resnet18: 5, CIFAR resnet8: 4) combine.
+    record, _ = distill("distill=kd_at", "extra_teachers=[{model: {name: resnet18}}]")
+    assert record["teacher_output_cache"]["enabled"] is True
+    assert record["status"] == "completed"
+
+
+def test_pipeline_with_a_given_teacher_checkpoint_tests_it_instead_of_training_one(
+        compose_cfg, tmp_path, cache_dir):
+    from lepton_exp.stages.artifacts import ensure_cached, teacher_run_config
+
+    base = [*FAST, f"paths.cache_dir={cache_dir}"]
+    entry, _ = ensure_cached(teacher_run_config(compose_cfg(*base), compose_cfg(*base).teacher))
+    fresh = tmp_path / "other-cache"
+    overrides = ["experiment=quickstart", *FAST, f"paths.cache_dir={fresh}",
+                 f"teacher.checkpoint={entry / 'model.safetensors'}"]
+    record = run_stage(compose_cfg(*overrides), run_dir=tmp_path / "pipe", overrides=overrides)
+    teacher = record["steps"]["teacher"]
+    assert teacher["teacher_cache"] == "checkpoint" and "test/acc" in teacher["metrics"]
+    assert record["steps"]["kd"]["teacher_cache"] == "checkpoint"
+    assert not (fresh / "teachers").exists()
+    assert record["git"] and record["versions"]["torch"] and record["config"]["name"]
+
+
 def test_teacher_stays_frozen_in_eval_mode_with_bn_statistics_untouched(compose_cfg, tmp_path,
                                                                         cache_dir):
     from lepton_exp.data import build_datamodule
@@ -138,9 +163,16 @@ def test_student_initialised_from_the_teacher(distill):
     assert init["fraction_copied"] == 1.0  # resnet8 = every other block of resnet14's stages
 
 
-def test_student_init_from_an_incompatible_teacher_is_a_clear_error(distill):
+def test_incompatible_student_and_teacher_fail_before_the_teacher_is_trained(distill,
+                                                                            tmp_path):
+    cache = tmp_path / "fresh-cache"
     with pytest.raises(ConfigError, match=r"student_init=teacher: only \d+% of the student"):
-        distill("distill=kd", "model=mobilenetv3_small_100", "distill.student_init=teacher")
+        distill("distill=kd", "model=mobilenetv3_small_100", "distill.student_init=teacher",
+                f"paths.cache_dir={cache}")
+    with pytest.raises(ConfigError, match="teacher tap 9|the teacher has taps"):
+        distill("distill=at", "distill.layers.student=[3]", "distill.layers.teacher=[9]",
+                f"paths.cache_dir={cache}")
+    assert not (cache / "teachers").exists()  # no teacher was trained for nothing
 
 
 def test_teacher_stage_runs_publish_to_the_cache_that_distillation_reads(distill, cache_dir):

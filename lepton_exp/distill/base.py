@@ -35,6 +35,7 @@ class DistillTerm(nn.Module):
         super().__init__()
         self.layers_spec = layers  # per-term override of distill.layers
         self.pairs: list[tuple[int, int]] = []  # (student tap, teacher tap), set by bind()
+        self.layers_key = "distill.layers"  # the setting that chose the pairs (for errors)
 
     def bind(self, student: Taps, teacher: Taps, pairs: list[tuple[int, int]]) -> None:
         """Called once with the taps of a dry forward pass: check shapes, build connectors."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,16 +63,16 @@ def _shape(tensor: torch.Tensor) -> str:
 
 
 def check_spatial(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
-                  teacher: torch.Tensor) -> None:
+                  teacher: torch.Tensor, key: str = "distill.layers") -> None:
     if student.dim() != 4 or teacher.dim() != 4:
         raise ConfigError(
             f"distill term {term} needs feature maps (C x H x W) but student tap {student_index} "
             f"is {_shape(student)} and teacher tap {teacher_index} is {_shape(teacher)}: "
-            "choose map taps with distill.layers")
+            f"choose map taps with {key}")
 
 
 def connector_for(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
-                  teacher: torch.Tensor) -> nn.Module:
+                  teacher: torch.Tensor, key: str = "distill.layers") -> nn.Module:
     """1x1 conv + BN between feature maps, a linear map between vectors or token sequences."""
     if student.dim() == 4 and teacher.dim() == 4:
         return nn.Sequential(nn.Conv2d(student.shape[1], teacher.shape[1], 1, bias=False),
@@ -83,7 +83,7 @@ def connector_for(term: str, student_index: int, teacher_index: int, student: to
     raise ConfigError(
         f"distill term {term} cannot bridge student tap {student_index} ({_shape(student)}) "
         f"to teacher tap {teacher_index} ({_shape(teacher)}): pair taps of the same kind "
-        "(maps with maps, vectors with vectors) with distill.layers")
+        f"(maps with maps, vectors with vectors) with {key}")
 
 
 def pool_to_common_size(student: torch.Tensor,
@@ -96,6 +96,3 @@ def pool_to_common_size(student: torch.Tensor,
         return F.adaptive_avg_pool2d(student, teacher_hw), teacher
     return student, F.adaptive_avg_pool2d(teacher, student_hw)
 
-
-def needed_teacher_taps(pairs: Sequence[tuple[int, int]]) -> set[int]:
-    return {teacher for _, teacher in pairs}

@@ -58,6 +58,7 @@ class DistillationObjective(nn.Module):
             where = f"distill.terms.{name}.layers" if term.layers_spec else "distill.layers"
             pairs = resolve_pairs(spec.get("student", "auto"), spec.get("teacher", "auto"),
                                   len(student.features), len(teacher.features), where)
+            term.layers_key = where
             term.bind(student, teacher, pairs)
 
     def values(self, step: int) -> dict[str, float]:

@@ -14,12 +14,13 @@ from lepton_exp.models import cifar_resnet  # noqa: F401 - registers resnet8 ...
 CIFAR_MODEL_NAMES = cifar_resnet.CIFAR_MODEL_NAMES
 
 
-def build_model(cfg, info: DataInfo) -> nn.Module:
-    """A classifier for `info`'s classes and channels, built by timm from `cfg.name`."""
+def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
+    """A classifier for `info`'s classes and channels, built by timm from `cfg.name`;
+    `key` is where `cfg` sits in the config (for errors: model, teacher.model)."""
     if not timm.is_model(cfg.name):
         close = difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown model.name '{cfg.name}'{hint}: use a conf/model option "
+        raise ConfigError(f"unknown {key}.name '{cfg.name}'{hint}: use a conf/model option "
                           "or any name from timm.list_models()")
     kwargs = dict(cfg.kwargs or {})
     try:
@@ -32,7 +33,7 @@ def build_model(cfg, info: DataInfo) -> nn.Module:
         if cfg.pretrained:
             raise ConfigError(
                 f"could not fetch pretrained weights for '{cfg.name}' ({type(error).__name__}):"
-                " set model.pretrained=false, or run once with network access to cache them"
+                f" set {key}.pretrained=false, or run once with network access to cache them"
                 " (offline, HF_HUB_OFFLINE=1 skips the download retries)"
             ) from error
         raise

@@ -33,13 +33,6 @@ class Taps:
     scores: list[torch.Tensor] = field(default_factory=list)  # pre-softmax, same shape
     attention_mask: Optional[torch.Tensor] = None  # N x L (text inputs), 1 = real token
 
-    def detach(self) -> "Taps":
-        def _detach(items):
-            return [None if t is None else t.detach() for t in items]
-
-        return Taps(self.logits.detach(), _detach(self.features), _detach(self.attentions),
-                    _detach(self.scores), self.attention_mask)
-
 
 def is_transformers_model(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
@@ -77,12 +70,6 @@ class Tapper:
             for index, name in enumerate(feature_modules(model)):
                 module = model.get_submodule(name)
                 self._handles.append(module.register_forward_hook(self._store(index)))
-
-    @property
-    def num_features(self) -> int:
-        if self.transformer:
-            return self.model.config.num_hidden_layers + 1
-        return len(feature_modules(self.model))
 
     def _store(self, key):
         def hook(module, inputs, output):

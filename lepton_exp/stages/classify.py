@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lepton_exp.data.base import DataInfo
 from lepton_exp.training.optim import build_optimizer, build_scheduler
+from lepton_exp.training.trainer import training_horizon
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -78,8 +79,8 @@ class ClassificationModule(pl.LightningModule):
         # Frozen modules (a distillation teacher) have no gradients and no optimiser state.
         trainable = [p for p in self.parameters() if p.requires_grad]
         optimizer = build_optimizer(trainable, self.optim_cfg)
+        _, steps_per_epoch = training_horizon(self.trainer)
         max_epochs = max(1, self.trainer.max_epochs or 1)
-        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max_epochs)
         scheduler = build_scheduler(optimizer, self.scheduler_cfg, max_epochs, steps_per_epoch)
         if scheduler is None:
             return optimizer

@@ -23,8 +23,8 @@ from lepton_exp.models.taps import Taps, Tapper
 from lepton_exp.models.transfer import init_from_teacher
 from lepton_exp.stages.classify import ClassificationModule
 from lepton_exp.stages.context import StageContext, StageOutput
-from lepton_exp.stages.teachers import Teacher, resolve_teachers
-from lepton_exp.training.trainer import build_trainer, fit_and_test
+from lepton_exp.stages.artifacts import Teacher, resolve_teachers
+from lepton_exp.training.trainer import build_trainer, fit_and_test, training_horizon
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,8 @@ class DistillationModule(ClassificationModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            epochs = max(1, self.trainer.max_epochs or 1)
-            self.objective.set_horizon(total_steps=total, steps_per_epoch=max(1, total // epochs))
+            total, steps_per_epoch = training_horizon(self.trainer)
+            self.objective.set_horizon(total_steps=total, steps_per_epoch=steps_per_epoch)
 
     @torch.no_grad()
     def teacher_taps(self, inputs, indices: Optional[torch.Tensor] = None) -> list[Taps]:
@@ -130,7 +129,7 @@ def bind_objective(objective: DistillationObjective, student: nn.Module,
 
 def teacher_output_cache(cfg, datamodule, objective: DistillationObjective,
                          teacher_taps: list[Taps]) -> tuple[Optional[TeacherOutputCache], dict]:
-    """The cache when it is valid and fits ``distill.teacher_cache_gb``, with the reason."""
+    """The cache when it is valid and fits ``distill.teacher_output_cache_gb``, with the reason."""
     wanted = cfg.distill.cache_teacher_outputs
     deterministic = datamodule.deterministic_train_transform
     if wanted and not deterministic:
@@ -141,17 +140,32 @@ def teacher_output_cache(cfg, datamodule, objective: DistillationObjective,
         return None, {"enabled": False, "reason": reason}
     feature_taps = objective.teacher_feature_taps()
     size = bytes_per_sample(teacher_taps, feature_taps) * len(datamodule.train)
-    if size > cfg.distill.teacher_cache_gb * 2**30:
+    budget = cfg.distill.teacher_output_cache_gb
+    if size > budget * 2**30:
         if wanted:
             raise ConfigError(f"teacher outputs need {size / 2**30:.1f} GiB, above "
-                              f"distill.teacher_cache_gb={cfg.distill.teacher_cache_gb}: "
-                              "raise it or set distill.cache_teacher_outputs=false")
-        log.warning("teacher outputs would take %.1f GiB (distill.teacher_cache_gb=%s): "
-                    "computing them every step", size / 2**30, cfg.distill.teacher_cache_gb)
+                              f"distill.teacher_output_cache_gb={budget}: raise it or set "
+                              "distill.cache_teacher_outputs=false")
+        log.warning("teacher outputs would take %.1f GiB (distill.teacher_output_cache_gb=%s): "
+                    "computing them every step", size / 2**30, budget)
         return None, {"enabled": False, "reason": "too large", "bytes": size}
     datamodule.train_with_index = True
     return TeacherOutputCache(len(datamodule.train), feature_taps), {
         "enabled": True, "bytes": size}
+
+
+def check_compatible(cfg, datamodule) -> None:
+    """Fail before any teacher is trained if student and teacher cannot be paired: the dry
+    forward pass and the student initialisation run on untrained models of both."""
+    info = datamodule.info
+    student = build_model(cfg.model, info)
+    teacher = Teacher(build_model(cfg.teacher.model, info, "teacher.model"), 1.0, {})
+    if cfg.distill.student_init == "teacher":
+        init_from_teacher(student, teacher.model)
+    objective = build_objective(cfg.distill)
+    if objective.terms:
+        bind_objective(objective, student, [teacher], datamodule.example_batch(),
+                       cfg.distill.layers)
 
 
 def prepare_distill(cfg, datamodule) -> list[Teacher]:
@@ -159,6 +173,7 @@ def prepare_distill(cfg, datamodule) -> list[Teacher]:
     needed (a student trained alone, `distill=none`, needs none)."""
     if not cfg.distill.terms and cfg.distill.student_init == "scratch":
         return []
+    check_compatible(cfg, datamodule)
     return resolve_teachers(cfg, datamodule.info)
 
 

@@ -8,6 +8,7 @@ so it is trained once and the distill steps hit the cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lepton_exp.config import CONF_DIR, ROOT_CONFIG, ConfigError, one_line, validate
-from lepton_exp.tracking.record import RECORD_NAME, write_json_atomic
+from lepton_exp.config import (CONF_DIR, ROOT_CONFIG, ConfigError, one_line, to_container,
+                               validate)
+from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
+                                        write_json_atomic)
 from lepton_exp.tracking.report import print_pipeline
 
 
@@ -36,13 +39,15 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def _step_configs(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    from lepton_exp.stages.teachers import teacher_run_config
+    from lepton_exp.stages.artifacts import teacher_run_config
 
     steps = {}
+    # The pipeline's runs sit together in W&B, in a group no other pipeline run shares.
+    group = f"{cfg.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
     for name, step_overrides in cfg.pipeline.items():
         extra = [f"name={cfg.name}-{name}"]
-        if cfg.logger.group is None:  # the pipeline's runs sit together in W&B
-            extra.append(f"logger.group={cfg.name}-{run_dir.name}")
+        if cfg.logger.group is None:
+            extra.append(f"logger.group={group}")
         step_list = [*overrides, *extra, *step_overrides]
         step_cfg = compose_config(step_list)
         if step_cfg.stage == "pipeline":
@@ -55,9 +60,37 @@ def _step_configs(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[
     return steps
 
 
-def _teacher_step(step_cfg: DictConfig) -> dict[str, Any]:
-    from lepton_exp.stages.teachers import cached_record, ensure_cached
+def _given_teacher_step(step_cfg: DictConfig) -> dict[str, Any]:
+    """A teacher from teacher.checkpoint / teacher.artifact: loaded and tested, not trained."""
+    import pytorch_lightning as pl
 
+    from lepton_exp.data import build_datamodule
+    from lepton_exp.models import count_parameters, model_size_bytes
+    from lepton_exp.stages.artifacts import resolve_teachers
+    from lepton_exp.stages.classify import ClassificationModule
+
+    datamodule = build_datamodule(step_cfg.data)
+    datamodule.setup()
+    teacher, = resolve_teachers(step_cfg, datamodule.info)
+    module = ClassificationModule(teacher.model, datamodule.info, step_cfg.optim,
+                                  step_cfg.scheduler)
+    trainer = pl.Trainer(accelerator=step_cfg.trainer.accelerator, devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return {"status": "completed", "stage": "teacher", "run_dir": None,
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()
+                        if k.startswith("test/")},
+            "num_params": count_parameters(teacher.model),
+            "model_size_bytes": model_size_bytes(teacher.model),
+            "teacher_cache": teacher.source["kind"], "teacher_path": teacher.source["path"]}
+
+
+def _teacher_step(step_cfg: DictConfig) -> dict[str, Any]:
+    from lepton_exp.stages.artifacts import cached_record, ensure_cached
+
+    if step_cfg.teacher.checkpoint or step_cfg.teacher.artifact:
+        return _given_teacher_step(step_cfg)
     entry, status = ensure_cached(step_cfg)
     cached = cached_record(entry)
     record_path = Path(cached["run_dir"]) / RECORD_NAME
@@ -77,9 +110,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[s
     # Without the job's own stage override: each step sets its stage.
     base = [o for o in overrides if not o.startswith(("stage=", "+stage="))]
     steps = _step_configs(cfg, run_dir, base)
-    record: dict[str, Any] = {"status": "running", "stage": "pipeline", "name": cfg.name,
-                              "run_dir": str(run_dir.resolve()), "overrides": overrides,
-                              "steps": {}}
+    record: dict[str, Any] = {
+        "status": "running", "stage": "pipeline", "name": cfg.name,
+        "run_dir": str(run_dir.resolve()), "overrides": overrides,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "git": git_state(), "versions": library_versions(), "config": to_container(cfg),
+        "steps": {}}
     try:
         for name, (step_cfg, step_list) in steps.items():
             if step_cfg.stage == "teacher":
@@ -91,6 +127,9 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[s
                                                  "metrics", "num_params", "model_size_bytes",
                                                  "teacher_cache", "distill_terms")}
             record["steps"][name]["model"] = step_cfg.model.name
+            if result.get("teachers"):  # a distill step: where its teacher came from
+                source = result["teachers"][0]
+                record["steps"][name]["teacher_cache"] = source.get("cache", source["kind"])
         record["status"] = "completed"
     except BaseException as error:
         record.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",

@@ -7,7 +7,7 @@ runs asking for this teacher (same data, model, optimisation, seed) reuse it.
 from __future__ import annotations
 
 from lepton_exp.models import build_model
-from lepton_exp.stages import teachers
+from lepton_exp.stages import artifacts
 from lepton_exp.stages.classify import ClassificationModule
 from lepton_exp.stages.context import StageContext, StageOutput
 from lepton_exp.training.trainer import build_trainer, fit_and_test
@@ -21,7 +21,7 @@ def run_teacher(ctx: StageContext) -> StageOutput:
     result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
     extra = {}
     if trainer.is_global_zero:
-        entry = teachers.publish(cfg, model, result["metrics"], result["weights_from"],
+        entry = artifacts.publish(cfg, model, result["metrics"], result["weights_from"],
                                  ctx.run_dir)
         extra["teacher_cache"] = {"key": entry.name, "path": str(entry)}
     return StageOutput(model=model, metrics=result["metrics"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -27,6 +28,9 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+# Once per process: the jobs of an in-process sweep run the code imported by the first,
+# whatever is committed while they run.
+@functools.lru_cache(maxsize=None)
 def git_state(path: Path | None = None) -> dict[str, Any]:
     """Commit of the lepton-exp checkout that ran (None when installed without git)."""
     where = str(path or Path(__file__).resolve().parent)

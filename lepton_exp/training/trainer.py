@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,16 @@ def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, Checkp
     except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
         raise ConfigError(f"invalid trainer settings: {one_line(error)}") from error
     return trainer, checkpoints
+
+
+def training_horizon(trainer: pl.Trainer) -> tuple[int, int]:
+    """(total optimiser steps, optimiser steps per epoch) of the coming fit: what lr
+    schedules, distillation schedules and warm-ups are laid out over."""
+    total = max(1, int(trainer.estimated_stepping_batches))  # loads the train loader if needed
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):  # an iterable without length: spread over the epochs
+        return total, max(1, total // max(1, trainer.max_epochs or 1))
+    return total, max(1, math.ceil(batches / trainer.accumulate_grad_batches))
 
 
 def _progress_bar() -> Callback:

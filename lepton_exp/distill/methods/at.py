@@ -38,7 +38,7 @@ class Term(DistillTerm):
     def bind(self, student, teacher, pairs):
         super().bind(student, teacher, pairs)
         for s, t in pairs:
-            check_spatial("at", s, t, student.features[s], teacher.features[t])
+            check_spatial("at", s, t, student.features[s], teacher.features[t], self.layers_key)
 
     def forward(self, student, teachers, inputs: TermInputs):
         teacher = teachers[0]  # feature terms follow the first (primary) teacher

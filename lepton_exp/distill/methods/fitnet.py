@@ -28,7 +28,8 @@ class Term(DistillTerm):
     def bind(self, student, teacher, pairs):
         super().bind(student, teacher, pairs)
         self.connectors = nn.ModuleList(
-            connector_for("fitnet", s, t, student.features[s], teacher.features[t])
+            connector_for("fitnet", s, t, student.features[s], teacher.features[t],
+                          self.layers_key)
             for s, t in pairs)
 
     def forward(self, student, teachers, inputs: TermInputs):

@@ -38,9 +38,10 @@ WEIGHTS_NAME = "model.safetensors"
 ENTRY_NAME = "teacher.json"
 # Settings that change the trained weights; everything else (workers, eval batch size,
 # loggers, paths) does not and stays out of the key.
+# (devices and num_nodes: the world size multiplies the effective batch under DDP.)
 _TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "accumulate_grad_batches",
                  "gradient_clip_val", "limit_train_batches", "limit_val_batches",
-                 "check_val_every_n_epoch", "deterministic")
+                 "check_val_every_n_epoch", "deterministic", "devices", "num_nodes")
 _DATA_IGNORED = ("num_workers", "eval_batch_size")
 
 
@@ -129,7 +130,7 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
 
     Returns (entry directory, "hit" | "trained").
     """
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     key = cache_key(run_cfg)
     root = teachers_dir(run_cfg)
@@ -138,15 +139,17 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
         return entry, "hit"
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / f"{key}.lock"))
-    if lock.is_locked:
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
         log.warning("teacher %s is being trained by another job: waiting for it", key)
-    with lock:
+        lock.acquire()
+    try:
         if _complete(entry):  # trained by the job we waited for
             return entry, "hit"
         from lepton_exp.stages.runner import run_stage  # runner imports the stages
 
-        log.info("teacher %s (%s) is not cached: training it first", key,
-                    run_cfg.model.name)
+        log.info("teacher %s (%s) is not cached: training it first", key, run_cfg.model.name)
         run_dir = root / "runs" / key
         shutil.rmtree(run_dir, ignore_errors=True)  # a failed earlier attempt
         record = run_stage(run_cfg, run_dir=run_dir)
@@ -154,6 +157,8 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
             raise LeptonError(f"teacher training ended with status {record['status']} "
                               f"without a cache entry: see {run_dir / 'summary.json'}")
         return entry, "trained"
+    finally:
+        lock.release()
 
 
 def cached_record(entry: Path) -> dict[str, Any]:
@@ -225,7 +230,7 @@ def resolve_teachers(cfg: DictConfig, info: DataInfo) -> list[Teacher]:
     specs = [("teacher", cfg.teacher)] + [
         (f"extra_teachers[{i}]", spec) for i, spec in enumerate(cfg.extra_teachers)]
     for key, spec in specs:
-        model = build_model(spec.model, info)
+        model = build_model(spec.model, info, f"{key}.model")
         if spec.checkpoint:
             path = Path(spec.checkpoint).expanduser()
             source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.resolve())}

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lepton_exp.config import ConfigError
-from lepton_exp.stages.teachers import (cache_key, ensure_cached, read_state_dict,
+from lepton_exp.stages.artifacts import (cache_key, ensure_cached, read_state_dict,
                                         resolve_teachers, teacher_run_config)
 
 TINY = ["data=synthetic", "data.num_samples=128", "trainer.max_epochs=1", "logger=none",
@@ -39,7 +39,8 @@ def test_cache_key_covers_what_determines_the_teacher_and_nothing_else(cfg_for):
         assert _key(cfg_for(override)) == base, override
     different = ["teacher.model.name=resnet14", "teacher.seed=1", "optim.lr=0.2",
                  "data.batch_size=16", "trainer.max_epochs=2", "teacher.max_epochs=3",
-                 "data.split_seed=1", "scheduler=constant", "teacher.lr=0.3"]
+                 "data.split_seed=1", "scheduler=constant", "teacher.lr=0.3",
+                 "trainer.devices=2"]  # DDP: a larger effective batch
     for override in different:
         assert _key(cfg_for(override)) != base, override
 
@@ -76,7 +77,7 @@ def test_two_processes_asking_for_one_teacher_train_it_once(cfg_for, tmp_path):
         import logging, sys
         logging.disable(logging.CRITICAL)
         from omegaconf import OmegaConf
-        from lepton_exp.stages.teachers import ensure_cached, teacher_run_config
+        from lepton_exp.stages.artifacts import ensure_cached, teacher_run_config
         cfg = OmegaConf.load({str(config)!r})
         entry, status = ensure_cached(teacher_run_config(cfg, cfg.teacher))
         print("STATUS", status, entry.name)
