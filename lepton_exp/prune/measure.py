@@ -1,0 +1,91 @@
+"""What a (pruned) model really is, measured: sparsity, parameters, bytes, MACs, latency.
+
+Nothing here reads the requested ratio: every figure comes from the tensors or from timing
+the model, so a report cannot claim a compression that did not happen.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from lepton_exp.prune.targets import PRUNABLE
+
+
+def _effective_weight(module: nn.Module) -> torch.Tensor:
+    return module.weight.detach()  # with masks attached, .weight is weight_orig * mask
+
+
+def sparsity_report(model: nn.Module) -> dict[str, Any]:
+    """Global and per-layer zero fractions of conv/linear weights, and parameter counts."""
+    layers = {}
+    zeros = total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE):
+            weight = _effective_weight(module)
+            layer_zeros = int((weight == 0).sum())
+            layers[name] = round(layer_zeros / weight.numel(), 6)
+            zeros += layer_zeros
+            total += weight.numel()
+    params = nonzero = 0
+    buffers = dict(model.named_buffers())
+    for name, tensor in model.named_parameters():
+        if name.endswith("_orig"):  # the masked weight is what the model uses
+            tensor = tensor.detach() * buffers[name.removesuffix("_orig") + "_mask"]
+        params += tensor.numel()
+        nonzero += int((tensor != 0).sum())
+    return {"sparsity": zeros / max(1, total), "layer_sparsity": layers,
+            "params": params, "nonzero_params": nonzero}
+
+
+def size_bytes(model: nn.Module) -> dict[str, int]:
+    """Dense bytes (every parameter and buffer stored) and sparse-stored bytes (non-zero
+    values plus one int32 index each: a COO-style lower bound for unstructured sparsity)."""
+    dense = sparse = 0
+    for name, tensor in model.state_dict().items():
+        if name.endswith("_mask"):
+            continue
+        if name.endswith("_orig"):
+            tensor = tensor * model.state_dict()[name.removesuffix("_orig") + "_mask"]
+        element = tensor.element_size()
+        dense += tensor.numel() * element
+        nonzero = int((tensor != 0).sum()) if tensor.is_floating_point() else tensor.numel()
+        sparse += min(tensor.numel() * element, nonzero * (element + 4))
+    return {"dense_bytes": dense, "sparse_bytes": sparse}
+
+
+def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass (torch's FLOP counter, FLOPs / 2). Dense
+    kernels: unstructured zeros still cost MACs, removed channels do not."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example_inputs)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 20,
+               warmup: int = 3) -> float:
+    """Median wall time of one forward pass on the current device, in milliseconds."""
+    was_training = model.training
+    model.eval()
+    times = []
+    try:
+        with torch.no_grad():
+            for index in range(warmup + repeats):
+                start = time.perf_counter()
+                model(example_inputs)
+                if index >= warmup:
+                    times.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
