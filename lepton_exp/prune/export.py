@@ -1,0 +1,83 @@
+"""Pruned models as safetensors that rebuild without the pruning code.
+
+A channel-pruned model no longer fits its architecture's ``state_dict`` (Torch-Pruning
+#139). The file stores the weights plus, in the safetensors metadata, what rebuilds the
+shapes: the timm model name and its constructor arguments, and each convolution's
+``groups`` (depthwise convolutions shrink their groups with their channels). Loading builds
+the architecture, resizes every conv / linear / norm layer to the stored tensor shapes and
+loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lepton_exp.prune.magnitude import make_permanent
+
+FORMAT = "lepton-exp/pruned-model/1"
+
+
+def save_pruned(model: nn.Module, path: Path, model_name: str, **create_kwargs: Any) -> None:
+    """Masks made permanent, then weights + rebuild recipe written (atomically) to ``path``."""
+    from safetensors.torch import save_file
+
+    make_permanent(model)
+    groups = {name: module.groups for name, module in model.named_modules()
+              if isinstance(module, nn.Conv2d) and module.groups != 1}
+    metadata = {"format": FORMAT, "model": model_name, "create_kwargs": json.dumps(create_kwargs),
+                "groups": json.dumps(groups)}
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
+             model.state_dict().items()}
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(state, str(partial), metadata=metadata)
+    partial.replace(path)
+
+
+def load_pruned(path: Path) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pruned` (timm, no pruning library), in eval mode."""
+    import timm
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a pruned model saved by lepton-exp")
+    state = load_file(str(path))
+    model = timm.create_model(metadata["model"], **json.loads(metadata["create_kwargs"]))
+    groups = json.loads(metadata["groups"])
+    for name, module in model.named_modules():
+        _resize(module, name, state, groups)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _resize(module: nn.Module, name: str, state: dict[str, torch.Tensor],
+            groups: dict[str, int]) -> None:
+    prefix = f"{name}." if name else ""
+    weight = state.get(f"{prefix}weight")
+    if weight is None:
+        return
+    if isinstance(module, nn.Conv2d):
+        module.groups = groups.get(name, 1)
+        module.out_channels, module.in_channels = weight.shape[0], weight.shape[1] * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = weight.shape
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        module.num_features = weight.shape[0]
+    elif isinstance(module, nn.LayerNorm):
+        module.normalized_shape = tuple(weight.shape)
+    else:
+        return
+    for key, tensor in module.named_parameters(recurse=False):
+        setattr(module, key, nn.Parameter(torch.empty_like(state[f"{prefix}{key}"])))
+    for key, tensor in list(module.named_buffers(recurse=False)):
+        if tensor is not None and f"{prefix}{key}" in state:
+            module.register_buffer(key, torch.empty_like(state[f"{prefix}{key}"]))
