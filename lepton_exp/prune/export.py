@@ -76,7 +76,7 @@ def _resize(module: nn.Module, name: str, state: dict[str, torch.Tensor],
         module.normalized_shape = tuple(weight.shape)
     else:
         return
-    for key, tensor in module.named_parameters(recurse=False):
+    for key, _ in list(module.named_parameters(recurse=False)):
         setattr(module, key, nn.Parameter(torch.empty_like(state[f"{prefix}{key}"])))
     for key, tensor in list(module.named_buffers(recurse=False)):
         if tensor is not None and f"{prefix}{key}" in state:
