@@ -186,3 +186,36 @@ def test_export_then_reload_without_pruning_code_gives_identical_outputs(tmp_pat
     if kind == "channel":
         with pytest.raises(RuntimeError, match="size mismatch"):
             timm.create_model(name, num_classes=10).load_state_dict(model.state_dict())
+
+
+def test_gradual_pruning_follows_the_cubic_schedule_and_ends_at_the_target():
+    from lepton_exp.prune.gradual import GradualPruning
+
+    model = resnet8()
+    layers = prunable_layers(model)
+    gradual = GradualPruning(layers, initial=0.0, final=0.8, begin_step=0, end_step=100,
+                             frequency=10)
+    pruned = sum(m.weight.numel() for m in layers.values())
+    for step in range(0, 60):
+        gradual.update(step)
+        zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
+        expected = gradual.target(step - step % 10)  # the last due update
+        assert zeros / pruned == pytest.approx(expected, abs=len(layers) / pruned), step
+    gradual.on_train_end(None, None)  # stopped early: still finishes at the final sparsity
+    zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
+    assert zeros / pruned == pytest.approx(0.8, abs=len(layers) / pruned)
+
+
+def test_compression_report_measures_the_pruned_model():
+    from lepton_exp.prune.measure import compression_report
+
+    example = torch.randn(1, 3, 32, 32)
+    dense = compression_report(resnet8(), example, latency_batch=4)
+    model = resnet8()
+    prune_channels(model, example, 0.5, ignored=[model.fc])
+    pruned = compression_report(model, example, latency_batch=4)
+    assert pruned["params"] < dense["params"] and pruned["macs"] < dense["macs"]
+    assert pruned["dense_bytes"] < dense["dense_bytes"]
+    for report in (dense, pruned):
+        assert report["latency_ms_b1"] > 0 and report["latency_ms_b4"] > 0
+        assert set(report["layer_sparsity"]) >= {"conv1", "fc"}

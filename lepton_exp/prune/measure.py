@@ -89,3 +89,23 @@ def latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 20
     finally:
         model.train(was_training)
     return statistics.median(times)
+
+
+def compression_report(model: nn.Module, example: torch.Tensor,
+                       latency_batch: int = 64) -> dict[str, Any]:
+    """Everything measured about ``model`` at once, as flat ``compress/*``-ready keys.
+
+    ``example`` is one input (batch 1); latency is timed at batch 1 and ``latency_batch``.
+    """
+    sparsity = sparsity_report(model)
+    batch = example.expand(latency_batch, *example.shape[1:]).contiguous()
+    return {
+        "sparsity": round(sparsity["sparsity"], 6),
+        "params": sparsity["params"],
+        "nonzero_params": sparsity["nonzero_params"],
+        **size_bytes(model),
+        "macs": count_macs(model, example),
+        "latency_ms_b1": round(latency_ms(model, example), 4),
+        f"latency_ms_b{latency_batch}": round(latency_ms(model, batch, repeats=5), 4),
+        "layer_sparsity": sparsity["layer_sparsity"],
+    }
