@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import timm
 from torch import nn
@@ -39,6 +40,17 @@ def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
         raise
 
 
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """The model's state dict as safetensors, written atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
+             model.state_dict().items()}
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(state, str(partial), metadata=metadata)
+    partial.replace(path)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -49,4 +61,5 @@ def model_size_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-__all__ = ["CIFAR_MODEL_NAMES", "build_model", "count_parameters", "model_size_bytes"]
+__all__ = ["CIFAR_MODEL_NAMES", "build_model", "count_parameters", "model_size_bytes",
+           "save_weights"]

@@ -24,18 +24,14 @@ FORMAT = "lepton-exp/pruned-model/1"
 
 def save_pruned(model: nn.Module, path: Path, model_name: str, **create_kwargs: Any) -> None:
     """Masks made permanent, then weights + rebuild recipe written (atomically) to ``path``."""
-    from safetensors.torch import save_file
+    from lepton_exp.models import save_weights
 
     make_permanent(model)
     groups = {name: module.groups for name, module in model.named_modules()
               if isinstance(module, nn.Conv2d) and module.groups != 1}
     metadata = {"format": FORMAT, "model": model_name, "create_kwargs": json.dumps(create_kwargs),
                 "groups": json.dumps(groups)}
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
-             model.state_dict().items()}
-    partial = path.with_name(f".{path.name}.partial")
-    save_file(state, str(partial), metadata=metadata)
-    partial.replace(path)
+    save_weights(model, path, metadata)
 
 
 def load_pruned(path: Path) -> nn.Module:

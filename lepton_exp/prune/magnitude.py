@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lepton_exp.config import ConfigError
+from lepton_exp.prune.measure import zero_fraction
 
 METHODS = ("magnitude", "random")
 SCOPES = ("layer", "global")
@@ -25,26 +26,17 @@ def prune_unstructured(layers: dict[str, nn.Module], sparsity: float, method: st
     if not layers:
         raise ConfigError("no layer is left to prune: check prune.skip")
     if scope == "global" and method == "magnitude":
-        current = _sparsity(layers.values())
+        current = zero_fraction(m.weight for m in layers.values())
         amount = _remaining_fraction(current, sparsity)
         prune.global_unstructured([(m, "weight") for m in layers.values()],
                                   pruning_method=prune.L1Unstructured, amount=amount)
         return
     for module in layers.values():
-        amount = _remaining_fraction(_sparsity([module]), sparsity)
+        amount = _remaining_fraction(zero_fraction([module.weight]), sparsity)
         if method == "magnitude":
             prune.l1_unstructured(module, "weight", amount=amount)
         else:  # random baseline, layer by layer (global random = the same in expectation)
             prune.random_unstructured(module, "weight", amount=amount)
-
-
-def _sparsity(modules) -> float:
-    total = zeros = 0
-    for module in modules:
-        weight = module.weight
-        total += weight.numel()
-        zeros += int((weight == 0).sum())
-    return zeros / max(1, total)
 
 
 def _remaining_fraction(current: float, target: float) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -16,41 +16,49 @@ from torch import nn
 from lepton_exp.prune.targets import PRUNABLE
 
 
-def _effective_weight(module: nn.Module) -> torch.Tensor:
-    return module.weight.detach()  # with masks attached, .weight is weight_orig * mask
+def zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
+    total = zeros = 0
+    for tensor in tensors:
+        total += tensor.numel()
+        zeros += int((tensor == 0).sum())
+    return zeros / max(1, total)
+
+
+def effective_state(model: nn.Module, parameters_only: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors the model computes with: a masked ``<w>_orig`` becomes ``<w>`` times its
+    mask, and the masks themselves are left out (they are not part of the model)."""
+    buffers = dict(model.named_buffers())
+    tensors = dict(model.named_parameters())
+    if not parameters_only:
+        tensors.update(buffers)
+    state = {}
+    for name, tensor in tensors.items():
+        if name.endswith("_mask") and name.removesuffix("_mask") + "_orig" in tensors:
+            continue
+        if name.endswith("_orig"):
+            name = name.removesuffix("_orig")
+            tensor = tensor * buffers[f"{name}_mask"]
+        state[name] = tensor.detach()
+    return state
 
 
 def sparsity_report(model: nn.Module) -> dict[str, Any]:
     """Global and per-layer zero fractions of conv/linear weights, and parameter counts."""
-    layers = {}
-    zeros = total = 0
-    for name, module in model.named_modules():
-        if isinstance(module, PRUNABLE):
-            weight = _effective_weight(module)
-            layer_zeros = int((weight == 0).sum())
-            layers[name] = round(layer_zeros / weight.numel(), 6)
-            zeros += layer_zeros
-            total += weight.numel()
-    params = nonzero = 0
-    buffers = dict(model.named_buffers())
-    for name, tensor in model.named_parameters():
-        if name.endswith("_orig"):  # the masked weight is what the model uses
-            tensor = tensor.detach() * buffers[name.removesuffix("_orig") + "_mask"]
-        params += tensor.numel()
-        nonzero += int((tensor != 0).sum())
-    return {"sparsity": zeros / max(1, total), "layer_sparsity": layers,
-            "params": params, "nonzero_params": nonzero}
+    # With masks attached, module.weight is weight_orig * mask: what the model uses.
+    weights = {name: module.weight.detach() for name, module in model.named_modules()
+               if isinstance(module, PRUNABLE)}
+    parameters = effective_state(model, parameters_only=True).values()
+    return {"sparsity": zero_fraction(weights.values()),
+            "layer_sparsity": {name: round(zero_fraction([w]), 6) for name, w in weights.items()},
+            "params": sum(t.numel() for t in parameters),
+            "nonzero_params": sum(int((t != 0).sum()) for t in parameters)}
 
 
 def size_bytes(model: nn.Module) -> dict[str, int]:
     """Dense bytes (every parameter and buffer stored) and sparse-stored bytes (non-zero
     values plus one int32 index each: a COO-style lower bound for unstructured sparsity)."""
     dense = sparse = 0
-    for name, tensor in model.state_dict().items():
-        if name.endswith("_mask"):
-            continue
-        if name.endswith("_orig"):
-            tensor = tensor * model.state_dict()[name.removesuffix("_orig") + "_mask"]
+    for tensor in effective_state(model).values():
         element = tensor.element_size()
         dense += tensor.numel() * element
         nonzero = int((tensor != 0).sum()) if tensor.is_floating_point() else tensor.numel()

@@ -28,7 +28,7 @@ from torch import nn
 
 from lepton_exp.config import ConfigError, LeptonError, one_line, to_container
 from lepton_exp.data.base import DataInfo
-from lepton_exp.models import build_model
+from lepton_exp.models import build_model, save_weights
 from lepton_exp.tracking.record import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,6 @@ def _complete(entry: Path) -> bool:
 def publish(run_cfg: DictConfig, model: nn.Module, metrics: dict[str, float],
             checkpoint: str | None, run_dir: Path) -> Path:
     """Put a trained teacher into the cache (no-op when an entry exists already)."""
-    from safetensors.torch import save_file
-
     key = cache_key(run_cfg)
     entry = teachers_dir(run_cfg) / key
     if _complete(entry):
@@ -110,9 +108,7 @@ def publish(run_cfg: DictConfig, model: nn.Module, metrics: dict[str, float],
     staging = entry.parent / f".{key}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
-             model.state_dict().items()}
-    save_file(state, str(staging / WEIGHTS_NAME))
+    save_weights(model, staging / WEIGHTS_NAME)
     write_json_atomic(staging / ENTRY_NAME, {
         "key": key, "key_material": key_material(run_cfg), "checkpoint": checkpoint,
         "metrics": metrics, "run_dir": str(Path(run_dir).resolve()),

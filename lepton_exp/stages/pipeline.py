@@ -18,8 +18,7 @@ from omegaconf import DictConfig
 
 from lepton_exp.config import (CONF_DIR, ROOT_CONFIG, ConfigError, one_line, to_container,
                                validate)
-from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
-                                        write_json_atomic)
+from lepton_exp.tracking.record import RECORD_NAME, write_json_atomic
 from lepton_exp.tracking.report import print_pipeline
 
 
@@ -100,7 +99,7 @@ def _teacher_step(step_cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    from lepton_exp.stages.runner import run_stage
+    from lepton_exp.stages.runner import failure, new_record, run_stage
 
     if not cfg.pipeline:
         raise ConfigError("stage=pipeline needs steps: pipeline: {name: [overrides...]} "
@@ -110,12 +109,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[s
     # Without the job's own stage override: each step sets its stage.
     base = [o for o in overrides if not o.startswith(("stage=", "+stage="))]
     steps = _step_configs(cfg, run_dir, base)
-    record: dict[str, Any] = {
-        "status": "running", "stage": "pipeline", "name": cfg.name,
-        "run_dir": str(run_dir.resolve()), "overrides": overrides,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "git": git_state(), "versions": library_versions(), "config": to_container(cfg),
-        "steps": {}}
+    record = {**new_record(cfg, run_dir, overrides, started, to_container(cfg)), "steps": {}}
     try:
         for name, (step_cfg, step_list) in steps.items():
             if step_cfg.stage == "teacher":
@@ -132,8 +126,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[s
                 record["steps"][name]["teacher_cache"] = source.get("cache", source["kind"])
         record["status"] = "completed"
     except BaseException as error:
-        record.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-                      error=f"{type(error).__name__}: {error}")
+        record.update(failure(error))
         raise
     finally:
         record["wall_time_s"] = round(time.time() - started, 3)

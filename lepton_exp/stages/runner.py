@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from lepton_exp.config import LeptonError, flatten, to_container, validate
 from lepton_exp.data import build_datamodule
-from lepton_exp.models import count_parameters, model_size_bytes
+from lepton_exp.models import count_parameters, model_size_bytes, save_weights
 from lepton_exp.stages import STAGES, StageContext
 from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
                                         write_json_atomic)
@@ -34,6 +34,26 @@ def hydra_job() -> tuple[Path | None, list[str] | None]:
         hydra = HydraConfig.get()
         return Path(hydra.runtime.output_dir), list(hydra.overrides.task)
     return None, None
+
+
+def new_record(cfg: DictConfig, run_dir: Path, overrides: list[str] | None, started: float,
+               config: dict) -> dict[str, Any]:
+    """The fields every run record starts with (a stage's or a pipeline's)."""
+    return {
+        "status": "running", "stage": cfg.stage, "name": cfg.name, "seed": cfg.seed,
+        "run_dir": str(run_dir.resolve()), "started_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        # The overrides re-create this job: `lepton-exp <overrides...>` (null outside Hydra).
+        "overrides": overrides,
+        "git": git_state(), "versions": library_versions(), "config": config,
+    }
+
+
+def failure(error: BaseException) -> dict[str, Any]:
+    """Record fields of a run that ended by ``error`` (Ctrl-C: interrupted)."""
+    return {"status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": None if isinstance(error, LeptonError) else traceback.format_exc()}
 
 
 def run_stage(cfg: DictConfig, run_dir: Path | None = None,
@@ -57,14 +77,7 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     config = to_container(cfg)
-    record: dict[str, Any] = {
-        "status": "running", "stage": cfg.stage, "name": cfg.name, "seed": cfg.seed,
-        "run_dir": str(run_dir.resolve()), "started_at": time.strftime(
-            "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        # The overrides re-create this job: `lepton-exp <overrides...>` (null outside Hydra).
-        "overrides": overrides,
-        "git": git_state(), "versions": library_versions(), "config": config,
-    }
+    record = new_record(cfg, run_dir, overrides, started, config)
     # Under DDP every rank runs this function; only rank zero owns the record, the W&B
     # run's finish and the report (Lightning already logs metrics from rank zero only).
     is_rank_zero = rank_zero_only.rank == 0
@@ -81,7 +94,7 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
         loggers = build_loggers(cfg, run_dir, flatten(config))
         output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared))
         if is_rank_zero:
-            export_weights(output.model, run_dir / EXPORT_NAME)
+            save_weights(output.model, run_dir / EXPORT_NAME)
         record.update(
             status="completed",
             metrics=output.metrics,
@@ -95,10 +108,7 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
             **output.extra,
         )
     except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        record.update(status=status, error=f"{type(error).__name__}: {error}",
-                      traceback=None if isinstance(error, LeptonError) else
-                      traceback.format_exc())
+        record.update(failure(error))
         raise
     finally:
         record["wall_time_s"] = round(time.time() - started, 3)
@@ -114,17 +124,6 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
     if is_rank_zero:
         print_summary(record)
     return record
-
-
-def export_weights(model, path: Path) -> None:
-    """The trained model alone (no teacher, no connectors), as safetensors, written atomically."""
-    from safetensors.torch import save_file
-
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
-             model.state_dict().items()}
-    partial = path.with_name(f".{path.name}.partial")
-    save_file(state, str(partial))
-    partial.replace(path)
 
 
 class _LightningInfoToFileOnly(logging.Filter):
