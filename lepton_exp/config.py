@@ -193,6 +193,38 @@ class DistillConfig:
 
 
 @dataclass
+class DenseConfig:
+    """The trained model that stage=prune starts from (architecture: `model`): a file, a W&B
+    artifact, or neither: trained like a teacher of `model` on this data and cached."""
+
+    checkpoint: Optional[str] = None  # a run's model.safetensors, a .ckpt / .pt
+    artifact: Optional[str] = None  # W&B model artifact: entity/project/name:version
+    seed: int = 0
+    max_epochs: Optional[int] = None  # None: trainer.max_epochs (when it has to be trained)
+    lr: Optional[float] = None  # None: optim.lr
+
+
+@dataclass
+class PruneConfig:
+    # none | magnitude | random (unstructured masks) | channel (structured) | gradual (cubic)
+    method: str = "none"
+    # Fraction of the prunable weights set to zero (magnitude, random, gradual), or of each
+    # prunable layer's output channels removed (channel). What was obtained is measured.
+    sparsity: float = 0.5
+    scope: str = "layer"  # layer: each layer at `sparsity` | global: one threshold for all
+    importance: str = "l1"  # channel: l1 | l2 | bn (BN scale factors)
+    skip: List[str] = field(default_factory=lambda: ["first", "last"])  # kept dense
+    rounds: int = 1  # 1: one-shot; n: prune + finetune n times (sparsity rises linearly)
+    initial_sparsity: float = 0.0  # gradual: sparsity at `begin`
+    begin: float = 0.0  # gradual: start/end of the cubic ramp, as fractions of finetuning
+    end: float = 0.5
+    frequency: int = 10  # gradual: optimiser steps between two pruning updates
+    teacher: str = "teacher"  # distill terms while finetuning: from `teacher` or the `dense` model
+    latency_batch: int = 64  # CPU latency is measured at batch 1 and at this batch size
+    dense: DenseConfig = field(default_factory=DenseConfig)
+
+
+@dataclass
 class RootConfig:
     stage: str = "teacher"
     name: str = MISSING
@@ -203,6 +235,7 @@ class RootConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     extra_teachers: List[TeacherConfig] = field(default_factory=list)  # multi-teacher KD
     distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     optim: OptimConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = MISSING
@@ -225,15 +258,24 @@ def register_configs() -> None:
 register_configs()
 
 
-def _run_name(stage: str, model: str, data: str, terms: Any) -> str:
-    """Default run name: `distill-kd+at-resnet8-cifar10`, `teacher-resnet20-cifar10`."""
+def _run_name(stage: str, model: str, data: str, terms: Any, prune: Any = None,
+              sparsity: Any = None) -> str:
+    """Default run name: `distill-kd+at-resnet8-cifar10`, `teacher-resnet20-cifar10`,
+    `prune-magnitude0.5+kd-resnet8-digits`."""
+    distilled = "+".join(terms) if terms else "none"
     if stage == "distill":
-        return f"{stage}-{'+'.join(terms) if terms else 'none'}-{model}-{data}"
+        return f"{stage}-{distilled}-{model}-{data}"
+    if stage == "prune":
+        finetune = f"+{distilled}" if terms else ""
+        return f"{stage}-{prune}{sparsity}{finetune}-{model}-{data}"
     return f"{stage}-{model}-{data}"
 
 
-def _stage_for(terms: Any) -> str:
-    """Default stage: `distill` as soon as a distillation term is chosen, else `teacher`."""
+def _stage_for(terms: Any, prune: Any = "none") -> str:
+    """Default stage: `prune` when a prune method is chosen, `distill` when a distillation
+    term is (prune + distill: finetuning with distillation), else `teacher`."""
+    if prune not in (None, "none"):
+        return "prune"
     return "distill" if terms else "teacher"
 
 
@@ -241,6 +283,7 @@ OmegaConf.register_new_resolver("run_name", _run_name, replace=True)
 OmegaConf.register_new_resolver("stage_for", _stage_for, replace=True)
 
 # -------------------------------------------------------------------------------- validation
+PRUNE_METHODS = ("none", "magnitude", "random", "channel", "gradual")
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run")  # last two: wandb aliases
 SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
 
@@ -255,7 +298,9 @@ def _registered() -> dict[str, tuple[str, ...]]:
     return {"stage": tuple(STAGES), "optim.name": tuple(OPTIMIZERS),
             "scheduler.name": tuple(SCHEDULERS), "logger.name": tuple(LOGGERS),
             "distill.schedule.name": SCHEDULES,
-            "distill.student_init": ("scratch", "teacher")}
+            "distill.student_init": ("scratch", "teacher"),
+            "prune.method": PRUNE_METHODS, "prune.scope": ("layer", "global"),
+            "prune.importance": ("l1", "l2", "bn"), "prune.teacher": ("teacher", "dense")}
 
 
 def _choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:
@@ -352,6 +397,7 @@ def validate(cfg: DictConfig) -> None:
         _range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
     ]
     checks += _distill_checks(cfg)
+    checks += _prune_checks(cfg)
     if len(optim.betas) != 2:
         checks.append(f"optim.betas needs two values (beta1, beta2), got {list(optim.betas)}")
     if optim.nesterov and optim.momentum <= 0:
@@ -438,6 +484,41 @@ def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
     if cfg.stage == "teacher" and terms:
         checks.append(f"distill terms ({', '.join(terms)}) apply to stage=distill, but "
                       "stage=teacher: add stage=distill, or drop the distill option")
+    return checks
+
+
+def _prune_checks(cfg: DictConfig) -> list[Optional[str]]:
+    prune = cfg.prune
+    dense = prune.dense
+    checks = [
+        _range("prune.sparsity", prune.sparsity, 0, 1),
+        _range("prune.initial_sparsity", prune.initial_sparsity, 0, prune.sparsity,
+               high_open=False),
+        _range("prune.rounds", prune.rounds, 1),
+        _range("prune.begin", prune.begin, 0, 1),
+        _range("prune.end", prune.end, prune.begin, 1, low_open=True, high_open=False),
+        _range("prune.frequency", prune.frequency, 1),
+        _range("prune.latency_batch", prune.latency_batch, 1),
+        _range("prune.dense.seed", dense.seed, 0, SEED_LIMIT),
+        _range("prune.dense.max_epochs", dense.max_epochs, 1),
+        _range("prune.dense.lr", dense.lr, 0, low_open=True),
+    ]
+    if dense.checkpoint and dense.artifact:
+        checks.append("prune.dense.checkpoint and prune.dense.artifact are both set: keep one")
+    if cfg.stage == "prune" and prune.method == "none":
+        checks.append("stage=prune needs a prune method: add prune=magnitude (or random, "
+                      "channel, gradual)")
+    if cfg.stage not in ("prune", "pipeline") and prune.method != "none":
+        checks.append(f"prune={prune.method} applies to stage=prune, but stage={cfg.stage}: "
+                      "drop the stage override (or prune=none)")
+    if cfg.stage == "prune" and cfg.distill.student_init != "scratch":
+        checks.append("distill.student_init applies to stage=distill: stage=prune starts from "
+                      "prune.dense (drop distill.student_init)")
+    if prune.method == "gradual" and prune.rounds != 1:
+        checks.insert(0, "prune=gradual is already iterative: leave prune.rounds=1")
+    elif prune.rounds > cfg.trainer.max_epochs:
+        checks.append(f"prune.rounds={prune.rounds} is more than trainer.max_epochs="
+                      f"{cfg.trainer.max_epochs}: every round finetunes at least one epoch")
     return checks
 
 

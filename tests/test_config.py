@@ -15,8 +15,8 @@ NEEDS_VALUE = {("model", "timm"): ["model.name=resnet18"]}
 
 
 def test_every_group_has_options():
-    assert {"data", "model", "optim", "scheduler", "trainer", "logger", "experiment",
-            "paths"} <= set(GROUPS)
+    assert {"data", "model", "distill", "prune", "optim", "scheduler", "trainer", "logger",
+            "experiment", "paths"} <= set(GROUPS)
     assert len(OPTIONS) >= 30
 
 
@@ -31,6 +31,8 @@ def test_every_option_composes_and_validates(compose_cfg, group, option):
         assert resolved["model"]["name"] == option
     expected_stage = {("experiment", "quickstart"): "pipeline"}.get(
         (group, option), "distill" if resolved["distill"]["terms"] else "teacher")
+    if group == "prune" and option != "none":
+        expected_stage = "prune"
     assert resolved["stage"] == expected_stage
 
 

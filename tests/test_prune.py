@@ -11,7 +11,8 @@ from torch import nn
 import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
 from lepton_exp.prune.channel import prune_channels
 from lepton_exp.prune.magnitude import make_permanent, masks, prune_unstructured
-from lepton_exp.prune.measure import count_macs, latency_ms, size_bytes, sparsity_report
+from lepton_exp.prune.measure import (count_macs, latency_ms, size_bytes, sparse_tensor_bytes,
+                                      sparsity_report)
 from lepton_exp.prune.schedule import cubic_sparsity
 from lepton_exp.prune.targets import first_and_last, prunable_layers
 
@@ -125,6 +126,10 @@ def test_sparse_storage_and_parameter_counts_are_measured():
     report, pruned = sparsity_report(model), size_bytes(model)
     assert pruned["dense_bytes"] == dense["dense_bytes"]  # masks are not counted
     assert pruned["sparse_bytes"] < 0.4 * dense["sparse_bytes"]
+    # Bitmap format: 4 bytes per non-zero float32 plus one bit per element.
+    weight = model.layer1[0].conv1.weight
+    assert sparse_tensor_bytes(weight) == int((weight != 0).sum()) * 4 + weight.numel() // 8
+    assert sparse_tensor_bytes(torch.ones(64)) == 64 * 4  # dense when smaller
     assert report["params"] == sum(p.numel() for p in resnet8().parameters())
     assert report["nonzero_params"] < 0.2 * report["params"]
 

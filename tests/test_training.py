@@ -145,7 +145,7 @@ def test_failed_run_still_leaves_a_record(run, tmp_path):
     assert record["status"] == "failed" and "data.root" in record["error"]
 
 
-def test_quickstart_pipeline_trains_teacher_once_then_baseline_and_kd_students(
+def test_quickstart_pipeline_trains_teacher_once_then_students_then_prunes_the_kd_student(
         compose_cfg, tmp_path):
     overrides = ["experiment=quickstart", "logger=none", "trainer.enable_progress_bar=false",
                  f"paths.cache_dir={tmp_path / 'cache'}"]
@@ -154,7 +154,7 @@ def test_quickstart_pipeline_trains_teacher_once_then_baseline_and_kd_students(
     on_disk = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
     assert on_disk["status"] == record["status"] == "completed"
     steps = record["steps"]
-    assert list(steps) == ["teacher", "student", "kd"]
+    assert list(steps) == ["teacher", "student", "kd", "prune"]
     assert steps["teacher"]["teacher_cache"] == "trained"
     assert steps["student"]["distill_terms"] == [] and steps["kd"]["distill_terms"] == ["kd"]
     for name, step in steps.items():
@@ -167,6 +167,18 @@ def test_quickstart_pipeline_trains_teacher_once_then_baseline_and_kd_students(
     assert teacher["cache"] == "hit"  # the teacher step's teacher: trained once
     assert teacher["metrics"]["test/acc"] == steps["teacher"]["metrics"]["test/acc"]
     assert len(list((tmp_path / "cache" / "teachers" / "runs").iterdir())) == 1
+    # The prune step starts from the kd step's exported student and finetunes with KD.
+    prune_record = json.loads((tmp_path / "quickstart" / "prune" / "summary.json").read_text())
+    assert prune_record["prune"]["dense"]["path"] == str(tmp_path / "quickstart" / "kd" /
+                                                          "model.safetensors")
+    assert prune_record["metrics"]["test_dense/acc"] == pytest.approx(
+        steps["kd"]["metrics"]["test_best/acc"], abs=1e-6)  # the kd step's exported weights
+    assert prune_record["teachers"][0]["cache"] == "hit" and steps["prune"]["distill_terms"] == [
+        "kd"]
+    assert steps["prune"]["metrics"]["compress/sparsity"] == pytest.approx(
+        prune_record["compression"]["pruned"]["sparsity"])
+    assert 0.4 < steps["prune"]["metrics"]["compress/sparsity"] < 0.5  # first/last kept dense
+    assert steps["prune"]["metrics"]["test/acc"] >= 0.9
 
 
 def test_wandb_failure_falls_back_to_csv_and_the_run_goes_on(run, monkeypatch, caplog):

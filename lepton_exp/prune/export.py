@@ -22,16 +22,34 @@ from lepton_exp.prune.magnitude import make_permanent
 FORMAT = "lepton-exp/pruned-model/1"
 
 
+def pruned_metadata(model: nn.Module, model_name: str, **create_kwargs: Any) -> dict[str, str]:
+    """What rebuilds ``model``'s shapes: the timm name, its constructor arguments, and the
+    ``groups`` of every grouped convolution."""
+    groups = {name: module.groups for name, module in model.named_modules()
+              if isinstance(module, nn.Conv2d) and module.groups != 1}
+    return {"format": FORMAT, "model": model_name, "create_kwargs": json.dumps(create_kwargs),
+            "groups": json.dumps(groups)}
+
+
 def save_pruned(model: nn.Module, path: Path, model_name: str, **create_kwargs: Any) -> None:
     """Masks made permanent, then weights + rebuild recipe written (atomically) to ``path``."""
     from lepton_exp.models import save_weights
 
     make_permanent(model)
-    groups = {name: module.groups for name, module in model.named_modules()
-              if isinstance(module, nn.Conv2d) and module.groups != 1}
-    metadata = {"format": FORMAT, "model": model_name, "create_kwargs": json.dumps(create_kwargs),
-                "groups": json.dumps(groups)}
-    save_weights(model, path, metadata)
+    save_weights(model, path, pruned_metadata(model, model_name, **create_kwargs))
+
+
+def is_pruned_file(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file written by :func:`save_pruned`."""
+    if Path(path).suffix != ".safetensors" or not Path(path).is_file():
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == FORMAT
+    except Exception:  # noqa: BLE001 - unreadable: the regular loader reports it
+        return False
 
 
 def load_pruned(path: Path) -> nn.Module:

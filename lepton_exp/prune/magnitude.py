@@ -9,7 +9,6 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lepton_exp.config import ConfigError
-from lepton_exp.prune.measure import zero_fraction
 
 METHODS = ("magnitude", "random")
 SCOPES = ("layer", "global")
@@ -17,32 +16,36 @@ SCOPES = ("layer", "global")
 
 def prune_unstructured(layers: dict[str, nn.Module], sparsity: float, method: str = "magnitude",
                        scope: str = "layer") -> None:
-    """Raise the layers' weight sparsity to ``sparsity`` (a fraction). Applied again (gradual
-    pruning), torch's PruningContainer prunes only among the weights still alive, so the
-    amount is converted to the fraction of those that must go."""
+    """Raise the layers' weight sparsity to ``sparsity`` (a fraction). Amounts are given to
+    torch as whole numbers of weights: applied again (gradual pruning), torch's
+    PruningContainer prunes among the weights still alive, so the count still to prune is
+    passed and the result is round(sparsity * n) however many updates led there."""
     if method not in METHODS or scope not in SCOPES:
         raise ConfigError(f"unknown unstructured pruning {method}/{scope}: methods "
                           f"{', '.join(METHODS)}, scopes {', '.join(SCOPES)}")
     if not layers:
         raise ConfigError("no layer is left to prune: check prune.skip")
     if scope == "global" and method == "magnitude":
-        current = zero_fraction(m.weight for m in layers.values())
-        amount = _remaining_fraction(current, sparsity)
-        prune.global_unstructured([(m, "weight") for m in layers.values()],
-                                  pruning_method=prune.L1Unstructured, amount=amount)
+        total = sum(m.weight.numel() for m in layers.values())
+        amount = _still_to_prune(list(layers.values()), round(sparsity * total))
+        if amount:
+            prune.global_unstructured([(m, "weight") for m in layers.values()],
+                                      pruning_method=prune.L1Unstructured, amount=amount)
         return
     for module in layers.values():
-        amount = _remaining_fraction(zero_fraction([module.weight]), sparsity)
+        amount = _still_to_prune([module], round(sparsity * module.weight.numel()))
+        if not amount:
+            continue
         if method == "magnitude":
             prune.l1_unstructured(module, "weight", amount=amount)
         else:  # random baseline, layer by layer (global random = the same in expectation)
             prune.random_unstructured(module, "weight", amount=amount)
 
 
-def _remaining_fraction(current: float, target: float) -> float:
-    if target <= current:
-        return 0.0
-    return (target - current) / (1.0 - current)
+def _still_to_prune(modules: list[nn.Module], target: int) -> int:
+    """Weights to prune so that ``target`` are masked in total (0 when already reached)."""
+    masked = sum(int((m.weight_mask == 0).sum()) for m in modules if hasattr(m, "weight_mask"))
+    return max(0, target - masked)
 
 
 def make_permanent(model: nn.Module) -> None:

@@ -54,16 +54,22 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
             "nonzero_params": sum(int((t != 0).sum()) for t in parameters)}
 
 
+def sparse_tensor_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of ``tensor`` stored as its non-zero values plus a one-bit-per-element mask
+    (bitmap sparse format), or dense when that is smaller."""
+    dense = tensor.numel() * tensor.element_size()
+    if not tensor.is_floating_point():
+        return dense
+    bitmap = (tensor.numel() + 7) // 8
+    return min(dense, int((tensor != 0).sum()) * tensor.element_size() + bitmap)
+
+
 def size_bytes(model: nn.Module) -> dict[str, int]:
-    """Dense bytes (every parameter and buffer stored) and sparse-stored bytes (non-zero
-    values plus one int32 index each: a COO-style lower bound for unstructured sparsity)."""
-    dense = sparse = 0
-    for tensor in effective_state(model).values():
-        element = tensor.element_size()
-        dense += tensor.numel() * element
-        nonzero = int((tensor != 0).sum()) if tensor.is_floating_point() else tensor.numel()
-        sparse += min(tensor.numel() * element, nonzero * (element + 4))
-    return {"dense_bytes": dense, "sparse_bytes": sparse}
+    """Dense bytes (every parameter and buffer stored) and sparse-stored bytes (each tensor
+    in bitmap sparse format when that is smaller: what unstructured sparsity can save)."""
+    state = effective_state(model).values()
+    return {"dense_bytes": sum(t.numel() * t.element_size() for t in state),
+            "sparse_bytes": sum(sparse_tensor_bytes(t) for t in state)}
 
 
 def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:

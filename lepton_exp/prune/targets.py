@@ -6,6 +6,8 @@ from typing import Sequence
 
 from torch import nn
 
+from lepton_exp.config import ConfigError, did_you_mean
+
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
@@ -24,6 +26,12 @@ def prunable_layers(model: nn.Module,
     """Name -> module of the layers to prune. ``skip`` holds module names, or ``first`` /
     ``last`` for the stem and the classifier."""
     skipped = set(skip) - {"first", "last"}
+    names = [name for name, module in model.named_modules() if isinstance(module, PRUNABLE)]
+    unknown = sorted(skipped - set(names))
+    if unknown:
+        raise ConfigError(f"prune.skip names {unknown[0]}, which is not a conv/linear layer of "
+                          f"the model{did_you_mean(unknown[0], names)}: use first, last or one "
+                          f"of {', '.join(names[:6])}, ...")
     edges = first_and_last(model)
     if "first" in skip and edges:
         skipped.add(edges[0])

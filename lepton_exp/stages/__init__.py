@@ -34,6 +34,7 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "teacher": Stage("lepton_exp.stages.teacher"),
     "distill": Stage("lepton_exp.stages.distill", has_prepare=True),
+    "prune": Stage("lepton_exp.stages.prune", has_prepare=True),
     # A chain of the stages above, each its own run (conf/experiment/quickstart.yaml).
     "pipeline": Stage("lepton_exp.stages.pipeline"),
 }

@@ -53,20 +53,23 @@ class Teacher:
 
 
 # ------------------------------------------------------------------------------- cache key
-def teacher_run_config(cfg: DictConfig, spec: DictConfig) -> DictConfig:
-    """The teacher-stage config that trains the teacher ``spec`` on ``cfg``'s data."""
+def teacher_run_config(cfg: DictConfig, spec: DictConfig,
+                       model: DictConfig | None = None) -> DictConfig:
+    """The teacher-stage config that trains the teacher ``spec`` (of architecture
+    ``model``, default ``spec.model``) on ``cfg``'s data."""
     run_cfg = cfg.copy()
     run_cfg.stage = "teacher"
-    run_cfg.model = spec.model
+    run_cfg.model = model if model is not None else spec.model
     run_cfg.seed = spec.seed
     if spec.lr is not None:
         run_cfg.optim.lr = spec.lr
     if spec.max_epochs is not None:
         run_cfg.trainer.max_epochs = spec.max_epochs
     run_cfg.distill.terms = {}
+    run_cfg.prune.method = "none"
     run_cfg.pipeline = {}
     run_cfg.extra_teachers = []
-    run_cfg.name = f"teacher-{spec.model.name}-{cfg.data.name}"
+    run_cfg.name = f"teacher-{run_cfg.model.name}-{cfg.data.name}"
     return run_cfg
 
 
@@ -220,31 +223,43 @@ def fetch_artifact(reference: str, cache_dir: Path) -> Path:
     raise ConfigError(f"W&B artifact {reference} holds no .safetensors/.ckpt/.pt file")
 
 
+def load_trained(cfg: DictConfig, key: str, spec: DictConfig, model_cfg: DictConfig,
+                 model_key: str, info: DataInfo) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained model of ``model_cfg`` as ``spec`` (at config ``key``) says where to get it:
+    ``spec.checkpoint``, ``spec.artifact``, or the cache (trained there first when missing).
+    Returns the model and its provenance for the run record."""
+    if spec.checkpoint:
+        path = Path(spec.checkpoint).expanduser()
+        source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.resolve())}
+    elif spec.artifact:
+        path = fetch_artifact(spec.artifact, Path(cfg.paths.cache_dir).expanduser())
+        source = {"kind": "wandb_artifact", "reference": spec.artifact, "path": str(path)}
+    else:
+        entry, status = ensure_cached(teacher_run_config(cfg, spec, model_cfg))
+        path = entry / WEIGHTS_NAME
+        cached = cached_record(entry)
+        source = {"kind": "cache", "cache": status, "key": entry.name, "path": str(path),
+                  "run_dir": cached["run_dir"], "metrics": cached["metrics"]}
+    source["model"] = model_cfg.name
+    from lepton_exp.prune.export import is_pruned_file, load_pruned
+
+    if is_pruned_file(path):  # a pruned run's export: its own shapes, rebuilt from the file
+        return load_pruned(path).train(), source
+    model = build_model(model_cfg, info, model_key)
+    load_weights(model, path, f"{key}.checkpoint" if spec.checkpoint else key,
+                 f"{model_key}.name={model_cfg.name}", info)
+    return model, source
+
+
 def resolve_teachers(cfg: DictConfig, info: DataInfo) -> list[Teacher]:
     """Every teacher of a distillation run (``teacher`` then ``extra_teachers``), loaded."""
     teachers = []
     specs = [("teacher", cfg.teacher)] + [
         (f"extra_teachers[{i}]", spec) for i, spec in enumerate(cfg.extra_teachers)]
     for key, spec in specs:
-        model = build_model(spec.model, info, f"{key}.model")
-        if spec.checkpoint:
-            path = Path(spec.checkpoint).expanduser()
-            source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.resolve())}
-        elif spec.artifact:
-            path = fetch_artifact(spec.artifact, Path(cfg.paths.cache_dir).expanduser())
-            source = {"kind": "wandb_artifact", "reference": spec.artifact, "path": str(path)}
-        else:
-            entry, status = ensure_cached(teacher_run_config(cfg, spec))
-            path = entry / WEIGHTS_NAME
-            cached = cached_record(entry)
-            source = {"kind": "cache", "cache": status, "key": entry.name, "path": str(path),
-                      "run_dir": cached["run_dir"], "metrics": cached["metrics"]}
-        load_weights(model, path, f"{key}.checkpoint" if spec.checkpoint else key,
-                     f"{key}.model.name={spec.model.name}", info)
-        source["model"] = spec.model.name
+        model, source = load_trained(cfg, key, spec, spec.model, f"{key}.model", info)
         teachers.append(Teacher(model=model, weight=spec.weight, source=source))
     total = sum(t.weight for t in teachers)
     for teacher in teachers:
         teacher.weight /= total
     return teachers
-

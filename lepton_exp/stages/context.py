@@ -25,3 +25,5 @@ class StageOutput:
     metrics: dict[str, float]
     checkpoints: dict[str, str | None] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific run-record fields
+    # safetensors metadata of the exported model (e.g. how to rebuild a pruned one)
+    export_metadata: dict[str, str] | None = None

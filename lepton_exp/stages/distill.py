@@ -177,14 +177,11 @@ def prepare_distill(cfg, datamodule) -> list[Teacher]:
     return resolve_teachers(cfg, datamodule.info)
 
 
-def run_distill(ctx: StageContext) -> StageOutput:
-    cfg, datamodule = ctx.cfg, ctx.datamodule
-    info = datamodule.info
-    teachers: list[Teacher] = ctx.prepared
-    student = build_model(cfg.model, info)
-    student_init = None
-    if cfg.distill.student_init == "teacher":
-        student_init = init_from_teacher(student, teachers[0].model)
+def distillation_module(cfg, datamodule, student: nn.Module, teachers: Sequence[Teacher]
+                        ) -> tuple[DistillationModule, dict]:
+    """The student wired to ``distill``'s objective (plain cross-entropy without terms), its
+    taps bound to the teachers' and the teacher-output cache set up when it applies.
+    Returns the module and the cache's run-record entry."""
     objective = build_objective(cfg.distill)
     cache, cache_info = None, {"enabled": False, "reason": "no distillation terms"}
     # student_init=teacher without terms: the teacher is not needed while training.
@@ -193,25 +190,49 @@ def run_distill(ctx: StageContext) -> StageOutput:
         teacher_taps = bind_objective(objective, student, teachers, datamodule.example_batch(),
                                       cfg.distill.layers)
         cache, cache_info = teacher_output_cache(cfg, datamodule, objective, teacher_taps)
-    module = DistillationModule(student, training_teachers, objective, info, cfg.optim,
-                                cfg.scheduler, output_cache=cache)
-    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
+    module = DistillationModule(student, training_teachers, objective, datamodule.info,
+                                cfg.optim, cfg.scheduler, output_cache=cache)
+    return module, cache_info
+
+
+def fit_distillation(trainer, module: DistillationModule, datamodule, checkpoints=None
+                     ) -> dict:
+    """``fit_and_test`` (or only fit, without ``checkpoints``), then the taps' hooks are
+    removed; returns fit_and_test's result and the teacher-output cache's statistics."""
     # Lightning warns about modules left in eval mode: the frozen teachers are, by design.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     try:
-        result = fit_and_test(trainer, checkpoints, module, datamodule)
+        if checkpoints is None:
+            trainer.fit(module, datamodule=datamodule)
+            result: dict = {}
+        else:
+            result = fit_and_test(trainer, checkpoints, module, datamodule)
     finally:
         module.student_tapper.remove()
         for tapper in module.teacher_tappers:
             tapper.remove()
         datamodule.train_with_index = False
-    if cache is not None:
-        cache_info.update(cache.stats())
+    if module.output_cache is not None:
+        result["cache_stats"] = module.output_cache.stats()
+    return result
+
+
+def run_distill(ctx: StageContext) -> StageOutput:
+    cfg, datamodule = ctx.cfg, ctx.datamodule
+    teachers: list[Teacher] = ctx.prepared
+    student = build_model(cfg.model, datamodule.info)
+    student_init = None
+    if cfg.distill.student_init == "teacher":
+        student_init = init_from_teacher(student, teachers[0].model)
+    module, cache_info = distillation_module(cfg, datamodule, student, teachers)
+    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
+    result = fit_distillation(trainer, module, datamodule, checkpoints)
+    cache_info.update(result.get("cache_stats", {}))
     extra = {
         "teachers": [t.source | {"weight": t.weight} for t in teachers],
         "student_init": student_init,
         "teacher_output_cache": cache_info,
-        "distill_terms": sorted(objective.terms),
+        "distill_terms": sorted(module.objective.terms),
     }
     return StageOutput(model=student, metrics=result["metrics"],
                        checkpoints=result["checkpoints"], extra=extra)

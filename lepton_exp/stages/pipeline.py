@@ -37,17 +37,44 @@ def compose_config(overrides: list[str]) -> DictConfig:
                           f"{one_line(error)[:200]}") from error
 
 
+STEP_REFERENCE = "step:"  # `prune.dense.checkpoint=step:kd`: the model exported by step kd
+
+
+def _resolve_references(name: str, step_overrides: list[str], earlier: dict[str, Any],
+                        run_dir: Path) -> list[str]:
+    """``key=step:<earlier step>`` becomes that step's exported model file (it exists once
+    the earlier step has run, which the order of the steps guarantees)."""
+    from lepton_exp.stages.runner import EXPORT_NAME
+
+    resolved = []
+    for override in step_overrides:
+        key, _, value = override.partition("=")
+        if value.startswith(STEP_REFERENCE):
+            source = value.removeprefix(STEP_REFERENCE)
+            if source not in earlier:
+                raise ConfigError(f"pipeline.{name}: {override} must name an earlier step "
+                                  f"(one of {', '.join(earlier) or 'none'})")
+            if earlier[source][0].stage == "teacher":
+                raise ConfigError(f"pipeline.{name}: {override}: a teacher step's model is "
+                                  "in the teacher cache: leave the key unset, the same "
+                                  "settings find it there")
+            override = f"{key}={run_dir / source / EXPORT_NAME}"
+        resolved.append(override)
+    return resolved
+
+
 def _step_configs(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     from lepton_exp.stages.artifacts import teacher_run_config
 
-    steps = {}
+    steps: dict[str, Any] = {}
     # The pipeline's runs sit together in W&B, in a group no other pipeline run shares.
     group = f"{cfg.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
     for name, step_overrides in cfg.pipeline.items():
         extra = [f"name={cfg.name}-{name}"]
         if cfg.logger.group is None:
             extra.append(f"logger.group={group}")
-        step_list = [*overrides, *extra, *step_overrides]
+        step_list = [*overrides, *extra,
+                     *_resolve_references(name, list(step_overrides), steps, run_dir)]
         step_cfg = compose_config(step_list)
         if step_cfg.stage == "pipeline":
             raise ConfigError(f"pipeline.{name} must set a stage other than pipeline "
@@ -61,25 +88,19 @@ def _step_configs(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[
 
 def _given_teacher_step(step_cfg: DictConfig) -> dict[str, Any]:
     """A teacher from teacher.checkpoint / teacher.artifact: loaded and tested, not trained."""
-    import pytorch_lightning as pl
-
     from lepton_exp.data import build_datamodule
     from lepton_exp.models import count_parameters, model_size_bytes
     from lepton_exp.stages.artifacts import resolve_teachers
     from lepton_exp.stages.classify import ClassificationModule
+    from lepton_exp.training.trainer import evaluate
 
     datamodule = build_datamodule(step_cfg.data)
     datamodule.setup()
     teacher, = resolve_teachers(step_cfg, datamodule.info)
     module = ClassificationModule(teacher.model, datamodule.info, step_cfg.optim,
                                   step_cfg.scheduler)
-    trainer = pl.Trainer(accelerator=step_cfg.trainer.accelerator, devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
-    trainer.test(module, datamodule=datamodule, verbose=False)
     return {"status": "completed", "stage": "teacher", "run_dir": None,
-            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()
-                        if k.startswith("test/")},
+            "metrics": evaluate(module, datamodule, "test", step_cfg.trainer.accelerator),
             "num_params": count_parameters(teacher.model),
             "model_size_bytes": model_size_bytes(teacher.model),
             "teacher_cache": teacher.source["kind"], "teacher_path": teacher.source["path"]}
@@ -121,6 +142,9 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[s
                                                  "metrics", "num_params", "model_size_bytes",
                                                  "teacher_cache", "distill_terms")}
             record["steps"][name]["model"] = step_cfg.model.name
+            if step_cfg.stage == "prune":
+                record["steps"][name]["prune"] = (f"{step_cfg.prune.method} "
+                                                  f"{step_cfg.prune.sparsity:g}")
             if result.get("teachers"):  # a distill step: where its teacher came from
                 source = result["teachers"][0]
                 record["steps"][name]["teacher_cache"] = source.get("cache", source["kind"])

@@ -94,7 +94,7 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
         loggers = build_loggers(cfg, run_dir, flatten(config))
         output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared))
         if is_rank_zero:
-            save_weights(output.model, run_dir / EXPORT_NAME)
+            save_weights(output.model, run_dir / EXPORT_NAME, output.export_metadata)
         record.update(
             status="completed",
             metrics=output.metrics,

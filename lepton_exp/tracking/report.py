@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 # Shown first, in this order, when present; other metrics follow in the record only.
-HEADLINE = ("test/acc", "test_best/acc", "test/acc_top5", "test_best/acc_top5", "val/acc_best",
-            "test/loss", "epochs")
+HEADLINE = ("test_dense/acc", "test_pruned/acc", "test/acc", "test_best/acc", "test/acc_top5",
+            "test_best/acc_top5", "val/acc_best", "test/loss", "epochs")
 
 
 def summary_table(record: dict[str, Any]) -> Table:
@@ -30,9 +31,51 @@ def summary_table(record: dict[str, Any]) -> Table:
     return table
 
 
+# The compression report's rows: (label, key in compression_report, format)
+COMPRESSION_ROWS = (
+    ("test acc", None, "{:.4f}"), ("sparsity", "sparsity", "{:.3f}"),
+    ("params", "params", "{:,}"), ("non-zero params", "nonzero_params", "{:,}"),
+    ("dense bytes", "dense_bytes", "{:,}"), ("sparse-stored bytes", "sparse_bytes", "{:,}"),
+    ("MACs", "macs", "{:,}"), ("latency b1 (ms)", "latency_ms_b1", "{:.3f}"))
+
+
+def compression_table(record: dict[str, Any]) -> Table:
+    """Dense vs pruned, every figure measured (prune runs)."""
+    dense, pruned = record["compression"]["dense"], record["compression"]["pruned"]
+    metrics = record.get("metrics", {})
+    batch_key = next((key for key in pruned if key.startswith("latency_ms_b")
+                      and key != "latency_ms_b1"), None)
+    rows = list(COMPRESSION_ROWS)
+    if batch_key:
+        rows.append((f"latency b{batch_key.removeprefix('latency_ms_b')} (ms)", batch_key,
+                     "{:.3f}"))
+    table = Table(title="compression (measured)", show_header=True, header_style="bold")
+    for column in ("", "dense", "pruned", "dense / pruned"):
+        table.add_column(column, justify="left" if not column else "right")
+    for label, key, fmt in rows:
+        if key is None:
+            values = [metrics.get("test_dense/acc"), metrics.get("test/acc")]
+        else:
+            values = [dense.get(key), pruned.get(key)]
+        cells = [fmt.format(v) if v is not None else "-" for v in values]
+        ratio = (f"{values[0] / values[1]:.2f}x" if key and key != "sparsity" and values[1]
+                 else "")
+        table.add_row(label, *cells, ratio)
+    return table
+
+
+def _console() -> Console:
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:  # a log file or pipe: no reason to squeeze tables to 80
+        console = Console(soft_wrap=True, width=max(console.width, 120))
+    return console
+
+
 def print_summary(record: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console(soft_wrap=True)
+    console = console or _console()
     console.print(summary_table(record))
+    if record.get("compression"):
+        console.print(compression_table(record))
     run_dir = Path(record["run_dir"])
     console.print(f"run record:  {run_dir / 'summary.json'}")
     for kind, path in (record.get("checkpoints") or {}).items():
@@ -48,28 +91,32 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
 
 
 def pipeline_table(record: dict[str, Any]) -> Table:
-    table = Table(title=f"{record['name']} (pipeline): {record['status']}", show_header=True,
-                  header_style="bold")
-    for column in ("step", "model", "distill", "test/acc", "test_best/acc", "params",
-                   "size KiB"):
-        table.add_column(column, justify="left" if column in ("step", "model", "distill")
-                         else "right")
+    table = Table(title=f"{record['name']} (pipeline): {record['status']}", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True,
+                  show_header=True, header_style="bold")
+    for column in ("step", "model", "distill", "prune", "test/acc", "test_best/acc",
+                   "params", "non-zero", "sparsity", "MACs", "ms b1"):
+        table.add_column(column, no_wrap=True, justify="left" if column in (
+            "step", "model", "distill", "prune") else "right")
     for name, step in record["steps"].items():
         metrics = step.get("metrics") or {}
         accuracy = [f"{metrics[key]:.4f}" if key in metrics else "-"
                     for key in ("test/acc", "test_best/acc")]
         terms = step.get("distill_terms")
-        size = step.get("model_size_bytes")
+        # Measured by prune steps; other steps show their parameter count only.
+        measured = [metrics.get(f"compress/{key}") for key in ("nonzero_params", "sparsity",
+                                                               "macs", "latency_ms_b1")]
         table.add_row(name, str(step.get("model")),
                       "+".join(terms) if terms else ("-" if terms is None else "none"),
-                      *accuracy,
+                      step.get("prune") or "-", *accuracy,
                       f"{step['num_params']:,}" if step.get("num_params") else "-",
-                      f"{size / 1024:.1f}" if size else "-")
+                      *[("-" if value is None else fmt.format(value)) for value, fmt in
+                        zip(measured, ("{:,}", "{:.3f}", "{:,}", "{:.2f}"), strict=True)])
     return table
 
 
 def print_pipeline(record: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console(soft_wrap=True)
+    console = console or _console()
     console.print(pipeline_table(record))
     console.print(f"pipeline record: {Path(record['run_dir']) / 'summary.json'}")
     for name, step in record["steps"].items():

@@ -6,7 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
@@ -19,6 +19,24 @@ MONITOR = "val/acc"
 log = logging.getLogger(__name__)
 
 
+class _BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint, considered only once ``eligible(trainer)`` holds (gradual
+    pruning: an epoch that ended below the final sparsity must not become the result)."""
+
+    def __init__(self, eligible: Callable[[pl.Trainer], bool], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.eligible = eligible
+
+    # ModelCheckpoint saves from one of these two hooks, depending on the validation interval.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.eligible(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.eligible(trainer):
+            super().on_validation_end(trainer, pl_module)
+
+
 @dataclass
 class Checkpoints:
     """Two callbacks: the best epoch on MONITOR, and the latest epoch (overwritten at the end
@@ -29,23 +47,29 @@ class Checkpoints:
     last: ModelCheckpoint
 
     @classmethod
-    def create(cls, directory: Path) -> "Checkpoints":
-        best = ModelCheckpoint(dirpath=str(directory), filename="best-epoch{epoch:03d}",
-                               auto_insert_metric_name=False, monitor=MONITOR, mode="max",
-                               save_top_k=1)
+    def create(cls, directory: Path,
+               best_eligible: Optional[Callable[[pl.Trainer], bool]] = None) -> "Checkpoints":
+        best = _BestCheckpoint(best_eligible or (lambda trainer: True), dirpath=str(directory),
+                               filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+                               monitor=MONITOR, mode="max", save_top_k=1)
         last = ModelCheckpoint(dirpath=str(directory), filename="last", monitor=None,
                                save_top_k=1, enable_version_counter=False,
                                save_on_train_epoch_end=True)
         return cls(best, last)
 
 
-def build_trainer(cfg, run_dir: Path, loggers: list) -> tuple[pl.Trainer, Checkpoints]:
-    checkpoints = Checkpoints.create(run_dir / "checkpoints")
-    callbacks: list[Callback] = [checkpoints.best, checkpoints.last]
+def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callback] = (),
+                  best_eligible: Optional[Callable[[pl.Trainer], bool]] = None,
+                  **overrides: Any) -> tuple[pl.Trainer, Checkpoints]:
+    """The configured Trainer (``overrides`` replace ``cfg.trainer`` keys) with the two
+    checkpoint callbacks, the progress bar and ``callbacks``."""
+    checkpoints = Checkpoints.create(run_dir / "checkpoints", best_eligible)
+    callbacks = [checkpoints.best, checkpoints.last, *callbacks]
     trainer_kwargs: dict[str, Any] = {
         key: value for key, value in OmegaConf.to_container(cfg.trainer).items()
         if value is not None
     }
+    trainer_kwargs.update(overrides)
     if trainer_kwargs.get("enable_progress_bar", True):
         callbacks.append(_progress_bar())
     if loggers:
@@ -93,6 +117,20 @@ def _floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, flo
     # epoch value is already under `<key>`.
     return {key: float(value) for key, value in metrics.items()
             if key.startswith(prefixes) and not key.endswith(("_step", "_epoch"))}
+
+
+def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, prefix: str,
+             accelerator: str = "cpu") -> dict[str, float]:
+    """Test ``module`` as it is (no fit) and return its metrics as ``<prefix>/*``."""
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    module.test_prefix = prefix
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    finally:
+        module.test_prefix = "test"
+    return _floats(trainer.callback_metrics, (f"{prefix}/",))
 
 
 def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.LightningModule,
