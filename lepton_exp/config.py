@@ -219,6 +219,10 @@ class PruneConfig:
     begin: float = 0.0  # gradual: start/end of the cubic ramp, as fractions of finetuning
     end: float = 0.5
     frequency: int = 10  # gradual: optimiser steps between two pruning updates
+    # Finetuning's own lr and epochs (None: optim.lr, trainer.max_epochs), so the dense model
+    # and the teacher keep the settings -- and cache keys -- they were trained with.
+    finetune_lr: Optional[float] = None
+    finetune_epochs: Optional[int] = None
     teacher: str = "teacher"  # distill terms while finetuning: from `teacher` or the `dense` model
     latency_batch: int = 64  # CPU latency is measured at batch 1 and at this batch size
     dense: DenseConfig = field(default_factory=DenseConfig)
@@ -487,6 +491,10 @@ def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
     return checks
 
 
+def finetune_epochs(cfg: DictConfig) -> int:
+    return cfg.prune.finetune_epochs or cfg.trainer.max_epochs
+
+
 def _prune_checks(cfg: DictConfig) -> list[Optional[str]]:
     prune = cfg.prune
     dense = prune.dense
@@ -498,6 +506,8 @@ def _prune_checks(cfg: DictConfig) -> list[Optional[str]]:
         _range("prune.begin", prune.begin, 0, 1),
         _range("prune.end", prune.end, prune.begin, 1, low_open=True, high_open=False),
         _range("prune.frequency", prune.frequency, 1),
+        _range("prune.finetune_lr", prune.finetune_lr, 0, low_open=True),
+        _range("prune.finetune_epochs", prune.finetune_epochs, 1),
         _range("prune.latency_batch", prune.latency_batch, 1),
         _range("prune.dense.seed", dense.seed, 0, SEED_LIMIT),
         _range("prune.dense.max_epochs", dense.max_epochs, 1),
@@ -516,9 +526,10 @@ def _prune_checks(cfg: DictConfig) -> list[Optional[str]]:
                       "prune.dense (drop distill.student_init)")
     if prune.method == "gradual" and prune.rounds != 1:
         checks.insert(0, "prune=gradual is already iterative: leave prune.rounds=1")
-    elif prune.rounds > cfg.trainer.max_epochs:
-        checks.append(f"prune.rounds={prune.rounds} is more than trainer.max_epochs="
-                      f"{cfg.trainer.max_epochs}: every round finetunes at least one epoch")
+    elif prune.rounds > finetune_epochs(cfg):
+        checks.append(f"prune.rounds={prune.rounds} is more than the {finetune_epochs(cfg)} "
+                      "finetuning epochs (prune.finetune_epochs, else trainer.max_epochs): "
+                      "every round finetunes at least one epoch")
     return checks
 
 

@@ -25,8 +25,10 @@ def test_help_lists_the_groups(tmp_path):
     done = cli("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "lepton-exp" in done.stdout
-    for line in ("data: cifar10, cifar100, digits, synthetic", "experiment: cifar_kd, quickstart",
-                 "distill: at, dkd, fitnet, kd, kd_at, none"):
+    for line in ("data: cifar10, cifar100, digits, synthetic",
+                 "experiment: cifar_kd, cifar_prune, quickstart",
+                 "distill: at, dkd, fitnet, kd, kd_at, none",
+                 "prune: channel, gradual, magnitude, none, random"):
         assert line in done.stdout
 
 

@@ -29,7 +29,8 @@ def test_every_option_composes_and_validates(compose_cfg, group, option):
         assert resolved["data"]["name"] == option
     if group == "model" and option != "timm":
         assert resolved["model"]["name"] == option
-    expected_stage = {("experiment", "quickstart"): "pipeline"}.get(
+    expected_stage = {("experiment", "quickstart"): "pipeline",
+                      ("experiment", "cifar_prune"): "prune"}.get(
         (group, option), "distill" if resolved["distill"]["terms"] else "teacher")
     if group == "prune" and option != "none":
         expected_stage = "prune"

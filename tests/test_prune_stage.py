@@ -177,8 +177,9 @@ def test_dense_model_is_trained_once_then_found_in_the_cache_or_given(prune_run)
     (["prune=channel", "prune.importance=taylor"], "prune.importance=taylor is not one of"),
     (["prune=gradual", "prune.rounds=2"], "prune=gradual is already iterative"),
     (["prune=gradual", "prune.initial_sparsity=0.8"], "prune.initial_sparsity=0.8 is out of"),
-    (["prune=magnitude", "prune.rounds=3"], "prune.rounds=3 is more than trainer.max_epochs=1"),
+    (["prune=magnitude", "prune.rounds=3"], "prune.rounds=3 is more than the 1 finetuning epochs"),
     (["prune=magnitude", "stage=distill"], "prune=magnitude applies to stage=prune"),
+    (["prune=magnitude", "prune.finetune_lr=0"], "prune.finetune_lr=0.0 is out of range"),
     (["prune=magnitude", "prune.skip=[layer9.conv]"], "prune.skip names layer9.conv, which is"),
     (["prune=magnitude", "prune.dense.checkpoint=/nope.safetensors"],
      "prune.dense.checkpoint=/nope.safetensors does not exist"),
@@ -213,3 +214,33 @@ def test_cli_sparsity_sweep_records_measured_compression_per_run(tmp_path):
     assert by_run[("channel", 0.7)]["compress/macs"] < by_run[("channel", 0.3)]["compress/macs"]
     # One dense model, trained by the first job, reused by the other five.
     assert len(list((tmp_path / "cache" / "teachers" / "runs").iterdir())) == 1
+
+
+def test_wandb_summary_holds_the_compression_report(prune_run):
+    record, run_dir = prune_run("prune=magnitude", "logger=wandb")
+    run_file, = (run_dir / "wandb").glob("offline-run-*/*.wandb")
+    content = run_file.read_bytes()  # protobuf: summary keys appear verbatim
+    for key in (b"compress/sparsity", b"compress_dense/latency_ms_b1", b"compress/macs",
+                b"compress/layer_sparsity", b"layer1.0.conv1", b"test_pruned/acc"):
+        assert key in content, key
+
+
+def test_a_checkpoint_taken_with_masks_loads_as_the_masked_model(tmp_path):
+    from lepton_exp.data.base import DataInfo
+    from lepton_exp.models import build_model
+    from lepton_exp.prune.magnitude import prune_unstructured
+    from lepton_exp.prune.targets import prunable_layers
+    from lepton_exp.stages.artifacts import load_weights
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.create({"name": "resnet8", "pretrained": False, "drop_rate": 0.0,
+                             "kwargs": {}})
+    info = DataInfo(num_classes=4, in_chans=3, image_size=16)
+    model = build_model(spec, info).eval()
+    prune_unstructured(prunable_layers(model), 0.5)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "masked.ckpt")
+    plain = build_model(spec, info).eval()
+    load_weights(plain, tmp_path / "masked.ckpt", "prune.dense.checkpoint", "model", info)
+    images = torch.randn(2, 3, 16, 16)
+    assert torch.equal(plain(images), model(images))

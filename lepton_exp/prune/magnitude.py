@@ -57,6 +57,19 @@ def make_permanent(model: nn.Module) -> None:
                 prune.remove(module, name)
 
 
+def fold_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint taken while pruning masks were attached (``<w>_orig``, ``<w>_mask``)
+    as the plain state dict of the masked model (``<w> = <w>_orig * <w>_mask``)."""
+    folded = {}
+    for name, tensor in state.items():
+        base = name.removesuffix("_orig")
+        if name.endswith("_orig") and f"{base}_mask" in state:
+            folded[base] = tensor * state[f"{base}_mask"]
+        elif not (name.endswith("_mask") and f"{name.removesuffix('_mask')}_orig" in state):
+            folded[name] = tensor
+    return folded
+
+
 def masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: buffer for name, buffer in model.named_buffers()
             if name.endswith("_mask")}

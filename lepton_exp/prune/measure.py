@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from lepton_exp.prune.magnitude import fold_masks
 from lepton_exp.prune.targets import PRUNABLE
 
 
@@ -27,18 +28,12 @@ def zero_fraction(tensors: Iterable[torch.Tensor]) -> float:
 def effective_state(model: nn.Module, parameters_only: bool = False) -> dict[str, torch.Tensor]:
     """The tensors the model computes with: a masked ``<w>_orig`` becomes ``<w>`` times its
     mask, and the masks themselves are left out (they are not part of the model)."""
-    buffers = dict(model.named_buffers())
-    tensors = dict(model.named_parameters())
-    if not parameters_only:
-        tensors.update(buffers)
-    state = {}
-    for name, tensor in tensors.items():
-        if name.endswith("_mask") and name.removesuffix("_mask") + "_orig" in tensors:
-            continue
-        if name.endswith("_orig"):
-            name = name.removesuffix("_orig")
-            tensor = tensor * buffers[f"{name}_mask"]
-        state[name] = tensor.detach()
+    parameters = dict(model.named_parameters())
+    state = fold_masks({name: tensor.detach() for name, tensor in
+                        [*parameters.items(), *model.named_buffers()]})
+    if parameters_only:
+        return {name: tensor for name, tensor in state.items()
+                if name in parameters or f"{name}_orig" in parameters}
     return state
 
 

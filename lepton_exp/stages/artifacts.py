@@ -186,7 +186,9 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
     if any(name.startswith("model.") for name in state):  # a lepton-exp Lightning checkpoint
         state = {name.removeprefix("model."): tensor for name, tensor in state.items()
                  if name.startswith("model.")}
-    return state
+    from lepton_exp.prune.magnitude import fold_masks
+
+    return fold_masks(state)  # a checkpoint taken while pruning masks were attached
 
 
 def load_weights(model: nn.Module, path: Path, key: str, model_key: str,

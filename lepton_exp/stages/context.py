@@ -27,3 +27,4 @@ class StageOutput:
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific run-record fields
     # safetensors metadata of the exported model (e.g. how to rebuild a pruned one)
     export_metadata: dict[str, str] | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # more W&B summary entries (nested)

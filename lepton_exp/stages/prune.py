@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from lepton_exp.config import finetune_epochs
 from lepton_exp.prune.channel import prune_channels
 from lepton_exp.prune.export import pruned_metadata
 from lepton_exp.prune.gradual import GradualPruning
@@ -88,6 +89,10 @@ def _prune_once(model: nn.Module, layers: dict[str, nn.Module], cfg, target: flo
 def run_prune(ctx: StageContext) -> StageOutput:
     cfg, datamodule, prepared = ctx.cfg, ctx.datamodule, ctx.prepared
     prune, info = cfg.prune, datamodule.info
+    finetune_cfg = cfg.copy()  # the dense model and teacher keep cfg's own lr
+    if prune.finetune_lr is not None:
+        finetune_cfg.optim.lr = prune.finetune_lr
+    total_epochs = finetune_epochs(cfg)
     accelerator = cfg.trainer.accelerator
     model = prepared.dense
     example = datamodule.example_batch(1)
@@ -105,10 +110,10 @@ def run_prune(ctx: StageContext) -> StageOutput:
             prune_unstructured(layers, prune.initial_sparsity, scope=prune.scope)
             gradual.current = prune.initial_sparsity
         callbacks, best_eligible = [gradual], (lambda trainer: gradual.finished)
-        targets, epochs = [None], [cfg.trainer.max_epochs]
+        targets, epochs = [None], [total_epochs]
     else:
         targets = _round_targets(prune.sparsity, prune.rounds)
-        epochs = _round_epochs(cfg.trainer.max_epochs, prune.rounds)
+        epochs = _round_epochs(total_epochs, prune.rounds)
 
     previous, result, cache_info = 0.0, {}, {}
     for index, (target, round_epochs) in enumerate(zip(targets, epochs, strict=True)):
@@ -118,10 +123,11 @@ def run_prune(ctx: StageContext) -> StageOutput:
             previous = target
         if last:  # right after the pruning that reached the final sparsity, before finetuning
             metrics.update(evaluate(evaluator, datamodule, "test_pruned", accelerator))
-        module, cache_info = distillation_module(cfg, datamodule, model, prepared.teachers)
+        module, cache_info = distillation_module(finetune_cfg, datamodule, model,
+                                                 prepared.teachers)
         run_dir = ctx.run_dir if last else ctx.run_dir / f"round{index + 1}"
-        trainer, checkpoints = build_trainer(cfg, run_dir, ctx.loggers, callbacks=callbacks,
-                                             best_eligible=best_eligible,
+        trainer, checkpoints = build_trainer(finetune_cfg, run_dir, ctx.loggers,
+                                             callbacks=callbacks, best_eligible=best_eligible,
                                              max_epochs=round_epochs)
         result = fit_distillation(trainer, module, datamodule, checkpoints if last else None)
     cache_info.update(result.get("cache_stats", {}))
@@ -148,7 +154,8 @@ def run_prune(ctx: StageContext) -> StageOutput:
                                in_chans=info.in_chans, drop_rate=cfg.model.drop_rate,
                                **dict(cfg.model.kwargs or {}))
     return StageOutput(model=model, metrics=metrics, checkpoints=result["checkpoints"],
-                       extra=extra, export_metadata=metadata)
+                       extra=extra, export_metadata=metadata,
+                       summary={"compress/layer_sparsity": after["layer_sparsity"]})
 
 
 def _flat(prefix: str, report: dict[str, Any]) -> dict[str, float]:

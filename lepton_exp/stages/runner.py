@@ -118,7 +118,7 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
                 finish_loggers(loggers, {
                     **record["metrics"], "num_params": record["num_params"],
                     "model_size_bytes": record["model_size_bytes"],
-                    "wall_time_s": record["wall_time_s"]})
+                    "wall_time_s": record["wall_time_s"], **output.summary})
             else:
                 _close_quietly(loggers)
     if is_rank_zero:
