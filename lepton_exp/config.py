@@ -526,7 +526,7 @@ def _prune_checks(cfg: DictConfig) -> list[Optional[str]]:
                       "prune.dense (drop distill.student_init)")
     if prune.method == "gradual" and prune.rounds != 1:
         checks.insert(0, "prune=gradual is already iterative: leave prune.rounds=1")
-    elif prune.rounds > finetune_epochs(cfg):
+    elif cfg.stage == "prune" and prune.rounds > finetune_epochs(cfg):
         checks.append(f"prune.rounds={prune.rounds} is more than the {finetune_epochs(cfg)} "
                       "finetuning epochs (prune.finetune_epochs, else trainer.max_epochs): "
                       "every round finetunes at least one epoch")

@@ -224,3 +224,21 @@ def test_compression_report_measures_the_pruned_model():
     for report in (dense, pruned):
         assert report["latency_ms_b1"] > 0 and report["latency_ms_b4"] > 0
         assert set(report["layer_sparsity"]) >= {"conv1", "fc"}
+
+
+def test_latencies_are_timed_in_turns_so_a_slower_model_shows_up_slower():
+    from lepton_exp.prune.measure import latencies_ms
+
+    class Slow(nn.Module):
+        def __init__(self, seconds: float):
+            super().__init__()
+            self.seconds = seconds
+
+        def forward(self, x):
+            import time
+
+            time.sleep(self.seconds)
+            return x
+
+    fast, slow = latencies_ms([Slow(0.001), Slow(0.004)], torch.zeros(1), repeats=5, warmup=1)
+    assert fast >= 0.9 and slow >= 3.9 and slow / fast > 1.5

@@ -53,6 +53,9 @@ def test_every_prune_option_runs_and_records_what_it_measured(prune_run, option)
     assert record["status"] == "completed" and record["stage"] == "prune"
     metrics = record["metrics"]
     for prefix in ("test_dense", "test_pruned", "test"):  # before, right after, finetuned
+        if prefix == "test_pruned" and option == "gradual":  # prunes while finetuning
+            assert "test_pruned/acc" not in metrics
+            continue
         assert 0.0 <= metrics[f"{prefix}/acc"] <= 1.0
     for key in ("sparsity", "params", "nonzero_params", "dense_bytes", "sparse_bytes", "macs",
                 "latency_ms_b1", "latency_ms_b4"):
@@ -131,6 +134,17 @@ def test_iterative_channel_pruning_removes_the_requested_share_of_channels(prune
     assert reload(run_dir).layer2[0].conv1.out_channels == 16  # 32 channels, halved in 2 steps
 
 
+@pytest.mark.parametrize("schedule", [
+    ["prune.begin=0.95", "prune.end=1.0", "prune.initial_sparsity=0.2"],  # ends on the last step
+    ["trainer.limit_train_batches=1"],  # a single training step
+])
+def test_gradual_pruning_ends_at_the_final_sparsity_whatever_the_schedule(prune_run, schedule):
+    record, run_dir = prune_run("prune=gradual", "prune.sparsity=0.6", *schedule)
+    model = dict(reload(run_dir).named_modules())
+    for name, sparsity in pruned_layer_sparsity(record).items():
+        assert sparsity == pytest.approx(0.6, abs=1 / model[name].weight.numel()), name
+
+
 def test_gradual_best_checkpoint_is_taken_at_the_final_sparsity(prune_run):
     record, _ = prune_run("prune=gradual", "prune.sparsity=0.7", "prune.end=0.9",
                           "trainer.max_epochs=3", "prune.frequency=1")
@@ -168,6 +182,33 @@ def test_dense_model_is_trained_once_then_found_in_the_cache_or_given(prune_run)
                          f"prune.dense.checkpoint={channel_dir / 'model.safetensors'}")
     assert again["prune"]["dense"]["kind"] == "checkpoint"
     assert again["metrics"]["compress_dense/params"] == channel["metrics"]["compress/params"]
+    # ...but only as the model and data it was made for.
+    exported = channel_dir / "model.safetensors"
+    for wrong in (["model=resnet14"], ["data.num_classes=6"]):
+        with pytest.raises(ConfigError, match=r"is a pruned resnet8 for 4 classes and 3 input "
+                                              r"channels.*set model.name=resnet8"):
+            prune_run("prune=magnitude", f"prune.dense.checkpoint={exported}", *wrong)
+
+
+def test_model_kwargs_are_in_the_export_recipe(prune_run):
+    record, run_dir = prune_run("prune=channel", "+model.kwargs.widths=[8,8,16,32]")
+    assert reload(run_dir).layer3[0].conv1.out_channels == 16  # 32 halved
+
+
+def test_nested_teacher_and_dense_trainings_are_not_held_to_the_finetuning_rounds(prune_run):
+    record, _ = prune_run("prune=magnitude", "prune.rounds=2", "trainer.max_epochs=2",
+                          "prune.dense.max_epochs=1", "prune.dense.seed=5", "distill=kd",
+                          "teacher.max_epochs=1", "teacher.seed=5")
+    assert record["prune"]["dense"]["cache"] == "trained"
+    assert record["teachers"][0]["cache"] == "trained"
+
+
+def test_before_and_after_are_tested_on_the_same_test_batches(prune_run):
+    record, _ = prune_run("prune=magnitude", "trainer.limit_test_batches=1",
+                          "data.eval_batch_size=8")
+    for prefix in ("test_dense", "test_pruned", "test"):  # k of the first 8 images each
+        assert (record["metrics"][f"{prefix}/acc"] * 8) == pytest.approx(
+            round(record["metrics"][f"{prefix}/acc"] * 8), abs=1e-5), prefix
 
 
 @pytest.mark.parametrize("overrides,message", [

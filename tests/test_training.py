@@ -175,8 +175,12 @@ def test_quickstart_pipeline_trains_teacher_once_then_students_then_prunes_the_k
         steps["kd"]["metrics"]["test_best/acc"], abs=1e-6)  # the kd step's exported weights
     assert prune_record["teachers"][0]["cache"] == "hit" and steps["prune"]["distill_terms"] == [
         "kd"]
+    from lepton_exp.prune.export import load_pruned
+    from lepton_exp.prune.measure import sparsity_report
+
+    exported = load_pruned(tmp_path / "quickstart" / "prune" / "model.safetensors")
     assert steps["prune"]["metrics"]["compress/sparsity"] == pytest.approx(
-        prune_record["compression"]["pruned"]["sparsity"])
+        sparsity_report(exported)["sparsity"], abs=1e-6)  # measured on the exported model
     assert 0.4 < steps["prune"]["metrics"]["compress/sparsity"] < 0.5  # first/last kept dense
     assert steps["prune"]["metrics"]["test/acc"] >= 0.9
 

@@ -39,17 +39,21 @@ def save_pruned(model: nn.Module, path: Path, model_name: str, **create_kwargs: 
     save_weights(model, path, pruned_metadata(model, model_name, **create_kwargs))
 
 
-def is_pruned_file(path: Path) -> bool:
-    """Whether ``path`` is a safetensors file written by :func:`save_pruned`."""
+def pruned_recipe(path: Path) -> dict[str, Any] | None:
+    """The rebuild recipe (model name, constructor arguments) of a file written by
+    :func:`save_pruned`; None for any other file."""
     if Path(path).suffix != ".safetensors" or not Path(path).is_file():
-        return False
+        return None
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return (handle.metadata() or {}).get("format") == FORMAT
+            metadata = handle.metadata() or {}
     except Exception:  # noqa: BLE001 - unreadable: the regular loader reports it
-        return False
+        return None
+    if metadata.get("format") != FORMAT:
+        return None
+    return {"model": metadata["model"], **json.loads(metadata["create_kwargs"])}
 
 
 def load_pruned(path: Path) -> nn.Module:

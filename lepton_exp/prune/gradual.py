@@ -26,20 +26,23 @@ class GradualPruning(pl.Callback):
         self.scope = scope
         self.horizon = horizon
         self.current = 0.0  # the sparsity applied last
+        self.last_step = float("inf")  # the fit's last optimiser step (known at setup)
 
     @property
     def finished(self) -> bool:
         return self.current >= self.final
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.horizon is None or stage != "fit":
+        if stage != "fit":
             return
         total, _ = training_horizon(trainer)
-        begin, end = self.horizon
-        self.begin_step = int(begin * total)
-        # The last update happens before the last step, so the final epoch (and its
-        # checkpoint) is trained and saved at the final sparsity.
-        self.end_step = max(self.begin_step + 1, min(round(end * total), total - 1))
+        # Whatever the schedule, the last training step starts at the final sparsity, so the
+        # final epoch (its validation and its checkpoint) is at the final sparsity.
+        self.last_step = total - 1
+        if self.horizon is not None:
+            begin, end = self.horizon
+            self.begin_step = min(int(begin * total), max(0, total - 2))
+            self.end_step = max(self.begin_step + 1, min(round(end * total), total - 1))
 
     def target(self, step: int) -> float:
         return cubic_sparsity(step, self.initial, self.final, self.begin_step, self.end_step)
@@ -54,7 +57,8 @@ class GradualPruning(pl.Callback):
             self.current = target
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.update(trainer.global_step)
+        step = trainer.global_step
+        self.update(self.end_step if step >= self.last_step else step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.update(self.end_step)  # a run shorter than the schedule still ends at `final`

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -82,39 +82,61 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 20,
-               warmup: int = 3) -> float:
-    """Median wall time of one forward pass on the current device, in milliseconds."""
-    was_training = model.training
-    model.eval()
-    times = []
+def latencies_ms(models: Sequence[nn.Module], example_inputs: torch.Tensor, repeats: int = 20,
+                 warmup: int = 3) -> list[float]:
+    """Median wall time of one forward pass of each model, in milliseconds. The models are
+    timed in turns (one pass of each per repeat), so load on the machine hits them alike
+    and their ratio is fair even when absolute times drift."""
+    states = [model.training for model in models]
+    for model in models:
+        model.eval()
+    times: list[list[float]] = [[] for _ in models]
     try:
         with torch.no_grad():
             for index in range(warmup + repeats):
-                start = time.perf_counter()
-                model(example_inputs)
-                if index >= warmup:
-                    times.append((time.perf_counter() - start) * 1000.0)
+                for model, timings in zip(models, times, strict=True):
+                    start = time.perf_counter()
+                    model(example_inputs)
+                    if index >= warmup:
+                        timings.append((time.perf_counter() - start) * 1000.0)
     finally:
-        model.train(was_training)
-    return statistics.median(times)
+        for model, training in zip(models, states, strict=True):
+            model.train(training)
+    return [statistics.median(timings) for timings in times]
 
 
-def compression_report(model: nn.Module, example: torch.Tensor,
-                       latency_batch: int = 64) -> dict[str, Any]:
+def latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 20,
+               warmup: int = 3) -> float:
+    """Median wall time of one forward pass on the current device, in milliseconds."""
+    return latencies_ms([model], example_inputs, repeats, warmup)[0]
+
+
+def latency_report(models: Sequence[nn.Module], example: torch.Tensor,
+                   latency_batch: int = 64) -> list[dict[str, float]]:
+    """``latency_ms_b1`` and ``latency_ms_b<latency_batch>`` of each model, timed in turns."""
+    batch = example.expand(latency_batch, *example.shape[1:]).contiguous()
+    single = latencies_ms(models, example)
+    batched = latencies_ms(models, batch, repeats=10, warmup=2)
+    return [{"latency_ms_b1": round(one, 4), f"latency_ms_b{latency_batch}": round(many, 4)}
+            for one, many in zip(single, batched, strict=True)]
+
+
+def compression_report(model: nn.Module, example: torch.Tensor, latency_batch: int = 64,
+                       latency: bool = True) -> dict[str, Any]:
     """Everything measured about ``model`` at once, as flat ``compress/*``-ready keys.
 
-    ``example`` is one input (batch 1); latency is timed at batch 1 and ``latency_batch``.
+    ``example`` is one input (batch 1); latency is timed at batch 1 and ``latency_batch``
+    (``latency=False`` leaves it to :func:`latency_report`, to time models side by side).
     """
     sparsity = sparsity_report(model)
-    batch = example.expand(latency_batch, *example.shape[1:]).contiguous()
-    return {
+    report = {
         "sparsity": round(sparsity["sparsity"], 6),
         "params": sparsity["params"],
         "nonzero_params": sparsity["nonzero_params"],
         **size_bytes(model),
         "macs": count_macs(model, example),
-        "latency_ms_b1": round(latency_ms(model, example), 4),
-        f"latency_ms_b{latency_batch}": round(latency_ms(model, batch, repeats=5), 4),
-        "layer_sparsity": sparsity["layer_sparsity"],
     }
+    if latency:
+        report.update(latency_report([model], example, latency_batch)[0])
+    report["layer_sparsity"] = sparsity["layer_sparsity"]
+    return report

@@ -243,9 +243,17 @@ def load_trained(cfg: DictConfig, key: str, spec: DictConfig, model_cfg: DictCon
         source = {"kind": "cache", "cache": status, "key": entry.name, "path": str(path),
                   "run_dir": cached["run_dir"], "metrics": cached["metrics"]}
     source["model"] = model_cfg.name
-    from lepton_exp.prune.export import is_pruned_file, load_pruned
+    from lepton_exp.prune.export import load_pruned, pruned_recipe
 
-    if is_pruned_file(path):  # a pruned run's export: its own shapes, rebuilt from the file
+    recipe = pruned_recipe(path)
+    if recipe is not None:  # a pruned run's export: its own shapes, rebuilt from the file
+        found = (recipe["model"], recipe.get("num_classes"), recipe.get("in_chans"))
+        if found != (model_cfg.name, info.num_classes, info.in_chans):
+            raise ConfigError(
+                f"{key}={path} is a pruned {found[0]} for {found[1]} classes and {found[2]} "
+                f"input channels, not {model_cfg.name} for {info.num_classes} and "
+                f"{info.in_chans}: set {model_key}.name={found[0]} and use the data it was "
+                "trained on")
         return load_pruned(path).train(), source
     model = build_model(model_cfg, info, model_key)
     load_weights(model, path, f"{key}.checkpoint" if spec.checkpoint else key,

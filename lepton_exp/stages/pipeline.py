@@ -100,7 +100,7 @@ def _given_teacher_step(step_cfg: DictConfig) -> dict[str, Any]:
     module = ClassificationModule(teacher.model, datamodule.info, step_cfg.optim,
                                   step_cfg.scheduler)
     return {"status": "completed", "stage": "teacher", "run_dir": None,
-            "metrics": evaluate(module, datamodule, "test", step_cfg.trainer.accelerator),
+            "metrics": evaluate(module, datamodule, "test", step_cfg.trainer),
             "num_params": count_parameters(teacher.model),
             "model_size_bytes": model_size_bytes(teacher.model),
             "teacher_cache": teacher.source["kind"], "teacher_path": teacher.source["path"]}

@@ -1,6 +1,7 @@
 """Prune stage: a trained (dense) model is pruned, finetuned — with any ``distill`` terms, from
 the teacher or from the dense model itself — and evaluated before pruning (``test_dense/*``),
-right after pruning (``test_pruned/*``) and after finetuning (``test/*``, ``test_best/*``).
+right after pruning (``test_pruned/*``; not for gradual pruning, which prunes while
+finetuning) and after finetuning (``test/*``, ``test_best/*``).
 
 The pruning itself is plain functions in lepton_exp.prune; finetuning is the distillation
 module (plain cross-entropy without terms). What the run obtained is measured on the final
@@ -16,6 +17,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
 from torch import nn
 
 from lepton_exp.config import finetune_epochs
@@ -23,7 +25,7 @@ from lepton_exp.prune.channel import prune_channels
 from lepton_exp.prune.export import pruned_metadata
 from lepton_exp.prune.gradual import GradualPruning
 from lepton_exp.prune.magnitude import make_permanent, prune_unstructured
-from lepton_exp.prune.measure import compression_report
+from lepton_exp.prune.measure import compression_report, latency_report
 from lepton_exp.prune.targets import PRUNABLE, first_and_last, prunable_layers
 from lepton_exp.stages.artifacts import Teacher, load_trained, resolve_teachers
 from lepton_exp.stages.classify import ClassificationModule
@@ -93,12 +95,12 @@ def run_prune(ctx: StageContext) -> StageOutput:
     if prune.finetune_lr is not None:
         finetune_cfg.optim.lr = prune.finetune_lr
     total_epochs = finetune_epochs(cfg)
-    accelerator = cfg.trainer.accelerator
     model = prepared.dense
     example = datamodule.example_batch(1)
     evaluator = ClassificationModule(model, info, cfg.optim, cfg.scheduler)
-    metrics = evaluate(evaluator, datamodule, "test_dense", accelerator)
-    before = compression_report(model, example, prune.latency_batch)
+    metrics = evaluate(evaluator, datamodule, "test_dense", cfg.trainer)
+    before = compression_report(model, example, latency=False)
+    dense = copy.deepcopy(model)  # timed beside the pruned model at the end
     layers = prunable_layers(model, prune.skip)
 
     callbacks, best_eligible = [], None
@@ -121,8 +123,10 @@ def run_prune(ctx: StageContext) -> StageOutput:
         if target is not None:
             _prune_once(model, layers, cfg, target, previous, example)
             previous = target
-        if last:  # right after the pruning that reached the final sparsity, before finetuning
-            metrics.update(evaluate(evaluator, datamodule, "test_pruned", accelerator))
+        # Right after the pruning that reached the final sparsity, before its finetuning
+        # (gradual pruning prunes while finetuning: there is no such moment).
+        if last and target is not None:
+            metrics.update(evaluate(evaluator, datamodule, "test_pruned", cfg.trainer))
         module, cache_info = distillation_module(finetune_cfg, datamodule, model,
                                                  prepared.teachers)
         run_dir = ctx.run_dir if last else ctx.run_dir / f"round{index + 1}"
@@ -134,7 +138,10 @@ def run_prune(ctx: StageContext) -> StageOutput:
     metrics.update(result["metrics"])
 
     make_permanent(model)  # measured and exported as plain tensors (no mask hooks)
-    after = compression_report(model, example, prune.latency_batch)
+    after = compression_report(model, example, latency=False)
+    dense_latency, pruned_latency = latency_report([dense, model], example, prune.latency_batch)
+    before.update(dense_latency)
+    after.update(pruned_latency)
     metrics.update(_flat("compress_dense", before))
     metrics.update(_flat("compress", after))
     for key, ratio in RATIOS.items():
@@ -152,7 +159,8 @@ def run_prune(ctx: StageContext) -> StageOutput:
     # Rebuild recipe in the export's metadata: channel pruning changed the shapes.
     metadata = pruned_metadata(model, cfg.model.name, num_classes=info.num_classes,
                                in_chans=info.in_chans, drop_rate=cfg.model.drop_rate,
-                               **dict(cfg.model.kwargs or {}))
+                               **(OmegaConf.to_container(cfg.model.kwargs) if cfg.model.kwargs
+                                  else {}))
     return StageOutput(model=model, metrics=metrics, checkpoints=result["checkpoints"],
                        extra=extra, export_metadata=metadata,
                        summary={"compress/layer_sparsity": after["layer_sparsity"]})

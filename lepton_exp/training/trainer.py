@@ -120,9 +120,12 @@ def _floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, flo
 
 
 def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, prefix: str,
-             accelerator: str = "cpu") -> dict[str, float]:
-    """Test ``module`` as it is (no fit) and return its metrics as ``<prefix>/*``."""
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False,
+             trainer_cfg) -> dict[str, float]:
+    """Test ``module`` as it is (no fit) and return its metrics as ``<prefix>/*``, on the
+    test batches and precision that the run's own tests use (``trainer_cfg``)."""
+    trainer = pl.Trainer(accelerator=trainer_cfg.accelerator, devices=1,
+                         precision=trainer_cfg.precision,
+                         limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
     module.test_prefix = prefix
