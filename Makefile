@@ -15,6 +15,9 @@ DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
 VENV ?= $(SAFE_ROOT)/venv-$(DEPS_HASH)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
+# test: pytest & co; text: the offline pretrained text teacher (a variable: $(call) splits
+# its arguments on literal commas)
+EXTRAS := test,text
 ARGS ?=
 # pip's own output goes to $(VENV)/install.log and is printed only if an install fails.
 pip_install = @echo '[setup] pip install $(1)'; \
@@ -35,7 +38,7 @@ $(VENV)/.complete:
 	@$(PYTHON) -m venv "$(VENV)"
 	$(call pip_install,--upgrade pip "setuptools>=77" wheel)
 	$(call pip_install,torch torchvision)
-	$(call pip_install,-e ".[test]")
+	$(call pip_install,-e ".[$(EXTRAS)]")
 	@touch "$@"
 	@# Other environments of the cache, only when this one is in it (6 GB each).
 	@if [ "$(dir $(VENV))" = "$(SAFE_ROOT)/" ]; then \

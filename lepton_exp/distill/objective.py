@@ -22,6 +22,14 @@ from lepton_exp.distill.schedules import scheduled, warmup_factor
 from lepton_exp.models.taps import Taps
 
 
+def tap_count(taps: Taps, needs: str) -> int:
+    """Taps a term can pair: features (0 = stem/embeddings), or attention maps numbered like
+    the hidden states (1..L; there is no attention at 0)."""
+    if needs == "features":
+        return len(taps.features)
+    return len(getattr(taps, needs)) + 1
+
+
 class DistillationObjective(nn.Module):
     def __init__(self, terms: dict[str, DistillTerm], weights: dict[str, Optional[float]], *,
                  alpha: float, temperature: float, schedule: str = "constant",
@@ -52,12 +60,13 @@ class DistillationObjective(nn.Module):
     def bind(self, student: Taps, teacher: Taps, layers: dict) -> None:
         """Pair taps and build connectors from one dry forward pass of both models."""
         for name, term in self.terms.items():
-            if term.needs != "features":
+            if term.needs == "logits":
                 continue
             spec = term.layers_spec or layers
             where = f"distill.terms.{name}.layers" if term.layers_spec else "distill.layers"
             pairs = resolve_pairs(spec.get("student", "auto"), spec.get("teacher", "auto"),
-                                  len(student.features), len(teacher.features), where)
+                                  tap_count(student, term.needs),
+                                  tap_count(teacher, term.needs), where)
             term.layers_key = where
             term.bind(student, teacher, pairs)
 

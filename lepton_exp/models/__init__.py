@@ -16,8 +16,19 @@ CIFAR_MODEL_NAMES = cifar_resnet.CIFAR_MODEL_NAMES
 
 
 def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
-    """A classifier for `info`'s classes and channels, built by timm from `cfg.name`;
-    `key` is where `cfg` sits in the config (for errors: model, teacher.model)."""
+    """A classifier for `info`'s classes and channels, built by timm from `cfg.name` (or by
+    transformers for text models, models/text.py); `key` is where `cfg` sits in the config
+    (for errors: model, teacher.model)."""
+    from lepton_exp.models.text import BERT_SIZES, build_text_model, is_text_model
+
+    if is_text_model(cfg) != info.is_text:
+        kind = "text" if info.is_text else "images"
+        choices = ", ".join(BERT_SIZES) + " or a pretrained_path" if info.is_text else (
+            "a CNN such as resnet8")
+        raise ConfigError(f"{key}.name={cfg.name} does not fit the data ({kind}): use "
+                          f"{choices} for {key}")
+    if info.is_text:
+        return build_text_model(cfg, info, key)
     if not timm.is_model(cfg.name):
         close = difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

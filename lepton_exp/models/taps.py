@@ -34,6 +34,22 @@ class Taps:
     attention_mask: Optional[torch.Tensor] = None  # N x L (text inputs), 1 = real token
 
 
+def model_logits(model: nn.Module, inputs: Any) -> torch.Tensor:
+    """Logits of any classifier: timm models take a tensor, transformers models a dict of
+    tensors (input_ids, attention_mask) and return an output object."""
+    if isinstance(inputs, dict):
+        return model(**inputs).logits
+    return model(inputs)
+
+
+def repeat_batch(inputs: Any, size: int) -> Any:
+    """A batch of ``size`` copies of a one-sample batch (tensor or dict of tensors)."""
+    if isinstance(inputs, dict):
+        return {key: value.expand(size, *value.shape[1:]).contiguous()
+                for key, value in inputs.items()}
+    return inputs.expand(size, *inputs.shape[1:]).contiguous()
+
+
 def is_transformers_model(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
     return config is not None and hasattr(config, "num_hidden_layers")

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from lepton_exp.models.taps import model_logits, repeat_batch
 from lepton_exp.prune.magnitude import fold_masks
 from lepton_exp.prune.targets import PRUNABLE
 
@@ -76,7 +77,7 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(example_inputs)
+            model_logits(model, example_inputs)
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
@@ -96,7 +97,7 @@ def latencies_ms(models: Sequence[nn.Module], example_inputs: torch.Tensor, repe
             for index in range(warmup + repeats):
                 for model, timings in zip(models, times, strict=True):
                     start = time.perf_counter()
-                    model(example_inputs)
+                    model_logits(model, example_inputs)
                     if index >= warmup:
                         timings.append((time.perf_counter() - start) * 1000.0)
     finally:
@@ -114,7 +115,7 @@ def latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 20
 def latency_report(models: Sequence[nn.Module], example: torch.Tensor,
                    latency_batch: int = 64) -> list[dict[str, float]]:
     """``latency_ms_b1`` and ``latency_ms_b<latency_batch>`` of each model, timed in turns."""
-    batch = example.expand(latency_batch, *example.shape[1:]).contiguous()
+    batch = repeat_batch(example, latency_batch)
     single = latencies_ms(models, example)
     batched = latencies_ms(models, batch, repeats=10, warmup=2)
     return [{"latency_ms_b1": round(one, 4), f"latency_ms_b{latency_batch}": round(many, 4)}

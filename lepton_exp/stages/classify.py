@@ -7,17 +7,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score,
+                                         MulticlassMatthewsCorrCoef)
 
 from lepton_exp.data.base import DataInfo
+from lepton_exp.models.taps import model_logits
 from lepton_exp.training.optim import build_optimizer, build_scheduler
 from lepton_exp.training.trainer import training_horizon
 
 
-def classification_metrics(num_classes: int) -> MetricCollection:
+def classification_metrics(num_classes: int, text: bool = False) -> MetricCollection:
     metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
     if num_classes > 10:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    if text:  # GLUE reports F1 and Matthews correlation beside accuracy
+        metrics["f1"] = MulticlassF1Score(num_classes, average="macro")
+        metrics["mcc"] = MulticlassMatthewsCorrCoef(num_classes)
     return MetricCollection(metrics)
 
 
@@ -35,19 +40,20 @@ class ClassificationModule(pl.LightningModule):
         self.optim_cfg = optim_cfg
         self.scheduler_cfg = scheduler_cfg
         self.test_prefix = "test"
-        # Lets Lightning's model summary show input/output sizes and FLOPs.
-        self.example_input_array = torch.zeros(1, *info.input_shape)
-        base = classification_metrics(info.num_classes)
+        # Lets Lightning's model summary show input/output sizes and FLOPs (images).
+        if not info.is_text:
+            self.example_input_array = torch.zeros(1, *info.input_shape)
+        base = classification_metrics(info.num_classes, text=info.is_text)
         # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffix.
         self.metrics = nn.ModuleDict(
             {f"{split}_metrics": base.clone() for split in ("train", "val", "test")})
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+    def forward(self, inputs) -> torch.Tensor:
+        return model_logits(self.model, inputs)
 
     def _step(self, batch, split: str) -> torch.Tensor:
-        images, labels = batch[0], batch[1]
-        logits = self(images)
+        inputs, labels = batch[0], batch[1]
+        logits = self(inputs)
         loss = F.cross_entropy(logits, labels)
         self.log_split(split, logits, labels, loss)
         return loss

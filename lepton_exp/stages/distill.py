@@ -131,12 +131,16 @@ def teacher_output_cache(cfg, datamodule, objective: DistillationObjective,
                          teacher_taps: list[Taps]) -> tuple[Optional[TeacherOutputCache], dict]:
     """The cache when it is valid and fits ``distill.teacher_output_cache_gb``, with the reason."""
     wanted = cfg.distill.cache_teacher_outputs
+    unsupported = datamodule.no_output_cache_reason
+    if wanted and unsupported:
+        raise ConfigError(f"distill.cache_teacher_outputs=true is not possible with "
+                          f"{unsupported}: leave it null (auto)")
     deterministic = datamodule.deterministic_train_transform
     if wanted and not deterministic:
         raise ConfigError("distill.cache_teacher_outputs=true needs a deterministic training "
                           "transform: set data.augment=false, or leave it null (auto)")
-    if wanted is False or not deterministic:
-        reason = "disabled" if wanted is False else "augmentation"
+    if wanted is False or not deterministic or unsupported:
+        reason = "disabled" if wanted is False else (unsupported or "augmentation")
         return None, {"enabled": False, "reason": reason}
     feature_taps = objective.teacher_feature_taps()
     size = bytes_per_sample(teacher_taps, feature_taps) * len(datamodule.train)

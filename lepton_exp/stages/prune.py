@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from lepton_exp.config import finetune_epochs
+from lepton_exp.config import ConfigError, finetune_epochs
 from lepton_exp.prune.channel import prune_channels
 from lepton_exp.prune.export import pruned_metadata
 from lepton_exp.prune.gradual import GradualPruning
@@ -49,6 +49,9 @@ def prepare_prune(cfg, datamodule) -> Prepared:
     """Before the run's loggers start: the dense model (loaded, or trained and cached like a
     teacher) and, when finetuning distils, the teachers."""
     info = datamodule.info
+    if info.is_text and cfg.prune.method == "channel":
+        raise ConfigError("prune=channel is for CNNs; transformers are pruned with "
+                          "prune=magnitude, random or gradual (head and FFN pruning: not yet)")
     from_teacher = bool(cfg.distill.terms) and cfg.prune.teacher == "teacher"
     if from_teacher:  # fail on unpairable taps before anything is trained
         check_compatible(cfg, datamodule)
@@ -96,7 +99,7 @@ def run_prune(ctx: StageContext) -> StageOutput:
         finetune_cfg.optim.lr = prune.finetune_lr
     total_epochs = finetune_epochs(cfg)
     model = prepared.dense
-    example = datamodule.example_batch(1)
+    example = datamodule.example_batch(1, full_length=True)
     evaluator = ClassificationModule(model, info, cfg.optim, cfg.scheduler)
     metrics = evaluate(evaluator, datamodule, "test_dense", cfg.trainer)
     before = compression_report(model, example, latency=False)
@@ -156,11 +159,12 @@ def run_prune(ctx: StageContext) -> StageOutput:
         "teacher_output_cache": cache_info,
         "distill_terms": sorted(cfg.distill.terms),
     }
-    # Rebuild recipe in the export's metadata: channel pruning changed the shapes.
-    metadata = pruned_metadata(model, cfg.model.name, num_classes=info.num_classes,
-                               in_chans=info.in_chans, drop_rate=cfg.model.drop_rate,
-                               **(OmegaConf.to_container(cfg.model.kwargs) if cfg.model.kwargs
-                                  else {}))
+    # Rebuild recipe in the export's metadata: channel pruning changed the shapes. (Text
+    # models are pruned unstructured only: their export loads into the configured model.)
+    kwargs = OmegaConf.to_container(cfg.model.kwargs) if cfg.model.kwargs else {}
+    metadata = None if info.is_text else pruned_metadata(
+        model, cfg.model.name, num_classes=info.num_classes, in_chans=info.in_chans,
+        drop_rate=cfg.model.drop_rate, **kwargs)
     return StageOutput(model=model, metrics=metrics, checkpoints=result["checkpoints"],
                        extra=extra, export_metadata=metadata,
                        summary={"compress/layer_sparsity": after["layer_sparsity"]})

@@ -1,0 +1,263 @@
+"""Text classification: sentences tokenised once with the (teacher's) tokenizer, cached on
+disk, batched with dynamic padding. ``sst2`` reads GLUE SST-2 TSV files from ``data.root``
+(or Hugging Face ``datasets`` with ``data.download=true``); ``synthetic_text`` generates
+sentences and a word-level tokenizer, for tests.
+
+Batches are ``({input_ids, attention_mask}, labels[, indices])``: the models' adapter
+(lepton_exp.models.taps) feeds the dict to transformers models.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lepton_exp.config import ConfigError, one_line
+from lepton_exp.data.base import ClassificationData, DataInfo
+
+
+@dataclass
+class TextSplit:
+    input_ids: list[torch.Tensor]  # one 1-D tensor of token ids per sentence (no padding)
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices) -> "TextSplit":
+        return TextSplit([self.input_ids[int(i)] for i in indices],
+                         self.labels[torch.as_tensor(np.asarray(indices), dtype=torch.long)])
+
+
+class TextDataset(Dataset):
+    def __init__(self, split: TextSplit, with_index: bool = False):
+        self.split = split
+        self.with_index = with_index
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        item = (self.split.input_ids[index], self.split.labels[index])
+        return (*item, index) if self.with_index else item
+
+
+def pad_batch(items: list, pad_id: int) -> tuple:
+    """Dynamic padding: every batch as long as its longest sentence."""
+    ids = [item[0] for item in items]
+    length = max(len(seq) for seq in ids)
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, :len(seq)] = seq
+        attention_mask[row, :len(seq)] = 1
+    labels = torch.stack([torch.as_tensor(item[1]) for item in items])
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if len(items[0]) > 2:
+        return inputs, labels, torch.as_tensor([item[2] for item in items])
+    return inputs, labels
+
+
+class TextClassificationData(ClassificationData):
+    # Per-sample teacher outputs vary in length with dynamic padding: not cached.
+    no_output_cache_reason = "variable-length text"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._tokenizer = None
+
+    # -- to implement ----------------------------------------------------------------------
+    def sentences(self) -> dict[str, tuple[list[str], list[int]]]:
+        """Split name (train, and val/test when the data set has them) -> (texts, labels)."""
+        raise NotImplementedError
+
+    def build_tokenizer(self):
+        from lepton_exp.models.text import load_tokenizer
+
+        return load_tokenizer(self.cfg.tokenizer, "data.tokenizer")
+
+    def source_fingerprint(self) -> str:
+        """What identifies the raw data (file sizes and times, generator settings)."""
+        raise NotImplementedError
+
+    # -- tokenisation, cached ----------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = self.build_tokenizer()
+        return self._tokenizer
+
+    def _tokenized(self) -> dict[str, TextSplit]:
+        tokenizer = self.tokenizer
+        key_material = {"source": self.source_fingerprint(), "max_length": self.cfg.max_length,
+                        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+                        "vocab": len(tokenizer), "format": 1}
+        key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
+        cache = Path(self.cfg.cache_dir).expanduser() / "tokenized" / f"{self.cfg.name}-{key}.pt"
+        if cache.is_file():
+            stored = torch.load(cache, weights_only=True)
+            return {name: TextSplit(list(ids), labels) for name, (ids, labels) in stored.items()}
+        splits = {}
+        for name, (texts, labels) in self.sentences().items():
+            encoded = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)
+            splits[name] = TextSplit([torch.tensor(ids, dtype=torch.int32)
+                                      for ids in encoded["input_ids"]],
+                                     torch.tensor(labels, dtype=torch.long))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(cache.name + ".partial")
+        torch.save({name: (split.input_ids, split.labels) for name, split in splits.items()},
+                   partial)
+        partial.replace(cache)  # atomic: a parallel job reads a complete file or none
+        return splits
+
+    def load(self):
+        splits = self._tokenized()
+        train, val, test = splits["train"], splits.get("val"), splits.get("test")
+        return ((train, val) if val is not None else train), test
+
+    # -- what models and losses see ----------------------------------------------------------
+    @property
+    def info(self) -> DataInfo:
+        self.setup()
+        return DataInfo(num_classes=self.num_classes, vocab_size=len(self.tokenizer),
+                        max_length=self.cfg.max_length)
+
+    def collate(self, items: list) -> tuple:
+        return pad_batch(items, self.tokenizer.pad_token_id or 0)
+
+    def dataset(self, split: TextSplit, train: bool) -> Dataset:
+        return TextDataset(split, with_index=train and self.train_with_index)
+
+    def example_batch(self, size: int = 2, full_length: bool = False) -> dict[str, torch.Tensor]:
+        """The first training sentences; ``full_length``: padded to ``data.max_length`` real
+        tokens (the sentence repeated), the input that latency is measured at."""
+        dataset = TextDataset(self.train)
+        items = [dataset[index] for index in range(min(size, len(dataset)))]
+        if full_length:
+            length = self.cfg.max_length
+            items = [(ids.repeat(length // len(ids) + 1)[:length], label)
+                     for ids, label in items]
+        return self.collate(items)[0]
+
+
+def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["sentence", "label"]:
+            raise ConfigError(f"{path} does not start with the header 'sentence<TAB>label': "
+                              "is it a GLUE SST-2 TSV file?")
+        for line, row in enumerate(reader, start=2):
+            try:
+                texts.append(row[0])
+                labels.append(int(row[1]))
+            except (IndexError, ValueError) as error:
+                raise ConfigError(f"{path}:{line} is not 'sentence<TAB>0|1' "
+                                  f"({one_line(error)})") from error
+    return texts, labels
+
+
+class Sst2Data(TextClassificationData):
+    """GLUE SST-2. ``data.root`` holds train.tsv / dev.tsv / test.tsv (``../shared/data/sst2``:
+    test.tsv is GLUE's labelled dev set, the one papers report); dev.tsv is the validation
+    split. With only GLUE's train.tsv + dev.tsv, dev becomes the test split and validation
+    is carved from train."""
+
+    num_classes = 2
+    FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
+
+    def _files(self) -> dict[str, Path]:
+        root = Path(self.cfg.root).expanduser()
+        found = {name: root / file for name, file in self.FILES.items()
+                 if (root / file).is_file()}
+        if "train" not in found:
+            if self.cfg.download:
+                return self._download(root)
+            raise ConfigError(f"sst2 not found in '{root}': set data.root to a directory with "
+                              "train.tsv (+ dev.tsv, test.tsv), or add data.download=true")
+        if "test" not in found:  # GLUE's own layout: its dev set is the test split
+            found["test"] = found.pop("val", None) or found["train"]
+        return found
+
+    def _download(self, root: Path) -> dict[str, Path]:
+        try:
+            from datasets import load_dataset
+
+            glue = load_dataset("glue", "sst2")
+        except Exception as error:  # noqa: BLE001 - no package, no network
+            raise ConfigError(f"cannot download SST-2 ({one_line(error)[:160]}): install "
+                              "`datasets` and go online, or point data.root at the TSV files"
+                              ) from error
+        root.mkdir(parents=True, exist_ok=True)
+        for name, split in (("train", "train"), ("test", "validation")):
+            with (root / self.FILES[name]).open("w", encoding="utf-8") as handle:
+                handle.write("sentence\tlabel\n")
+                for row in glue[split]:
+                    handle.write(f"{row['sentence'].strip()}\t{row['label']}\n")
+        return {"train": root / "train.tsv", "test": root / "test.tsv"}
+
+    def source_fingerprint(self) -> str:
+        return json.dumps({name: [str(path.resolve()), path.stat().st_size,
+                                  path.stat().st_mtime_ns]
+                           for name, path in self._files().items()}, sort_keys=True)
+
+    def sentences(self) -> dict[str, tuple[list[str], list[int]]]:
+        return {name: _read_tsv(path) for name, path in self._files().items()}
+
+
+class SyntheticTextData(TextClassificationData):
+    """Generated sentences: filler words plus class words (``pos3``, ``neg0``, ...), the
+    label being the class whose words appear most. A word-level tokenizer over exactly this
+    vocabulary is built in memory, so nothing is read or downloaded."""
+
+    FILLER = 40
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.num_classes = cfg.num_classes
+
+    def _vocabulary(self) -> list[str]:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        classes = [f"c{label}w{k}" for label in range(self.cfg.num_classes) for k in range(4)]
+        return specials + classes + [f"w{k}" for k in range(self.FILLER)]
+
+    def build_tokenizer(self):
+        from tokenizers import Tokenizer, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {word: index for index, word in enumerate(self._vocabulary())}
+        backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]",
+                                       unk_token="[UNK]", cls_token="[CLS]",
+                                       sep_token="[SEP]", mask_token="[MASK]",
+                                       name_or_path="synthetic-word-level")
+
+    def source_fingerprint(self) -> str:
+        return json.dumps({k: self.cfg[k] for k in ("num_samples", "num_classes", "split_seed",
+                                                    "min_words", "max_words")})
+
+    def sentences(self) -> dict[str, tuple[list[str], list[int]]]:
+        cfg = self.cfg
+        rng = np.random.default_rng(cfg.split_seed)
+        texts, labels = [], []
+        for index in range(cfg.num_samples):
+            label = index % cfg.num_classes
+            length = int(rng.integers(cfg.min_words, cfg.max_words + 1))
+            words = [f"w{k}" for k in rng.integers(0, self.FILLER, length)]
+            for position in rng.choice(length, size=min(3, length), replace=False):
+                words[position] = f"c{label}w{rng.integers(0, 4)}"
+            texts.append(" ".join(words))
+            labels.append(label)
+        return {"train": (texts, labels)}
+

