@@ -229,10 +229,12 @@ class DenseConfig:
 
 @dataclass
 class PruneConfig:
-    # none | magnitude | random (unstructured masks) | channel (structured) | gradual (cubic)
+    # none | magnitude | random (unstructured masks) | channel (structured, CNNs) |
+    # gradual (cubic schedule) | heads, ffn (structured, transformers)
     method: str = "none"
     # Fraction of the prunable weights set to zero (magnitude, random, gradual), or of each
-    # prunable layer's output channels removed (channel). What was obtained is measured.
+    # prunable layer's output channels (channel), attention heads (heads) or FFN neurons
+    # (ffn) removed. What was obtained is measured.
     sparsity: float = 0.5
     scope: str = "layer"  # layer: each layer at `sparsity` | global: one threshold for all
     importance: str = "l1"  # channel: l1 | l2 | bn (BN scale factors)
@@ -311,7 +313,7 @@ OmegaConf.register_new_resolver("run_name", _run_name, replace=True)
 OmegaConf.register_new_resolver("stage_for", _stage_for, replace=True)
 
 # -------------------------------------------------------------------------------- validation
-PRUNE_METHODS = ("none", "magnitude", "random", "channel", "gradual")
+PRUNE_METHODS = ("none", "magnitude", "random", "channel", "gradual", "heads", "ffn")
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run")  # last two: wandb aliases
 SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
 

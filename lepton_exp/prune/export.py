@@ -23,12 +23,19 @@ FORMAT = "lepton-exp/pruned-model/1"
 
 
 def pruned_metadata(model: nn.Module, model_name: str, **create_kwargs: Any) -> dict[str, str]:
-    """What rebuilds ``model``'s shapes: the timm name, its constructor arguments, and the
-    ``groups`` of every grouped convolution."""
+    """What rebuilds ``model``'s shapes: the timm name and its constructor arguments (or,
+    for a transformers model, its config), and the ``groups`` of every grouped convolution."""
     groups = {name: module.groups for name, module in model.named_modules()
               if isinstance(module, nn.Conv2d) and module.groups != 1}
-    return {"format": FORMAT, "model": model_name, "create_kwargs": json.dumps(create_kwargs),
-            "groups": json.dumps(groups)}
+    metadata = {"format": FORMAT, "model": model_name, "builder": "timm",
+                "groups": json.dumps(groups)}
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_json_string"):  # transformers
+        metadata["builder"] = "transformers"
+        metadata["config"] = config.to_json_string()
+        create_kwargs = {"num_classes": config.num_labels, "in_chans": 0}
+    metadata["create_kwargs"] = json.dumps(create_kwargs)
+    return metadata
 
 
 def save_pruned(model: nn.Module, path: Path, model_name: str, **create_kwargs: Any) -> None:
@@ -57,22 +64,36 @@ def pruned_recipe(path: Path) -> dict[str, Any] | None:
 
 
 def load_pruned(path: Path) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pruned` (timm, no pruning library), in eval mode."""
-    import timm
+    """Rebuild a model saved by :func:`save_pruned` (timm or transformers, no pruning
+    library), in eval mode."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-
-    import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pruned model saved by lepton-exp")
     state = load_file(str(path))
-    model = timm.create_model(metadata["model"], **json.loads(metadata["create_kwargs"]))
+    if metadata.get("builder") == "transformers":
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = json.loads(metadata["config"])
+        config = AutoConfig.for_model(config.pop("model_type"), **config)
+        model = AutoModelForSequenceClassification.from_config(
+            config, attn_implementation="eager")
+    else:
+        import timm
+
+        import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
+
+        model = timm.create_model(metadata["model"], **json.loads(metadata["create_kwargs"]))
     groups = json.loads(metadata["groups"])
     for name, module in model.named_modules():
         _resize(module, name, state, groups)
+    if metadata.get("builder") == "transformers":
+        from lepton_exp.prune.heads import sync_head_counts
+
+        sync_head_counts(model)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

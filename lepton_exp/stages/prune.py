@@ -24,6 +24,7 @@ from lepton_exp.config import ConfigError, finetune_epochs
 from lepton_exp.prune.channel import prune_channels
 from lepton_exp.prune.export import pruned_metadata
 from lepton_exp.prune.gradual import GradualPruning
+from lepton_exp.prune.heads import prune_ffn, prune_heads
 from lepton_exp.prune.magnitude import make_permanent, prune_unstructured
 from lepton_exp.prune.measure import compression_report, latency_report
 from lepton_exp.prune.targets import PRUNABLE, first_and_last, prunable_layers
@@ -50,8 +51,11 @@ def prepare_prune(cfg, datamodule) -> Prepared:
     teacher) and, when finetuning distils, the teachers."""
     info = datamodule.info
     if info.is_text and cfg.prune.method == "channel":
-        raise ConfigError("prune=channel is for CNNs; transformers are pruned with "
-                          "prune=magnitude, random or gradual (head and FFN pruning: not yet)")
+        raise ConfigError("prune=channel is for CNNs: prune transformers with prune=heads "
+                          "(attention heads), ffn (FFN neurons), magnitude, random or gradual")
+    if not info.is_text and cfg.prune.method in ("heads", "ffn"):
+        raise ConfigError(f"prune={cfg.prune.method} is for transformers: prune CNNs "
+                          "structurally with prune=channel")
     from_teacher = bool(cfg.distill.terms) and cfg.prune.teacher == "teacher"
     if from_teacher:  # fail on unpairable taps before anything is trained
         check_compatible(cfg, datamodule)
@@ -82,8 +86,12 @@ def _prune_once(model: nn.Module, layers: dict[str, nn.Module], cfg, target: flo
     if prune.method in ("magnitude", "random"):
         prune_unstructured(layers, target, method=prune.method, scope=prune.scope)
         return
-    # channel: each round removes the share of the *remaining* channels that reaches target.
+    # Structured: each round removes the share of the *remaining* channels, heads or
+    # neurons that reaches the target.
     amount = (target - previous) / (1.0 - previous)
+    if prune.method in ("heads", "ffn"):
+        (prune_heads if prune.method == "heads" else prune_ffn)(model, amount)
+        return
     kept = [module for name, module in model.named_modules()
             if isinstance(module, PRUNABLE) and name not in layers]
     classifier = dict(model.named_modules())[first_and_last(model)[-1]]
@@ -159,12 +167,10 @@ def run_prune(ctx: StageContext) -> StageOutput:
         "teacher_output_cache": cache_info,
         "distill_terms": sorted(cfg.distill.terms),
     }
-    # Rebuild recipe in the export's metadata: channel pruning changed the shapes. (Text
-    # models are pruned unstructured only: their export loads into the configured model.)
+    # Rebuild recipe in the export's metadata: structured pruning changed the shapes.
     kwargs = OmegaConf.to_container(cfg.model.kwargs) if cfg.model.kwargs else {}
-    metadata = None if info.is_text else pruned_metadata(
-        model, cfg.model.name, num_classes=info.num_classes, in_chans=info.in_chans,
-        drop_rate=cfg.model.drop_rate, **kwargs)
+    metadata = pruned_metadata(model, cfg.model.name, num_classes=info.num_classes,
+                               in_chans=info.in_chans, drop_rate=cfg.model.drop_rate, **kwargs)
     return StageOutput(model=model, metrics=metrics, checkpoints=result["checkpoints"],
                        extra=extra, export_metadata=metadata,
                        summary={"compress/layer_sparsity": after["layer_sparsity"]})
