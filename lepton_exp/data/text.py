@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,7 @@ class TextClassificationData(ClassificationData):
                                       for ids in encoded["input_ids"]],
                                      torch.tensor(labels, dtype=torch.long))
         cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.name + ".partial")
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
         torch.save({name: (split.input_ids, split.labels) for name, split in splits.items()},
                    partial)
         partial.replace(cache)  # atomic: a parallel job reads a complete file or none
@@ -157,11 +158,14 @@ def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
                               "is it a GLUE SST-2 TSV file?")
         for line, row in enumerate(reader, start=2):
             try:
-                texts.append(row[0])
-                labels.append(int(row[1]))
+                label = int(row[1])
+                if label not in (0, 1):
+                    raise ValueError(f"label {label}")
             except (IndexError, ValueError) as error:
                 raise ConfigError(f"{path}:{line} is not 'sentence<TAB>0|1' "
                                   f"({one_line(error)})") from error
+            texts.append(row[0])
+            labels.append(label)
     return texts, labels
 
 
@@ -175,6 +179,8 @@ class Sst2Data(TextClassificationData):
     FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
 
     def _files(self) -> dict[str, Path]:
+        if not self.cfg.root:
+            raise ConfigError("data.root is not set: give the directory of the SST-2 TSV files")
         root = Path(self.cfg.root).expanduser()
         found = {name: root / file for name, file in self.FILES.items()
                  if (root / file).is_file()}
@@ -183,8 +189,11 @@ class Sst2Data(TextClassificationData):
                 return self._download(root)
             raise ConfigError(f"sst2 not found in '{root}': set data.root to a directory with "
                               "train.tsv (+ dev.tsv, test.tsv), or add data.download=true")
-        if "test" not in found:  # GLUE's own layout: its dev set is the test split
-            found["test"] = found.pop("val", None) or found["train"]
+        if "test" not in found:  # train + dev only: GLUE's dev set is the test split
+            if "val" not in found:
+                raise ConfigError(f"sst2 in '{root}' has train.tsv but no labelled test split: "
+                                  "add test.tsv (or dev.tsv, GLUE's labelled dev set)")
+            found["test"] = found.pop("val")
         return found
 
     def _download(self, root: Path) -> dict[str, Path]:

@@ -30,6 +30,8 @@ class DistillTerm(nn.Module):
     needs: ClassVar[str] = "logits"
     #: logit-matching terms whose weight defaults to (1 - alpha), alpha weighting cross-entropy
     weight_from_alpha: ClassVar[bool] = False
+    #: terms whose taps are part of their definition (distill.layers does not apply)
+    fixed_layers: ClassVar[bool] = False
 
     def __init__(self, layers: Optional[dict] = None):
         super().__init__()

@@ -18,11 +18,10 @@ HEAD_MODES = ("match", "mean")
 
 
 def uniform_taps(available: int, count: int) -> list[int]:
-    """`count` tap indices spread uniformly over 1..available-1, ending at the last tap
-    (index 0, the stem or embedding output, is left out)."""
-    if count == 1:
-        return [available - 1]
-    return [int(np.floor(i + 0.5)) for i in np.linspace(1, available - 1, count)]  # half up
+    """`count` of the taps 1..available-1, every k-th (TinyBERT's g(i) = i * m / n, rounded
+    half up), ending at the last tap; index 0, the stem or embedding output, is left out."""
+    layers = available - 1
+    return [int(np.floor(i * layers / count + 0.5)) for i in range(1, count + 1)]
 
 
 def resolve_pairs(student_spec: Any, teacher_spec: Any, student_taps: int, teacher_taps: int,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lepton_exp.config import ConfigError
 from lepton_exp.distill.base import DistillTerm, TermInputs
 from lepton_exp.distill.layers import resolve_pairs
 from lepton_exp.distill.registry import build_term
@@ -62,6 +63,9 @@ class DistillationObjective(nn.Module):
         for name, term in self.terms.items():
             if term.needs == "logits":
                 continue
+            if term.needs != "features" and not getattr(student, term.needs):
+                raise ConfigError(f"distill term {name} needs attention maps, which only "
+                                  "transformers have: use at or fitnet for CNNs")
             spec = term.layers_spec or layers
             where = f"distill.terms.{name}.layers" if term.layers_spec else "distill.layers"
             pairs = resolve_pairs(spec.get("student", "auto"), spec.get("teacher", "auto"),

@@ -68,13 +68,21 @@ def build_text_model(cfg, info, key: str = "model") -> nn.Module:
             raise ConfigError(f"{key} has a vocabulary of {model.config.vocab_size} but the "
                               f"data's tokenizer has {info.vocab_size}: tokenise with the "
                               f"model's own tokenizer (data.tokenizer={cfg.pretrained_path})")
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions is not None and info.max_length > positions:
+            raise ConfigError(f"data.max_length={info.max_length} is longer than {key} "
+                              f"takes ({positions} positions): lower data.max_length")
         return model.train()  # from_pretrained returns eval mode: dropout off while training
     layers, hidden, heads = BERT_SIZES[cfg.name]
-    config = BertConfig(vocab_size=info.vocab_size, hidden_size=hidden,
-                        num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * hidden,
-                        max_position_embeddings=max(512, info.max_length),
-                        hidden_dropout_prob=cfg.drop_rate if cfg.drop_rate else 0.1,
-                        num_labels=info.num_classes, attn_implementation="eager",
-                        **dict(cfg.kwargs or {}))
-    return BertForSequenceClassification(config)
+    settings = {"vocab_size": info.vocab_size, "hidden_size": hidden,
+                "num_hidden_layers": layers, "num_attention_heads": heads,
+                "intermediate_size": 4 * hidden,
+                "max_position_embeddings": max(512, info.max_length),
+                "hidden_dropout_prob": cfg.drop_rate if cfg.drop_rate else 0.1,
+                "num_labels": info.num_classes, "attn_implementation": "eager"}
+    settings.update(dict(cfg.kwargs or {}))  # model.kwargs: any BertConfig field
+    try:
+        return BertForSequenceClassification(BertConfig(**settings))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"cannot build {key} '{cfg.name}' with model.kwargs "
+                          f"{dict(cfg.kwargs or {})}: {one_line(error)[:160]}") from error

@@ -42,7 +42,7 @@ ENTRY_NAME = "teacher.json"
 _TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "accumulate_grad_batches",
                  "gradient_clip_val", "limit_train_batches", "limit_val_batches",
                  "check_val_every_n_epoch", "deterministic", "devices", "num_nodes")
-_DATA_IGNORED = ("num_workers", "eval_batch_size")
+_DATA_IGNORED = ("num_workers", "eval_batch_size", "cache_dir")  # cache_dir: tokenised text
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """MiniLM self-attention distribution transfer (Wang et al. 2020): KL(teacher ‖ student)
 between attention probabilities, per head and query, averaged over heads and real queries.
-MiniLM uses the last layer only (the default here: layers last)."""
+MiniLM uses the last layer only (conf/distill/attn_kl.yaml: layers last)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from lepton_exp.distill.base import DistillTerm, TermInputs
 from lepton_exp.distill.layers import check_heads, pair_mask, reduce_heads
 
 EPSILON = 1e-12  # probabilities of masked keys are exactly 0: keep their logs finite
-LAST_LAYER = {"student": "last", "teacher": "last"}
 
 
 def attention_kl_loss(student_attention: torch.Tensor, teacher_attention: torch.Tensor,
@@ -30,22 +29,34 @@ def attention_kl_loss(student_attention: torch.Tensor, teacher_attention: torch.
     return (per_query * queries).sum() / (queries.sum() * per_query.shape[1]).clamp_min(1.0)
 
 
+def attention_distribution(scores: torch.Tensor,
+                           attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Softmax over real keys of pre-softmax scores: the attention probabilities before
+    attention dropout (the maps transformers returns are taken after it while training)."""
+    if attention_mask is not None:
+        scores = scores.masked_fill(attention_mask[:, None, None, :] == 0, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 class Term(DistillTerm):
-    needs = "attentions"
+    # Scores, not the returned attention maps: in training mode those carry the student's
+    # attention dropout, which would add a large constant and noise to the KL.
+    needs = "scores"
 
     def __init__(self, heads: str = "match", layers: dict | None = None):
-        super().__init__(layers if layers is not None else LAST_LAYER)
+        super().__init__(layers)
         self.heads = heads
 
     def bind(self, student, teacher, pairs):
         super().bind(student, teacher, pairs)
-        check_heads("attn_kl", self.heads, student.attentions, teacher.attentions, pairs)
+        check_heads("attn_kl", self.heads, student.scores, teacher.scores, pairs)
 
     def forward(self, student, teachers, inputs: TermInputs):
         teacher = teachers[0]
+        mask = student.attention_mask
         total = student.logits.new_zeros(())
-        for s, t in self.pairs:  # attention taps: layer i is attentions[i - 1]
-            pair = reduce_heads(self.heads, student.attentions[s - 1],
-                                teacher.attentions[t - 1])
-            total = total + attention_kl_loss(*pair, student.attention_mask)
+        for s, t in self.pairs:  # attention taps: layer i is scores[i - 1]
+            pair = reduce_heads(self.heads, attention_distribution(student.scores[s - 1], mask),
+                                attention_distribution(teacher.scores[t - 1], mask))
+            total = total + attention_kl_loss(*pair, mask)
         return total

@@ -10,6 +10,7 @@ EMBEDDINGS = {"student": [0], "teacher": [0]}
 
 class Term(HiddenTerm):
     name = "embedding"
+    fixed_layers = True  # distill.layers does not apply to it
 
     def __init__(self):
         super().__init__(layers=EMBEDDINGS)
