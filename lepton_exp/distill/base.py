@@ -46,3 +46,35 @@ class DistillTerm(nn.Module):
     def forward(self, student: Taps, teachers: Sequence[Taps],
                 inputs: TermInputs) -> torch.Tensor:
         raise NotImplementedError
+
+
+class AttentionTerm(DistillTerm):
+    """A term over attention layers: pairs of layers 1..L (layer i is ``scores[i - 1]``, the
+    pre-softmax scores), ``heads=match`` (equal head counts) or ``mean`` (head-averaged);
+    subclasses give the loss of one layer pair."""
+
+    needs = "scores"
+    name = ""
+
+    def __init__(self, heads: str = "match", layers: Optional[dict] = None):
+        super().__init__(layers)
+        self.heads = heads
+
+    def bind(self, student: Taps, teacher: Taps, pairs: list[tuple[int, int]]) -> None:
+        from lepton_exp.distill.layers import check_heads
+
+        super().bind(student, teacher, pairs)
+        check_heads(self.name, self.heads, student.scores, teacher.scores, pairs)
+
+    def pair_loss(self, student_scores: torch.Tensor, teacher_scores: torch.Tensor,
+                  attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, student: Taps, teachers: Sequence[Taps],
+                inputs: TermInputs) -> torch.Tensor:
+        teacher = teachers[0]
+        total = student.logits.new_zeros(())
+        for s, t in self.pairs:
+            total = total + self.pair_loss(student.scores[s - 1], teacher.scores[t - 1],
+                                           student.attention_mask)
+        return total

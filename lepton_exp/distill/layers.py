@@ -70,13 +70,18 @@ def _shape(tensor: torch.Tensor) -> str:
     return "x".join(str(size) for size in tensor.shape[1:])
 
 
+def _check_dims(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
+                teacher: torch.Tensor, dims: int, kind: str, fix: str) -> None:
+    if student.dim() != dims or teacher.dim() != dims:
+        raise ConfigError(
+            f"distill term {term} needs {kind} but student tap {student_index} is "
+            f"{_shape(student)} and teacher tap {teacher_index} is {_shape(teacher)}: {fix}")
+
+
 def check_spatial(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
                   teacher: torch.Tensor, key: str = "distill.layers") -> None:
-    if student.dim() != 4 or teacher.dim() != 4:
-        raise ConfigError(
-            f"distill term {term} needs feature maps (C x H x W) but student tap {student_index} "
-            f"is {_shape(student)} and teacher tap {teacher_index} is {_shape(teacher)}: "
-            f"choose map taps with {key}")
+    _check_dims(term, student_index, teacher_index, student, teacher, 4,
+                "feature maps (C x H x W)", f"choose map taps with {key}")
 
 
 def connector_for(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
@@ -107,11 +112,8 @@ def pool_to_common_size(student: torch.Tensor,
 
 def check_tokens(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
                  teacher: torch.Tensor, key: str = "distill.layers") -> None:
-    if student.dim() != 3 or teacher.dim() != 3:
-        raise ConfigError(
-            f"distill term {term} needs token sequences (transformers' hidden states, "
-            f"L x H) but student tap {student_index} is {_shape(student)} and teacher tap "
-            f"{teacher_index} is {_shape(teacher)}: use fitnet/at for CNNs")
+    _check_dims(term, student_index, teacher_index, student, teacher, 3,
+                "token sequences (transformers' hidden states, L x H)", "use fitnet/at for CNNs")
 
 
 def check_heads(term: str, mode: str, student: list, teacher: list,

@@ -8,8 +8,8 @@ from typing import Optional
 
 import torch
 
-from lepton_exp.distill.base import DistillTerm, TermInputs
-from lepton_exp.distill.layers import check_heads, pair_mask, reduce_heads
+from lepton_exp.distill.base import AttentionTerm
+from lepton_exp.distill.layers import pair_mask, reduce_heads
 
 EPSILON = 1e-12  # probabilities of masked keys are exactly 0: keep their logs finite
 
@@ -38,25 +38,12 @@ def attention_distribution(scores: torch.Tensor,
     return scores.softmax(dim=-1)
 
 
-class Term(DistillTerm):
-    # Scores, not the returned attention maps: in training mode those carry the student's
-    # attention dropout, which would add a large constant and noise to the KL.
-    needs = "scores"
+class Term(AttentionTerm):
+    # From the scores, not the returned attention maps: in training mode those carry the
+    # student's attention dropout, which would add a large constant and noise to the KL.
+    name = "attn_kl"
 
-    def __init__(self, heads: str = "match", layers: dict | None = None):
-        super().__init__(layers)
-        self.heads = heads
-
-    def bind(self, student, teacher, pairs):
-        super().bind(student, teacher, pairs)
-        check_heads("attn_kl", self.heads, student.scores, teacher.scores, pairs)
-
-    def forward(self, student, teachers, inputs: TermInputs):
-        teacher = teachers[0]
-        mask = student.attention_mask
-        total = student.logits.new_zeros(())
-        for s, t in self.pairs:  # attention taps: layer i is scores[i - 1]
-            pair = reduce_heads(self.heads, attention_distribution(student.scores[s - 1], mask),
-                                attention_distribution(teacher.scores[t - 1], mask))
-            total = total + attention_kl_loss(*pair, mask)
-        return total
+    def pair_loss(self, student_scores, teacher_scores, attention_mask):
+        pair = reduce_heads(self.heads, attention_distribution(student_scores, attention_mask),
+                            attention_distribution(teacher_scores, attention_mask))
+        return attention_kl_loss(*pair, attention_mask)

@@ -7,8 +7,8 @@ from typing import Optional
 
 import torch
 
-from lepton_exp.distill.base import DistillTerm, TermInputs
-from lepton_exp.distill.layers import check_heads, pair_mask, reduce_heads
+from lepton_exp.distill.base import AttentionTerm
+from lepton_exp.distill.layers import pair_mask, reduce_heads
 
 
 def attention_score_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
@@ -22,21 +22,9 @@ def attention_score_loss(student_scores: torch.Tensor, teacher_scores: torch.Ten
     return (squared * mask).sum() / (mask.sum() * squared.shape[1]).clamp_min(1.0)
 
 
-class Term(DistillTerm):
-    needs = "scores"
+class Term(AttentionTerm):
+    name = "attn_mse"
 
-    def __init__(self, heads: str = "match", layers: dict | None = None):
-        super().__init__(layers)
-        self.heads = heads
-
-    def bind(self, student, teacher, pairs):
-        super().bind(student, teacher, pairs)
-        check_heads("attn_mse", self.heads, student.scores, teacher.scores, pairs)
-
-    def forward(self, student, teachers, inputs: TermInputs):
-        teacher = teachers[0]
-        total = student.logits.new_zeros(())
-        for s, t in self.pairs:  # attention taps: layer i is scores[i - 1]
-            pair = reduce_heads(self.heads, student.scores[s - 1], teacher.scores[t - 1])
-            total = total + attention_score_loss(*pair, student.attention_mask)
-        return total
+    def pair_loss(self, student_scores, teacher_scores, attention_mask):
+        return attention_score_loss(*reduce_heads(self.heads, student_scores, teacher_scores),
+                                    attention_mask)
