@@ -333,3 +333,15 @@ def test_student_init_takes_every_kth_teacher_layer():
     for index, source in ((0, 0), (1, 2)):  # student layer i <- teacher layer 2i
         assert torch.equal(student.bert.encoder.layer[index].output.dense.weight,
                            teacher.bert.encoder.layer[source].output.dense.weight)
+
+
+def test_tokenisation_cache_is_keyed_by_the_tokenizer_itself(compose_cfg, tmp_path):
+    from lepton_exp.data import build_datamodule
+    from lepton_exp.data.text import _tokenizer_fingerprint
+
+    cfg = compose_cfg("data=synthetic_text", f"paths.cache_dir={tmp_path}")
+    data = build_datamodule(cfg.data)
+    first = _tokenizer_fingerprint(data.tokenizer)
+    assert first == _tokenizer_fingerprint(build_datamodule(cfg.data).tokenizer)
+    data.tokenizer.add_tokens(["brandnew"])  # same name, different definition
+    assert _tokenizer_fingerprint(data.tokenizer) != first

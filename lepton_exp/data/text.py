@@ -98,8 +98,7 @@ class TextClassificationData(ClassificationData):
     def _tokenized(self) -> dict[str, TextSplit]:
         tokenizer = self.tokenizer
         key_material = {"source": self.source_fingerprint(), "max_length": self.cfg.max_length,
-                        "tokenizer": getattr(tokenizer, "name_or_path", ""),
-                        "vocab": len(tokenizer), "format": 1}
+                        "tokenizer": _tokenizer_fingerprint(tokenizer), "format": 2}
         key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
         cache = Path(self.cfg.cache_dir).expanduser() / "tokenized" / f"{self.cfg.name}-{key}.pt"
         if cache.is_file():
@@ -146,6 +145,15 @@ class TextClassificationData(ClassificationData):
             items = [(ids.repeat(length // len(ids) + 1)[:length], label)
                      for ids, label in items]
         return self.collate(items)[0]
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's full definition (vocabulary, normalisation, templates), so
+    a different tokenizer under the same name never reuses cached token ids."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(
+        [getattr(tokenizer, "name_or_path", ""), sorted(tokenizer.get_vocab().items())])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
