@@ -46,16 +46,20 @@ def save_pruned(model: nn.Module, path: Path, model_name: str, **create_kwargs: 
     save_weights(model, path, pruned_metadata(model, model_name, **create_kwargs))
 
 
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
 def pruned_recipe(path: Path) -> dict[str, Any] | None:
     """The rebuild recipe (model name, constructor arguments) of a file written by
     :func:`save_pruned`; None for any other file."""
     if Path(path).suffix != ".safetensors" or not Path(path).is_file():
         return None
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        metadata = _metadata(path)
     except Exception:  # noqa: BLE001 - unreadable: the regular loader reports it
         return None
     if metadata.get("format") != FORMAT:
@@ -66,11 +70,9 @@ def pruned_recipe(path: Path) -> dict[str, Any] | None:
 def load_pruned(path: Path) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned` (timm or transformers, no pruning
     library), in eval mode."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata = _metadata(path)
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pruned model saved by lepton-exp")
     state = load_file(str(path))
