@@ -8,6 +8,7 @@ full stack traces instead.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from typing import NoReturn
@@ -50,8 +51,29 @@ def flags_first(argv: list[str]) -> list[str]:
                                                        if a not in _MOVABLE_FLAGS]
 
 
+# How jobs are executed, not what they compute: changing these keeps a sweep's directory.
+_EXECUTION_ONLY = ("hydra/launcher=", "hydra.launcher.", "hydra.sweep.", "hydra.job_logging",
+                   "hydra.verbose", "resume=")
+
+
+def sweep_dir_override(argv: list[str]) -> list[str]:
+    """``hydra.sweep.dir`` named after the command line, unless given: re-running the same
+    sweep goes to the same directory, where complete runs are skipped and unfinished ones
+    continue (``resume``). The name shows the preset(s) and a hash of the overrides."""
+    if not any(a in ("-m", "--multirun") for a in argv) or any(
+            a.startswith("hydra.sweep.dir=") for a in argv):
+        return []
+    overrides = sorted(a for a in argv if not a.startswith("-")
+                       and not a.startswith(_EXECUTION_ONLY))
+    label = "-".join(a.split("=", 1)[1] for a in overrides
+                     if a.startswith(("experiment=", "sweep=")) and "," not in a) or "sweep"
+    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+    return [f"hydra.sweep.dir=${{paths.output_dir}}/multiruns/{label}-{digest}"]
+
+
 def main() -> None:
     sys.argv[1:] = flags_first(sys.argv[1:])
+    sys.argv[1:] += sweep_dir_override(sys.argv[1:])
     if "--version" in sys.argv[1:]:
         from lepton_exp import __version__
 

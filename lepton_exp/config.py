@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 # lepton_exp/conf is a symlink to the repository's conf/ (a real directory once installed).
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -133,6 +133,7 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"
     num_nodes: int = 1
+    sync_batchnorm: bool = False
     precision: str = "32-true"
     max_epochs: int = 10
     max_steps: int = -1
@@ -259,6 +260,9 @@ class RootConfig:
     name: str = MISSING
     seed: int = 0
     tags: List[str] = field(default_factory=list)
+    # A run directory that already holds this run: skip it when its record is complete (same
+    # config), else continue from its last checkpoint. Sweeps re-run into the same directory.
+    resume: bool = True
     data: Any = MISSING  # typed by the selected option's schema (DigitsConfig, CifarConfig, ...)
     model: ModelConfig = MISSING
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -309,7 +313,25 @@ def _stage_for(terms: Any, prune: Any = "none") -> str:
     return "distill" if terms else "teacher"
 
 
+def _gpus_per_node(accelerator: str, devices: Any) -> int:
+    """GPUs a cluster job asks for (hydra/launcher=slurm): the trainer's devices, none on CPU."""
+    if accelerator == "cpu":
+        return 0
+    return len(devices) if isinstance(devices, (list, tuple, ListConfig)) else int(devices)
+
+
 OmegaConf.register_new_resolver("run_name", _run_name, replace=True)
+OmegaConf.register_new_resolver("lepton_gpus", _gpus_per_node, replace=True)
+
+
+def _existing_dir(path: str) -> str:
+    """``path``, created if missing: for files whose writer will not create their directory
+    (Optuna's sqlite study storage)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+OmegaConf.register_new_resolver("existing_dir", _existing_dir, replace=True)
 OmegaConf.register_new_resolver("stage_for", _stage_for, replace=True)
 
 # -------------------------------------------------------------------------------- validation

@@ -50,7 +50,8 @@ def preflight(argv: list[str]) -> None:
         raise PreflightError(f"'{sweeps[0].input_line}' is a sweep: add -m (--multirun) to run "
                              "one job per value, or give a single value")
     sampling = [o for o in sweeps if o.value_type == ValueType.INTERVAL_SWEEP]
-    if sampling and not any(o.key_or_group == "hydra/sweeper" for o in parsed):
+    # (a sweep preset may bring its own sampling sweeper: sweep=tune_kd)
+    if sampling and not any(o.key_or_group in ("hydra/sweeper", "sweep") for o in parsed):
         raise PreflightError(
             f"'{sampling[0].input_line}' needs a sampling sweeper plugin (pip install "
             "hydra-optuna-sweeper, then hydra/sweeper=optuna); the default sweeper takes lists "

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -81,15 +82,66 @@ def test_run_and_multirun_write_run_records(tmp_path):
     # Lightning's INFO lines stay off the console but are kept in the run's log file.
     assert "GPU available" not in done.stdout
     assert "GPU available" in (records[0].parent / "lepton-exp.log").read_text()
-    # A sweep over a key that is part of the run name still lands in one sweep directory.
-    done = cli("-m", "data=synthetic", "seed=0,1", "model=resnet8,resnet14", *FAST,
-               cwd=tmp_path, env=env)
+
+
+def _sweep_records(out: Path) -> tuple[Path, list[dict]]:
+    sweeps = list((out / "multiruns").iterdir())
+    assert len(sweeps) == 1, sweeps  # one sweep, one directory (even when jobs vary the name)
+    return sweeps[0], [json.loads(p.read_text()) for p in sorted(sweeps[0].glob("*/summary.json"))]
+
+
+def test_parallel_multirun_runs_each_job_once_and_skips_complete_ones_on_rerun(tmp_path):
+    env = {"LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
+    sweep = ["-m", "data=synthetic", "seed=0,1", "model=resnet8,resnet14", *FAST]
+    done = cli(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
-    sweeps = list((tmp_path / "out" / "multiruns").glob("*/*"))
-    assert len(sweeps) == 1
-    records = [json.loads(p.read_text()) for p in sorted(sweeps[0].glob("*/summary.json"))]
+    sweep_dir, records = _sweep_records(tmp_path / "out")
     assert sorted((r["seed"], r["config"]["model"]["name"]) for r in records) == [
         (0, "resnet14"), (0, "resnet8"), (1, "resnet14"), (1, "resnet8")]
+    assert all(r["status"] == "completed" for r in records)
+    # Two jobs at once on this machine's cores: each gets its share of threads.
+    cores = len(os.sched_getaffinity(0))
+    assert {r["torch_threads"] for r in records} == {max(1, cores // 2)}
+    # The same sweep again (another launcher: how jobs run is not what they compute) finds
+    # its directory and skips the complete runs instead of training them again.
+    again = cli(*sweep, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert (again.stdout + again.stderr).count("skipped") == 4
+    _, rerun = _sweep_records(tmp_path / "out")
+    assert [r["started_at"] for r in rerun] == [r["started_at"] for r in records]
+    # A different grid is a different sweep.
+    other = cli("-m", "data=synthetic", "seed=2", "model=resnet8", *FAST, cwd=tmp_path, env=env)
+    assert other.returncode == 0, other.stderr
+    assert len(list((tmp_path / "out" / "multiruns").iterdir())) == 2
+
+
+def test_rerun_of_a_killed_sweep_continues_from_the_last_checkpoint(tmp_path):
+    env = {**os.environ, "LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
+    args = ["-m", "data=synthetic", "data.num_samples=2000", "seed=0", "trainer.max_epochs=6",
+            "trainer.enable_progress_bar=false", "logger=none"]
+    job = subprocess.Popen([EXE, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    last = None
+    while time.time() < deadline and job.poll() is None:
+        found = list((tmp_path / "out" / "multiruns").glob("*/*/checkpoints/last.ckpt"))
+        if found:
+            last = found[0]
+            break
+        time.sleep(0.05)
+    job.kill()  # SIGKILL: no chance to write anything more
+    job.wait()
+    assert last is not None, "the run ended before its first checkpoint"
+    killed = json.loads((last.parent.parent / "summary.json").read_text())
+    assert killed["status"] == "running"
+    done = cli(*args, cwd=tmp_path, env={"LEPTON_OUTPUT_DIR": str(tmp_path / "out")})
+    assert done.returncode == 0, done.stderr
+    _, (record,) = _sweep_records(tmp_path / "out")
+    assert record["status"] == "completed"
+    assert record["resumed_from"] == str(last)
+    assert record["metrics"]["epochs"] == 6
+    assert "Restoring states from the checkpoint" in (
+        last.parent.parent / "lepton-exp.log").read_text()
 
 
 def test_multirun_flag_may_come_anywhere_on_the_command_line():

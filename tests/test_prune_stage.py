@@ -242,7 +242,7 @@ def test_cli_sparsity_sweep_records_measured_compression_per_run(tmp_path):
                "prune=channel,magnitude", "prune.sparsity=0.3,0.5,0.7", "-m"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(p.read_text()) for p in tmp_path.glob("multiruns/*/*/*/summary.json")]
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("multiruns/*/*/summary.json")]
     assert len(records) == 6 and all(r["status"] == "completed" for r in records)
     by_run = {(r["prune"]["method"], r["prune"]["requested_sparsity"]): r["metrics"]
               for r in records}

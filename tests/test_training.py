@@ -91,14 +91,17 @@ def test_wandb_run_gets_flat_config_group_job_type_and_tags(compose_cfg, tmp_pat
     from lepton_exp.config import flatten, to_container
     from lepton_exp.tracking.loggers import build_loggers, finish_loggers
 
-    cfg = compose_cfg("data=synthetic", "logger.group=sweep-7", "tags=[a,b]")
+    cfg = compose_cfg("data=synthetic", "logger.group=sweep-7", "tags=[a,b]", "distill=kd_at",
+                      "prune=magnitude")
     (logger,) = build_loggers(cfg, tmp_path, flatten(to_container(cfg)))
     run = logger.experiment
     try:
         assert run.config["trainer.max_epochs"] == cfg.trainer.max_epochs
         assert run.config["data.name"] == "synthetic"
-        assert run.group == "sweep-7" and run.job_type == "teacher"
-        assert set(run.tags) == {"a", "b"}
+        assert run.group == "sweep-7" and run.job_type == "prune"
+        # the configured tags, then what an ablation is filtered by
+        assert list(run.tags) == ["a", "b", "stage:prune", "model:resnet8", "data:synthetic",
+                                  "distill:at+kd", "prune:magnitude"]
     finally:
         finish_loggers([logger], {})
 

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
 from sklearn.utils import resample
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.transforms import v2
 
 from lepton_exp.config import ConfigError, one_line
@@ -97,6 +97,28 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int, key: str) -> np.
     return np.sort(chosen)
 
 
+def shard_sampler(dataset: Dataset, train: bool) -> Optional[Sampler]:
+    """This process's share of ``dataset`` (Lightning's sampler replacement is off).
+
+    Training: one seeded permutation per epoch (the seed of ``seed_everything``), of which
+    DDP rank r takes positions r, r+W, ...: the samples of one optimiser step over W
+    processes with batch B are those of one process with batch W*B, so a DDP run computes
+    what the single-process run with the effective batch computes. Evaluation: every sample
+    exactly once over the ranks (Lightning's default sampler pads with repeats)."""
+    import torch.distributed as dist
+
+    world, rank = ((dist.get_world_size(), dist.get_rank())
+                   if dist.is_available() and dist.is_initialized() else (1, 0))
+    if train:
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                  seed=torch.initial_seed() % 2**63)
+    if world == 1:
+        return None
+    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+
+
 class ClassificationData(pl.LightningDataModule):
     """Base LightningDataModule: a training pool and a test split (:meth:`load`), split into
     train/val/test once, deterministically, with stratified subsets; subclasses say how a
@@ -168,10 +190,13 @@ class ClassificationData(pl.LightningDataModule):
     def _loader(self, split, train: bool) -> DataLoader:
         batch_size = self.cfg.batch_size if train else (
             self.cfg.eval_batch_size or self.cfg.batch_size)
+        dataset = self.dataset(split, train)
+        sampler = shard_sampler(dataset, train)
         return DataLoader(
-            self.dataset(split, train), batch_size=batch_size, shuffle=train,
-            drop_last=train and len(split) > batch_size, num_workers=self.cfg.num_workers,
-            persistent_workers=self.cfg.num_workers > 0, collate_fn=self.collate,
+            dataset, batch_size=batch_size, sampler=sampler,
+            drop_last=train and len(sampler or split) > batch_size,
+            num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
+            collate_fn=self.collate,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score,
                                          MulticlassMatthewsCorrCoef)
 
@@ -47,6 +47,9 @@ class ClassificationModule(pl.LightningModule):
         # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffix.
         self.metrics = nn.ModuleDict(
             {f"{split}_metrics": base.clone() for split in ("train", "val", "test")})
+        # Evaluation losses as sample-weighted means that sync sums and counts over DDP
+        # ranks: the ranks' shards differ in size by up to one sample.
+        self.eval_losses = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
 
     def forward(self, inputs) -> torch.Tensor:
         return model_logits(self.model, inputs)
@@ -64,10 +67,13 @@ class ClassificationModule(pl.LightningModule):
         metrics = self.metrics[f"{split}_metrics"]
         metrics.update(logits.detach(), labels)
         prefix = self.test_prefix if split == "test" else split
-        on_step = split == "train"
-        # sync_dist: epoch losses averaged over DDP ranks (torchmetrics sync themselves).
-        self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True,
-                 prog_bar=split == "train", batch_size=len(labels), sync_dist=not on_step)
+        if split == "train":  # equal batches on every rank: the mean of the ranks' means
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                     batch_size=len(labels), sync_dist=True)
+        else:  # torchmetrics sync themselves at compute, over DDP ranks
+            self.eval_losses[split].update(loss.detach(), weight=len(labels))
+            self.log(f"{prefix}/loss", self.eval_losses[split], on_step=False, on_epoch=True,
+                     batch_size=len(labels))
         self.log_dict({f"{prefix}/{name}": metric for name, metric in metrics.items()},
                       on_step=False, on_epoch=True, prog_bar=split == "val",
                       batch_size=len(labels))

@@ -17,6 +17,7 @@ class StageContext:
     datamodule: Any
     loggers: list
     prepared: Any = None  # what the stage's prepare step returned (e.g. loaded teachers)
+    resume_from: Path | None = None  # last checkpoint of this run's unfinished earlier attempt
 
 
 @dataclass

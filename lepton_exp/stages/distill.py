@@ -87,7 +87,7 @@ class DistillationModule(ClassificationModule):
         self.log_split("train", student.logits, labels, loss)
         logs.pop("loss")
         self.log_dict({f"train/{name}": value for name, value in logs.items()},
-                      on_step=True, on_epoch=True, batch_size=len(labels))
+                      on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return loss
 
     # Checkpoints leave the frozen teachers out (they are stored once, in the teacher cache
@@ -229,7 +229,8 @@ def run_distill(ctx: StageContext) -> StageOutput:
     if cfg.distill.student_init == "teacher":
         student_init = init_from_teacher(student, teachers[0].model)
     module, cache_info = distillation_module(cfg, datamodule, student, teachers)
-    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
+    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers,
+                                         resume_from=ctx.resume_from)
     result = fit_distillation(trainer, module, datamodule, checkpoints)
     cache_info.update(result.get("cache_stats", {}))
     extra = {

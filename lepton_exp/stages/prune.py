@@ -143,6 +143,7 @@ def run_prune(ctx: StageContext) -> StageOutput:
         run_dir = ctx.run_dir if last else ctx.run_dir / f"round{index + 1}"
         trainer, checkpoints = build_trainer(finetune_cfg, run_dir, ctx.loggers,
                                              callbacks=callbacks, best_eligible=best_eligible,
+                                             resume_from=ctx.resume_from if last else None,
                                              max_epochs=round_epochs)
         result = fit_distillation(trainer, module, datamodule, checkpoints if last else None)
     cache_info.update(result.get("cache_stats", {}))

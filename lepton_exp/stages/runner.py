@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import asdict
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -18,9 +21,11 @@ from lepton_exp.data import build_datamodule
 from lepton_exp.models import count_parameters, model_size_bytes, save_weights
 from lepton_exp.stages import STAGES, StageContext
 from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
-                                        write_json_atomic)
+                                        read_record, write_json_atomic)
+from lepton_exp.training import parallel
 from lepton_exp.tracking.report import print_summary
-from lepton_exp.tracking.loggers import build_loggers, finish_loggers, wandb_run_info
+from lepton_exp.tracking.loggers import (build_loggers, finish_loggers, sweep_group,
+                                         wandb_run_info)
 
 log = logging.getLogger(__name__)
 EXPORT_NAME = "model.safetensors"  # the trained model of every run, for reuse without code
@@ -57,12 +62,16 @@ def failure(error: BaseException) -> dict[str, Any]:
 
 
 def run_stage(cfg: DictConfig, run_dir: Path | None = None,
-              overrides: list[str] | None = None) -> dict[str, Any]:
+              overrides: list[str] | None = None,
+              resume: Path | bool | None = None) -> dict[str, Any]:
     """Run ``cfg.stage`` and return its run record (also written to ``run_dir/summary.json``).
 
     A run that fails still leaves a record with ``status: failed`` and the error, so a sweep
     never loses track of it. ``overrides`` are the command-line overrides that composed
     ``cfg`` (taken from Hydra when it started this job and no ``run_dir`` is given).
+    A complete earlier run of the same config in ``run_dir`` is returned as it is; an
+    unfinished one continues from its last checkpoint (``cfg.resume``). ``resume``: that
+    decision when already taken (a checkpoint path, or False), as in DDP workers.
     """
     validate(cfg)
     _quiet_lightning()
@@ -70,14 +79,29 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
     if run_dir is None:
         overrides = overrides if overrides is not None else hydra_overrides
     run_dir = Path(run_dir or hydra_dir or Path(cfg.paths.output_dir) / "runs" / cfg.name)
+    if cfg.logger.group is None:  # the runs of one sweep share a W&B group
+        cfg.logger.group = sweep_group()
     if cfg.stage == "pipeline":  # a chain of runs, each with its own record
         from lepton_exp.stages.pipeline import run_pipeline
 
         return run_pipeline(cfg, run_dir, overrides or [])
     run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     config = to_container(cfg)
+    if resume is None:  # decided once, by the process that starts the run (not per DDP rank)
+        done, resume = previous_run(cfg, run_dir, config)
+        if done is not None:
+            log.warning("%s is complete in %s: skipped (resume=false runs it again)",
+                        cfg.name, run_dir)
+            return done
+    if parallel.needs_launch(cfg):
+        return _launch_ddp(cfg, run_dir, overrides, resume, config)
+    threads = parallel.configure_threads() if not os.environ.get(parallel.WORKER_ENV) else (
+        torch.get_num_threads())
+    started = time.time()
     record = new_record(cfg, run_dir, overrides, started, config)
+    record["torch_threads"] = threads
+    if resume:
+        record["resumed_from"] = str(resume)
     # Under DDP every rank runs this function; only rank zero owns the record, the W&B
     # run's finish and the report (Lightning already logs metrics from rank zero only).
     is_rank_zero = rank_zero_only.rank == 0
@@ -92,7 +116,8 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
         prepared = stage.prepare(cfg, datamodule)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         loggers = build_loggers(cfg, run_dir, flatten(config))
-        output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared))
+        output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared,
+                                          resume or None))
         if is_rank_zero:
             save_weights(output.model, run_dir / EXPORT_NAME, output.export_metadata)
         record.update(
@@ -124,6 +149,49 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
     if is_rank_zero:
         print_summary(record)
     return record
+
+
+def previous_run(cfg: DictConfig, run_dir: Path, config: dict
+                 ) -> tuple[dict[str, Any] | None, Path | None]:
+    """(the record of a complete earlier run of this config in ``run_dir``, or None;
+    the last checkpoint of an unfinished one to continue from, or None)."""
+    path = run_dir / RECORD_NAME
+    if not cfg.resume or not path.exists():
+        return None, None
+    try:
+        previous = read_record(run_dir)
+    except ValueError:  # a record cut short by a crash: nothing to trust in it
+        return None, None
+    same_config = previous.get("config") == json.loads(json.dumps(config, default=str))
+    if not same_config:
+        log.warning("%s holds a run of another config: starting this one from scratch", run_dir)
+        return None, None
+    if previous.get("status") == "completed":
+        return previous, None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return None, last if last.is_file() else None
+
+
+def _launch_ddp(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
+                resume: Path | bool | None, config: dict) -> dict[str, Any]:
+    """Teachers and dense models are made (and cached) here first, with DDP runs of their
+    own, so the ranks only load them; then the ranks run the stage (rank zero's record)."""
+    started = time.time()
+    try:
+        datamodule = build_datamodule(cfg.data)
+        datamodule.setup()
+        STAGES[cfg.stage].prepare(cfg, datamodule)
+        return parallel.launch(cfg, run_dir, overrides, resume)
+    except BaseException as error:
+        # Rank zero's record says what went wrong; without one (the failure came first),
+        # this process leaves it, so the run is never lost.
+        path = run_dir / RECORD_NAME
+        record = read_record(run_dir) if path.exists() else {}
+        if record.get("status") not in ("failed", "interrupted"):
+            record = {**new_record(cfg, run_dir, overrides, started, config), **failure(error),
+                      "wall_time_s": round(time.time() - started, 3)}
+            write_json_atomic(path, record)
+        raise
 
 
 class _LightningInfoToFileOnly(logging.Filter):

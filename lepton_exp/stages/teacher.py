@@ -17,7 +17,8 @@ def run_teacher(ctx: StageContext) -> StageOutput:
     cfg = ctx.cfg
     model = build_model(cfg.model, ctx.datamodule.info)
     module = ClassificationModule(model, ctx.datamodule.info, cfg.optim, cfg.scheduler)
-    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers)
+    trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers,
+                                         resume_from=ctx.resume_from)
     result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
     extra = {}
     if trainer.is_global_zero:

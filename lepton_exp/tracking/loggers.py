@@ -63,7 +63,7 @@ def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> "Logger":
         entity=cfg.logger.entity,
         group=cfg.logger.group,
         job_type=cfg.logger.job_type or cfg.stage,
-        tags=list(cfg.tags),
+        tags=run_tags(cfg),
         name=cfg.name,
         save_dir=str(run_dir),
         offline=mode == "offline",
@@ -84,6 +84,29 @@ def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> "Logger":
         else:
             os.environ["WANDB_MODE"] = saved_mode
     return logger
+
+
+def run_tags(cfg) -> list[str]:
+    """The configured tags plus what W&B users filter an ablation by (stage, model, data,
+    distillation terms, pruning method)."""
+    tags = [f"stage:{cfg.stage}", f"model:{cfg.model.name}", f"data:{cfg.data.name}"]
+    if cfg.distill.terms:
+        tags.append("distill:" + "+".join(sorted(cfg.distill.terms)))
+    if cfg.prune.method != "none":
+        tags.append(f"prune:{cfg.prune.method}")
+    return list(dict.fromkeys([*cfg.tags, *tags]))  # W&B caps a tag at 64 characters
+
+
+def sweep_group() -> str | None:
+    """W&B group of the runs of one Hydra sweep: its directory's name (None outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    parts = sweep_dir.parts[-1:] if sweep_dir.parent.name == "multiruns" else sweep_dir.parts[-2:]
+    return "/".join(parts)
 
 
 def _has_netrc_key() -> bool:

@@ -45,6 +45,7 @@ class Checkpoints:
 
     best: ModelCheckpoint
     last: ModelCheckpoint
+    resume_from: Optional[Path] = None  # fit continues from this checkpoint (an unfinished run)
 
     @classmethod
     def create(cls, directory: Path,
@@ -60,10 +61,13 @@ class Checkpoints:
 
 def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callback] = (),
                   best_eligible: Optional[Callable[[pl.Trainer], bool]] = None,
+                  resume_from: Optional[Path] = None,
                   **overrides: Any) -> tuple[pl.Trainer, Checkpoints]:
     """The configured Trainer (``overrides`` replace ``cfg.trainer`` keys) with the two
-    checkpoint callbacks, the progress bar and ``callbacks``."""
+    checkpoint callbacks, the progress bar and ``callbacks``; its fit continues from
+    ``resume_from`` when given."""
     checkpoints = Checkpoints.create(run_dir / "checkpoints", best_eligible)
+    checkpoints.resume_from = resume_from
     callbacks = [checkpoints.best, checkpoints.last, *callbacks]
     trainer_kwargs: dict[str, Any] = {
         key: value for key, value in OmegaConf.to_container(cfg.trainer).items()
@@ -75,8 +79,10 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     try:
+        # The data modules shard their own loaders (lepton_exp.data.base.shard_sampler).
         trainer = pl.Trainer(default_root_dir=str(run_dir), logger=loggers or False,
-                             callbacks=callbacks, **trainer_kwargs)
+                             callbacks=callbacks, use_distributed_sampler=False,
+                             **trainer_kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
         raise ConfigError(f"invalid trainer settings: {one_line(error)}") from error
     return trainer, checkpoints
@@ -127,7 +133,7 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
                          precision=trainer_cfg.precision,
                          limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
+                         enable_model_summary=False, use_distributed_sampler=False)
     module.test_prefix = prefix
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -145,7 +151,7 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
     holding the weights of the checkpoint tested last (``weights_from``): the best one when
     validation ran, else the last.
     """
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoints.resume_from)
     metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
     # With monitor=None, "best" is simply the latest save.
     last_path = checkpoints.last.best_model_path or None

@@ -1,0 +1,156 @@
+"""Processes and threads: DDP worker launch on one node, torch threads per parallel job.
+
+``trainer=ddp`` on one node: the Hydra job (one per sweep run, whatever the launcher) starts
+``trainer.devices`` worker processes with torch's elastic launcher (what ``torchrun`` runs)
+and each worker runs the *whole* stage: data, teachers, fit, tests. Lightning sees ranks
+created from outside and only joins them up. Nothing re-executes the command line, so a
+Hydra multirun gets no extra output directories (Lightning's own ``ddp`` launcher re-runs
+``sys.argv``, which under ``-m`` starts the sweep again: lightning-hydra-template #393).
+Only rank zero writes the run record, the export, the teacher cache and W&B.
+
+Multi-node runs need ranks started by the cluster (SLURM: ``tasks_per_node=devices``, see
+conf/hydra/launcher/slurm.yaml); Lightning's SLURM environment picks them up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lepton_exp.config import ConfigError
+
+log = logging.getLogger(__name__)
+WORKER_ENV = "LEPTON_DDP_WORKER"  # set in the worker processes this module starts
+
+
+def process_count(trainer_cfg) -> int:
+    """Training processes per node that ``trainer_cfg`` asks for (1 unless a ddp strategy)."""
+    if not str(trainer_cfg.strategy).startswith("ddp"):
+        return 1
+    devices = trainer_cfg.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices >= 1:
+        return devices
+    if not isinstance(devices, (str, int)) and len(devices) >= 1:  # device ids: [0, 1]
+        return len(devices)
+    raise ConfigError(f"trainer.devices={devices} with trainer.strategy="
+                      f"{trainer_cfg.strategy}: give the number of processes per node, "
+                      "e.g. trainer.devices=4")
+
+
+def started_externally() -> bool:
+    """Whether this process is one rank of several started by someone else (our own launch,
+    torchrun, or SLURM tasks): then it runs the stage itself instead of launching."""
+    if os.environ.get(WORKER_ENV) or os.environ.get("TORCHELASTIC_RUN_ID"):
+        return True
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def needs_launch(cfg) -> bool:
+    """True when this job must start DDP worker processes before running the stage."""
+    processes = process_count(cfg.trainer)
+    if processes * cfg.trainer.num_nodes <= 1 or started_externally():
+        return False
+    if cfg.trainer.num_nodes > 1:
+        raise ConfigError(f"trainer.num_nodes={cfg.trainer.num_nodes} needs ranks started by "
+                          "the cluster: run with hydra/launcher=slurm and "
+                          "hydra.launcher.tasks_per_node=${trainer.devices} (README: Multi-GPU)")
+    return True
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def parallel_jobs() -> int:
+    """Jobs the Hydra launcher runs at once on this machine (1 outside a local parallel one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    jobs = int(launcher.get("n_jobs") or 1)
+    return _cores() if jobs < 0 else jobs  # joblib: -1 means one job per core
+
+
+def threads_per_process(processes: int) -> int | None:
+    """Torch threads for each of ``processes`` sharing this machine's cores (None: one
+    process, torch's default). Two 2-thread processes on 2 cores ran 10-100x slower than
+    two 1-thread ones (../shared/INSTALL_NOTES.md)."""
+    return None if processes <= 1 else max(1, _cores() // processes)
+
+
+def configure_threads(processes: int | None = None) -> int:
+    """Give this process its share of the cores: ``processes`` processes share them (default:
+    the jobs a local parallel Hydra launcher runs at once). Returns torch's thread count."""
+    import torch
+
+    threads = threads_per_process(parallel_jobs() if processes is None else processes)
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------------------ launching
+def launch(cfg, run_dir: Path, overrides: list[str] | None, resume: Path | None
+           ) -> dict[str, Any]:
+    """Run the stage in ``trainer.devices`` worker processes; rank zero's run record."""
+    from omegaconf import OmegaConf
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from lepton_exp.config import LeptonError
+
+    processes = process_count(cfg.trainer)
+    threads = threads_per_process(parallel_jobs() * processes)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    # The elastic agent logs every child failure at length; our one-line error says it all.
+    elastic_log = logging.getLogger("torch.distributed.elastic")
+    level = elastic_log.level
+    elastic_log.setLevel(logging.CRITICAL)
+    launch_cfg = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"lepton-{os.getpid()}",
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+        monitor_interval=0.5, start_method="spawn")
+    log.info("DDP: starting %d worker processes for %s", processes, run_dir)
+    try:
+        results = elastic_launch(launch_cfg, _worker)(config, str(run_dir), overrides,
+                                                      threads, resume)
+    except ChildFailedError as error:
+        from lepton_exp.tracking.record import RECORD_NAME, read_record
+
+        record = read_record(run_dir) if (run_dir / RECORD_NAME).exists() else {}
+        codes = ", ".join(f"rank {r} exit code {f.exitcode}" for r, f in error.failures.items())
+        raise LeptonError(f"DDP run failed: {record.get('error') or codes} (see {run_dir})"
+                          ) from None
+    finally:
+        elastic_log.setLevel(level)
+    return results[0]
+
+
+def _worker(config: dict, run_dir: str, overrides: list[str] | None, threads: int | None,
+            resume: Path | None) -> dict[str, Any]:
+    """One rank: the whole stage, in a fresh interpreter."""
+    import sys
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from lepton_exp.config import LeptonError
+    from lepton_exp.stages.runner import run_stage
+
+    os.environ[WORKER_ENV] = "1"
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return run_stage(OmegaConf.create(config), run_dir=Path(run_dir), overrides=overrides,
+                         resume=resume or False)
+    except LeptonError:  # in the run record; the parent reports it in one line
+        sys.exit(2)

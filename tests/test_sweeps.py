@@ -1,0 +1,114 @@
+"""Sweep presets (conf/sweep), W&B sweep files (sweeps/wandb), launcher configs and the
+Optuna sweeper: every job they would start composes, and the tuning study resumes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from lepton_exp.results.sweep import expected_jobs
+from tests.conftest import REPO
+from tests.test_cli import FAST, cli
+
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "sweep").glob("*.yaml"))
+# Presets meant on top of an experiment of another modality.
+BASE = {"text_students": ["experiment=sst2_distill"]}
+GRID_PRESETS = [name for name in PRESETS if name != "tune_kd"]
+
+
+def _sweeper_params(compose_cfg, overrides: list[str]) -> dict:
+    from hydra import compose
+
+    cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    return dict(cfg.hydra.sweeper.params or {})
+
+
+@pytest.mark.parametrize("preset", GRID_PRESETS)
+def test_every_job_of_a_sweep_preset_composes(compose_cfg, preset):
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lepton_exp.config import CONF_DIR, validate
+
+    base = [*BASE.get(preset, []), f"sweep={preset}"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        params = _sweeper_params(compose_cfg, base)
+    assert "seed" in params, "every preset repeats its runs over seeds"
+    jobs = expected_jobs([], params)
+    assert len(jobs) >= 4
+    for job in jobs:
+        cfg = compose_cfg(*base, *(f"{key}={value}" for key, value in job))
+        validate(cfg)
+        for key, value in job:  # the job really gets its values
+            if key == "model":
+                assert cfg.model.name == value
+            elif key == "prune":
+                assert cfg.prune.method == value
+            elif key == "distill":
+                assert bool(cfg.distill.terms) == (value != "none")
+            else:
+                assert str(OmegaConf.select(cfg, key)) in (value, str(float(value)))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps" / "wandb").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_wandb_sweep_files_run_this_cli_with_composable_values(compose_cfg, path):
+    from lepton_exp.config import validate
+
+    spec = yaml.safe_load(path.read_text())
+    assert spec["program"] == "lepton-exp" and spec["metric"]["name"] == "val/acc_best"
+    command = spec["command"]
+    assert command[:2] == ["${env}", "lepton-exp"] and command[-1] == "${args_no_hyphens}"
+    fixed = [arg for arg in command[2:-1] if not arg.startswith("${")]
+    axes = []
+    for key, param in spec["parameters"].items():
+        values = param.get("values") or [param["min"], param["max"]]
+        axes.append([f"{key}={value}" for value in values])  # what ${args_no_hyphens} gives
+    for point in itertools.product(*axes):
+        validate(compose_cfg(*fixed, *point))
+
+
+def test_slurm_launcher_asks_for_the_trainers_devices():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lepton_exp.config import CONF_DIR
+
+    def launcher(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", return_hydra_config=True,
+                          overrides=["hydra/launcher=slurm", *overrides])
+        return cfg.hydra.launcher
+
+    gpu = launcher("trainer=ddp", "trainer.devices=4", "hydra.launcher.partition=gpu")
+    assert gpu._target_.endswith("SlurmLauncher")
+    assert (gpu.gpus_per_node, gpu.nodes, gpu.tasks_per_node, gpu.partition) == (4, 1, 1, "gpu")
+    assert launcher().gpus_per_node == 0  # trainer=cpu jobs ask for no GPU
+    multi_node = launcher("trainer=ddp", "trainer.num_nodes=2",
+                          "hydra.launcher.tasks_per_node=${trainer.devices}")
+    assert (multi_node.nodes, multi_node.tasks_per_node) == (2, 2)
+
+
+def test_optuna_study_is_stored_and_continued_by_a_rerun(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    env = {"LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
+    args = ["-m", "sweep=tune_kd", "data=synthetic", "data.num_samples=300", *FAST]
+    for trials in (2, 1):
+        done = cli(*args, f"hydra.sweeper.n_trials={trials}", cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    study = optuna.load_study(study_name="tune_kd-resnet8-synthetic",
+                              storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
+    values = [trial.value for trial in study.trials]
+    assert len(values) == 3 and all(0 <= value <= 1 for value in values)
+    temperatures = {round(trial.params["distill.temperature"], 6) for trial in study.trials}
+    assert len(temperatures) == 3 and all(1 <= t <= 10 for t in temperatures)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("summary.json")
+               if "cache" not in p.parts]
+    assert sorted(r["metrics"]["val/acc_best"] for r in records) == pytest.approx(sorted(values))
