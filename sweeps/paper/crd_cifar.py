@@ -117,7 +117,7 @@ def write_table(runs, scale: str, command: str, out: Path,
                          f"{shown[1]} | {published[method]:.2f} |")
             rows.append({"teacher": teacher, "student": student, "method": method,
                          **{f"{metric} mean": None if cell is None else 100 * cell.mean
-                            for metric, cell in zip(METRICS, cells)},
+                            for metric, cell in zip(METRICS, cells, strict=True)},
                          "n": None if cells[0] is None else cells[0].n,
                          "published": published[method]})
     failed = [run for run in runs if run.status != "completed" and not run.is_pipeline]
