@@ -616,6 +616,12 @@ def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore
 
 
+def method_label(terms: Any) -> str:
+    """The distillation method as one name (W&B config and tags, result tables): the term
+    names sorted and joined, ``at+kd`` for {kd, at} in any order; ``none`` without terms."""
+    return "+".join(sorted(terms)) if terms else "none"
+
+
 def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (W&B filters on them as such)."""
     flat: dict[str, Any] = {}

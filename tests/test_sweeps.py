@@ -111,3 +111,15 @@ def test_optuna_study_is_stored_and_continued_by_a_rerun(tmp_path):
     records = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("summary.json")
                if "cache" not in p.parts]
     assert sorted(r["metrics"]["val/acc_best"] for r in records) == pytest.approx(sorted(values))
+
+
+def test_submitit_launcher_runs_the_sweep_jobs(tmp_path):
+    # The SLURM launcher's code path (submitit pickles each job and runs it elsewhere),
+    # executed locally: the records come back complete, in one sweep directory.
+    env = {"LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
+    done = cli("-m", "hydra/launcher=submitit_local", "data=synthetic", "seed=0,1", *FAST,
+               cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sweep,) = (tmp_path / "out" / "multiruns").iterdir()
+    records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert [(r["seed"], r["status"]) for r in records] == [(0, "completed"), (1, "completed")]

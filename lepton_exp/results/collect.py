@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lepton_exp.config import flatten
+from lepton_exp.config import flatten, method_label
 
 RECORD_NAME = "summary.json"
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
@@ -94,7 +94,7 @@ def config_value(config: dict[str, Any], key: str) -> Any:
 def method_name(config: dict[str, Any]) -> str:
     """``at+kd`` for terms {kd, at}: sorted, so the same method always gets the same name."""
     terms = config_value(config, "distill.terms")
-    return "+".join(sorted(terms)) if isinstance(terms, dict) and terms else "none"
+    return method_label(terms if isinstance(terms, dict) else None)
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:

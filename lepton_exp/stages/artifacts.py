@@ -29,7 +29,7 @@ from torch import nn
 from lepton_exp.config import ConfigError, LeptonError, one_line, to_container
 from lepton_exp.data.base import DataInfo
 from lepton_exp.models import build_model, save_weights
-from lepton_exp.tracking.record import write_json_atomic
+from lepton_exp.tracking.record import RECORD_NAME, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,10 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
 
         log.info("teacher %s (%s) is not cached: training it first", key, run_cfg.model.name)
         run_dir = root / "runs" / key
-        shutil.rmtree(run_dir, ignore_errors=True)  # a failed earlier attempt
+        if _earlier_status(run_dir) in ("completed", "failed"):  # it published nothing
+            shutil.rmtree(run_dir, ignore_errors=True)
+        # else an attempt killed mid-way (a sweep stopped, a pre-empted job): it continues
+        # from its last checkpoint
         record = run_stage(run_cfg, run_dir=run_dir)
         if not _complete(entry):
             raise LeptonError(f"teacher training ended with status {record['status']} "
@@ -158,6 +161,13 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
         return entry, "trained"
     finally:
         lock.release()
+
+
+def _earlier_status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / RECORD_NAME).read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def cached_record(entry: Path) -> dict[str, Any]:

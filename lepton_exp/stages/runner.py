@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from lepton_exp.config import LeptonError, flatten, to_container, validate
+from lepton_exp.config import LeptonError, flatten, method_label, to_container, validate
 from lepton_exp.data import build_datamodule
 from lepton_exp.models import count_parameters, model_size_bytes, save_weights
 from lepton_exp.stages import STAGES, StageContext
@@ -115,7 +115,9 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
         # Before this run's W&B run starts: a missing teacher trains as a run of its own.
         prepared = stage.prepare(cfg, datamodule)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        loggers = build_loggers(cfg, run_dir, flatten(config))
+        # `method` beside the flat config: W&B tables group ablations by one column
+        loggers = build_loggers(cfg, run_dir, {**flatten(config),
+                                               "method": method_label(cfg.distill.terms)})
         output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared,
                                           resume or None))
         if is_rank_zero:

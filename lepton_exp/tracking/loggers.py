@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from lepton_exp.config import method_label
+
 if TYPE_CHECKING:  # Lightning is imported by the builders: config validation reads LOGGERS
     from pytorch_lightning.loggers import Logger
 
@@ -91,7 +93,7 @@ def run_tags(cfg) -> list[str]:
     distillation terms, pruning method)."""
     tags = [f"stage:{cfg.stage}", f"model:{cfg.model.name}", f"data:{cfg.data.name}"]
     if cfg.distill.terms:
-        tags.append("distill:" + "+".join(sorted(cfg.distill.terms)))
+        tags.append(f"distill:{method_label(cfg.distill.terms)}")
     if cfg.prune.method != "none":
         tags.append(f"prune:{cfg.prune.method}")
     return list(dict.fromkeys([*cfg.tags, *tags]))  # W&B caps a tag at 64 characters
