@@ -123,3 +123,30 @@ def test_submitit_launcher_runs_the_sweep_jobs(tmp_path):
     (sweep,) = (tmp_path / "out" / "multiruns").iterdir()
     records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
     assert [(r["seed"], r["status"]) for r in records] == [(0, "completed"), (1, "completed")]
+
+
+def test_previous_run_decides_skip_resume_or_fresh(compose_cfg, tmp_path):
+    from lepton_exp.config import to_container
+    from lepton_exp.stages.runner import previous_run
+    from lepton_exp.tracking.record import write_json_atomic
+
+    cfg = compose_cfg("data=synthetic")
+    config = to_container(cfg)
+    assert previous_run(cfg, tmp_path, config) == (None, None)  # nothing there yet
+    record = {"status": "completed", "config": config, "metrics": {"test/acc": 0.5}}
+    write_json_atomic(tmp_path / "summary.json", record)
+    done, resume = previous_run(cfg, tmp_path, config)
+    assert done["metrics"] == {"test/acc": 0.5} and resume is None
+    other = compose_cfg("data=synthetic", "optim.lr=0.2")  # another run in this directory
+    assert previous_run(other, tmp_path, to_container(other)) == (None, None)
+    off = compose_cfg("data=synthetic", "resume=false")
+    assert previous_run(off, tmp_path, to_container(off)) == (None, None)
+    # killed mid-way: continue from the last checkpoint if there is one, else start over
+    write_json_atomic(tmp_path / "summary.json", {**record, "status": "running"})
+    assert previous_run(cfg, tmp_path, config) == (None, None)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"checkpoint")
+    assert previous_run(cfg, tmp_path, config) == (None, last)
+    (tmp_path / "summary.json").write_text('{"status": "runn')  # cut short by a crash
+    assert previous_run(cfg, tmp_path, config) == (None, None)

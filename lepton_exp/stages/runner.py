@@ -164,7 +164,11 @@ def previous_run(cfg: DictConfig, run_dir: Path, config: dict
         previous = read_record(run_dir)
     except ValueError:  # a record cut short by a crash: nothing to trust in it
         return None, None
-    same_config = previous.get("config") == json.loads(json.dumps(config, default=str))
+    def what_it_computes(config: dict) -> dict:
+        return {key: value for key, value in config.items() if key != "resume"}
+
+    same_config = what_it_computes(previous.get("config") or {}) == what_it_computes(
+        json.loads(json.dumps(config, default=str)))
     if not same_config:
         log.warning("%s holds a run of another config: starting this one from scratch", run_dir)
         return None, None
