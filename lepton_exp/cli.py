@@ -63,7 +63,9 @@ def sweep_dir_override(argv: list[str]) -> list[str]:
     if not any(a in ("-m", "--multirun") for a in argv) or any(
             a.startswith("hydra.sweep.dir=") for a in argv):
         return []
-    overrides = sorted(a for a in argv if not a.startswith("-")
+    # Sorted: the order of the overrides changes the job numbers, not the jobs (their
+    # directories are named by content, conf/hydra/default.yaml).
+    overrides = sorted(a for a in argv if a not in _MOVABLE_FLAGS
                        and not a.startswith(_EXECUTION_ONLY))
     label = "-".join(a.split("=", 1)[1] for a in overrides
                      if a.startswith(("experiment=", "sweep=")) and "," not in a) or "sweep"

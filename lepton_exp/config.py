@@ -10,6 +10,7 @@ that names the key and what to change.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -332,6 +333,8 @@ def _existing_dir(path: str) -> str:
 
 
 OmegaConf.register_new_resolver("existing_dir", _existing_dir, replace=True)
+OmegaConf.register_new_resolver(
+    "short_hash", lambda text: hashlib.sha256(str(text).encode()).hexdigest()[:8], replace=True)
 OmegaConf.register_new_resolver("stage_for", _stage_for, replace=True)
 
 # -------------------------------------------------------------------------------- validation

@@ -98,18 +98,19 @@ def test_slurm_launcher_asks_for_the_trainers_devices():
 def test_optuna_study_is_stored_and_continued_by_a_rerun(tmp_path):
     optuna = pytest.importorskip("optuna")
     env = {"LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
-    args = ["-m", "sweep=tune_kd", "data=synthetic", "data.num_samples=300", *FAST]
-    for trials in (2, 1):
-        done = cli(*args, f"hydra.sweeper.n_trials={trials}", cwd=tmp_path, env=env)
+    args = ["-m", "sweep=tune_kd", "data=synthetic", "data.num_samples=300",
+            "hydra.sweeper.n_trials=2", *FAST]
+    for _ in range(2):  # the same command twice: one study, four trials, none overwritten
+        done = cli(*args, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
+    (sweep,) = (tmp_path / "out" / "multiruns").iterdir()
     study = optuna.load_study(study_name="tune_kd-resnet8-synthetic",
-                              storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
+                              storage=f"sqlite:///{sweep / 'optuna.db'}")
     values = [trial.value for trial in study.trials]
-    assert len(values) == 3 and all(0 <= value <= 1 for value in values)
+    assert len(values) == 4 and all(0 <= value <= 1 for value in values)
     temperatures = {round(trial.params["distill.temperature"], 6) for trial in study.trials}
-    assert len(temperatures) == 3 and all(1 <= t <= 10 for t in temperatures)
-    records = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("summary.json")
-               if "cache" not in p.parts]
+    assert len(temperatures) == 4 and all(1 <= t <= 10 for t in temperatures)
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
     assert sorted(r["metrics"]["val/acc_best"] for r in records) == pytest.approx(sorted(values))
 
 
@@ -132,21 +133,50 @@ def test_previous_run_decides_skip_resume_or_fresh(compose_cfg, tmp_path):
 
     cfg = compose_cfg("data=synthetic")
     config = to_container(cfg)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+
+    def earlier(status: str, checkpoint: bool = True, **changes) -> None:
+        write_json_atomic(tmp_path / "summary.json",
+                          {"status": status, "config": {**config, **changes},
+                           "metrics": {"test/acc": 0.5}})
+        if checkpoint:
+            last.parent.mkdir(exist_ok=True)
+            last.write_bytes(b"checkpoint")
+
     assert previous_run(cfg, tmp_path, config) == (None, None)  # nothing there yet
-    record = {"status": "completed", "config": config, "metrics": {"test/acc": 0.5}}
-    write_json_atomic(tmp_path / "summary.json", record)
+    earlier("completed")
     done, resume = previous_run(cfg, tmp_path, config)
     assert done["metrics"] == {"test/acc": 0.5} and resume is None
-    other = compose_cfg("data=synthetic", "optim.lr=0.2")  # another run in this directory
-    assert previous_run(other, tmp_path, to_container(other)) == (None, None)
-    off = compose_cfg("data=synthetic", "resume=false")
-    assert previous_run(off, tmp_path, to_container(off)) == (None, None)
-    # killed mid-way: continue from the last checkpoint if there is one, else start over
-    write_json_atomic(tmp_path / "summary.json", {**record, "status": "running"})
-    assert previous_run(cfg, tmp_path, config) == (None, None)
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    last.parent.mkdir()
-    last.write_bytes(b"checkpoint")
+    # Settings that do not change the result (progress bar, W&B mode) are the same run.
+    quiet = compose_cfg("data=synthetic", "trainer.enable_progress_bar=false", "logger=csv")
+    assert previous_run(quiet, tmp_path, to_container(quiet))[0] is not None
+    # killed mid-way: continue from the last checkpoint
+    earlier("running")
     assert previous_run(cfg, tmp_path, config) == (None, last)
+    # Another config, or resume=false: the earlier run is set aside whole, so its
+    # checkpoint can never be resumed by this one.
+    for other in (compose_cfg("data=synthetic", "optim.lr=0.2"),
+                  compose_cfg("data=synthetic", "resume=false")):
+        earlier("running")
+        assert previous_run(other, tmp_path, to_container(other)) == (None, None)
+        assert not last.exists() and not (tmp_path / "summary.json").exists()
+    moved = sorted(tmp_path.glob("replaced-*/checkpoints/last.ckpt"))
+    assert moved, "the earlier attempt is kept, not deleted"
+    earlier("running", checkpoint=False)
     (tmp_path / "summary.json").write_text('{"status": "runn')  # cut short by a crash
     assert previous_run(cfg, tmp_path, config) == (None, None)
+
+
+def test_sweep_directory_is_named_after_what_the_command_computes():
+    from lepton_exp.cli import sweep_dir_override
+
+    one = sweep_dir_override(["-m", "sweep=temperature", "seed=0,1", "distill=kd,dkd"])
+    (override,) = one
+    assert override.startswith("hydra.sweep.dir=${paths.output_dir}/multiruns/temperature-")
+    # order and launcher settings do not matter; values do
+    assert sweep_dir_override(["distill=kd,dkd", "-m", "seed=0,1", "sweep=temperature",
+                               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]) == one
+    assert sweep_dir_override(["-m", "sweep=temperature", "seed=0,1,2",
+                               "distill=kd,dkd"]) != one
+    assert sweep_dir_override(["seed=0"]) == []  # not a sweep
+    assert sweep_dir_override(["-m", "seed=0,1", "hydra.sweep.dir=/x"]) == []  # chosen

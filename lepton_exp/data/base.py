@@ -110,8 +110,10 @@ def shard_sampler(dataset: Dataset, train: bool) -> Optional[Sampler]:
     world, rank = ((dist.get_world_size(), dist.get_rank())
                    if dist.is_available() and dist.is_initialized() else (1, 0))
     if train:
+        # drop_last: up to world-1 samples per epoch left out instead of padded with repeats,
+        # which could add a step one process with the effective batch does not take
         return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                  seed=torch.initial_seed() % 2**63)
+                                  seed=torch.initial_seed() % 2**63, drop_last=True)
     if world == 1:
         return None
     from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler

@@ -41,7 +41,8 @@ ENTRY_NAME = "teacher.json"
 # (devices and num_nodes: the world size multiplies the effective batch under DDP.)
 _TRAINER_KEYS = ("max_epochs", "max_steps", "precision", "accumulate_grad_batches",
                  "gradient_clip_val", "limit_train_batches", "limit_val_batches",
-                 "check_val_every_n_epoch", "deterministic", "devices", "num_nodes")
+                 "check_val_every_n_epoch", "deterministic", "devices", "num_nodes",
+                 "sync_batchnorm")
 _DATA_IGNORED = ("num_workers", "eval_batch_size", "cache_dir")  # cache_dir: tokenised text
 
 
@@ -136,6 +137,12 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
     entry = root / key
     if _complete(entry):
         return entry, "hit"
+    from lepton_exp.training.parallel import started_externally
+
+    if started_externally():  # one rank would train it while the others wait on the lock
+        raise ConfigError(f"teacher {run_cfg.model.name} (cache key {key}) is not cached, and "
+                          "ranks started by the cluster cannot train it: train it first with "
+                          "a one-node run (e.g. the same command with trainer.num_nodes=1)")
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / f"{key}.lock"))
     try:

@@ -32,6 +32,7 @@ from lepton_exp.stages.artifacts import Teacher, load_trained, resolve_teachers
 from lepton_exp.stages.classify import ClassificationModule
 from lepton_exp.stages.context import StageContext, StageOutput
 from lepton_exp.stages.distill import check_compatible, distillation_module, fit_distillation
+from lepton_exp.training.parallel import measured_alone
 from lepton_exp.training.trainer import build_trainer, evaluate
 
 # Measured figures compared before/after (the rest of the report is in the record only).
@@ -151,7 +152,8 @@ def run_prune(ctx: StageContext) -> StageOutput:
 
     make_permanent(model)  # measured and exported as plain tensors (no mask hooks)
     after = compression_report(model, example, latency=False)
-    dense_latency, pruned_latency = latency_report([dense, model], example, prune.latency_batch)
+    dense_latency, pruned_latency = measured_alone(
+        lambda: latency_report([dense, model], example, prune.latency_batch))
     before.update(dense_latency)
     after.update(pruned_latency)
     metrics.update(_flat("compress_dense", before))

@@ -87,6 +87,10 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
         return run_pipeline(cfg, run_dir, overrides or [])
     run_dir.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
+    if resume is None and parallel.started_externally():
+        # Ranks started by the cluster would each read the directory while rank zero
+        # rewrites it: no skip/resume for them (README: Multi-GPU).
+        resume = False
     if resume is None:  # decided once, by the process that starts the run (not per DDP rank)
         done, resume = previous_run(cfg, run_dir, config)
         if done is not None:
@@ -153,29 +157,68 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
     return record
 
 
+# Settings that do not change what a run computes: a re-run differing only in these is the
+# same run (how it is logged, shown or loaded, and the resume switch itself).
+_NOT_COMPUTED = ("resume", "logger", "trainer.enable_progress_bar",
+                 "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
+                 "data.eval_batch_size")
+# What an earlier attempt of another config leaves in a run directory, set aside before
+# this one starts (a stale last.ckpt must never be resumed by a later re-run).
+_RUN_ARTEFACTS = (RECORD_NAME, "checkpoints", EXPORT_NAME, "wandb", "csv")
+
+
+def computed_settings(config: dict) -> dict:
+    """``config`` without the settings in ``_NOT_COMPUTED``."""
+    config = json.loads(json.dumps(config, default=str))
+    for key in _NOT_COMPUTED:
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config
+
+
 def previous_run(cfg: DictConfig, run_dir: Path, config: dict
                  ) -> tuple[dict[str, Any] | None, Path | None]:
     """(the record of a complete earlier run of this config in ``run_dir``, or None;
-    the last checkpoint of an unfinished one to continue from, or None)."""
+    the last checkpoint of an unfinished one to continue from, or None). An earlier run of
+    another config is moved to ``run_dir/replaced-<time>/``, never overwritten."""
     path = run_dir / RECORD_NAME
-    if not cfg.resume or not path.exists():
+    if not path.exists():
         return None, None
     try:
         previous = read_record(run_dir)
     except ValueError:  # a record cut short by a crash: nothing to trust in it
-        return None, None
-    def what_it_computes(config: dict) -> dict:
-        return {key: value for key, value in config.items() if key != "resume"}
-
-    same_config = what_it_computes(previous.get("config") or {}) == what_it_computes(
-        json.loads(json.dumps(config, default=str)))
-    if not same_config:
-        log.warning("%s holds a run of another config: starting this one from scratch", run_dir)
+        previous = {}
+    same = computed_settings(previous.get("config") or {}) == computed_settings(config)
+    if not same or not cfg.resume:
+        aside = _set_aside(run_dir)
+        log.warning("%s held %s: moved to %s, starting this run from scratch", run_dir,
+                    "a run of another config" if not same else "an earlier attempt", aside)
         return None, None
     if previous.get("status") == "completed":
         return previous, None
     last = run_dir / "checkpoints" / "last.ckpt"
-    return None, last if last.is_file() else None
+    if not last.is_file():
+        return None, None
+    if cfg.stage == "prune" and (cfg.prune.method == "gradual" or cfg.prune.rounds > 1):
+        # masks created while finetuning / rounds before the last: rerun from the start
+        _set_aside(run_dir)
+        return None, None
+    return None, last
+
+
+def _set_aside(run_dir: Path) -> Path:
+    import tempfile
+
+    aside = Path(tempfile.mkdtemp(prefix=f"replaced-{time.strftime('%Y%m%d-%H%M%S')}-",
+                                  dir=run_dir))
+    for name in _RUN_ARTEFACTS:
+        if (run_dir / name).exists():
+            (run_dir / name).rename(aside / name)
+    return aside
 
 
 def _launch_ddp(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,

@@ -96,7 +96,7 @@ def run_tags(cfg) -> list[str]:
         tags.append(f"distill:{method_label(cfg.distill.terms)}")
     if cfg.prune.method != "none":
         tags.append(f"prune:{cfg.prune.method}")
-    return list(dict.fromkeys([*cfg.tags, *tags]))  # W&B caps a tag at 64 characters
+    return [tag[:64] for tag in dict.fromkeys([*cfg.tags, *tags])]  # W&B's limit: 64
 
 
 def sweep_group() -> str | None:

@@ -17,23 +17,27 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from lepton_exp.config import ConfigError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 WORKER_ENV = "LEPTON_DDP_WORKER"  # set in the worker processes this module starts
 
 
 def process_count(trainer_cfg) -> int:
     """Training processes per node that ``trainer_cfg`` asks for (1 unless a ddp strategy)."""
-    if not str(trainer_cfg.strategy).startswith("ddp"):
+    # (auto with several devices: Lightning would choose DDP and re-run the command line)
+    if not str(trainer_cfg.strategy).startswith(("ddp", "auto")):
         return 1
     devices = trainer_cfg.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
     if isinstance(devices, int) and devices >= 1:
         return devices
+    if str(trainer_cfg.strategy) == "auto" and devices in ("auto", -1):
+        return 1  # one device unless asked otherwise
     if not isinstance(devices, (str, int)) and len(devices) >= 1:  # device ids: [0, 1]
         return len(devices)
     raise ConfigError(f"trainer.devices={devices} with trainer.strategy="
@@ -96,6 +100,27 @@ def configure_threads(processes: int | None = None) -> int:
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def measured_alone(measure: Callable[[], T]) -> T:
+    """``measure()`` taken by rank zero with all of the machine's cores while the other DDP
+    ranks wait, its result shared with them (timings comparable to a one-process run);
+    just ``measure()`` outside DDP."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return measure()
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(_cores())
+        try:
+            box[0] = measure()
+        finally:
+            torch.set_num_threads(threads)
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 # ------------------------------------------------------------------------------ launching

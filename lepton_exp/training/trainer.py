@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -129,7 +130,7 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
              trainer_cfg) -> dict[str, float]:
     """Test ``module`` as it is (no fit) and return its metrics as ``<prefix>/*``, on the
     test batches and precision that the run's own tests use (``trainer_cfg``)."""
-    trainer = pl.Trainer(accelerator=trainer_cfg.accelerator, devices=1,
+    trainer = pl.Trainer(accelerator=trainer_cfg.accelerator, devices=_this_device(trainer_cfg),
                          precision=trainer_cfg.precision,
                          limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
@@ -142,6 +143,15 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
     return _floats(trainer.callback_metrics, (f"{prefix}/",))
 
 
+def _this_device(trainer_cfg) -> int | list[int]:
+    """One device for a side evaluation: in a DDP rank, the rank's own GPU (not GPU 0)."""
+    import torch
+
+    accelerator = trainer_cfg.accelerator
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return [int(os.environ.get("LOCAL_RANK", 0))] if gpu else 1
+
+
 def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.LightningModule,
                  datamodule: pl.LightningDataModule) -> dict[str, Any]:
     """Fit, then test the last and the best-validation checkpoints.
@@ -152,6 +162,11 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
     validation ran, else the last.
     """
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoints.resume_from)
+    if checkpoints.resume_from is not None and not any(
+            key.startswith("val/") for key in trainer.callback_metrics):
+        # killed after its last epoch (while testing or exporting): the fit had nothing left
+        # to do, so validate the restored last weights for val/* (train/* are not recorded)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
     # With monitor=None, "best" is simply the latest save.
     last_path = checkpoints.last.best_model_path or None
