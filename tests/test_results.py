@@ -262,6 +262,9 @@ def test_cli_writes_markdown_csv_and_plot(sweep, tmp_path, capsys):
     printed = capsys.readouterr().out
 
     assert f"`lepton-exp-results {sweep} --rows method" in markdown
+    # and the sweep's own command, from its multirun.yaml
+    assert ("made by `lepton-exp -m data=synthetic distill=kd,at distill.temperature=1,4 "
+            "seed=0,1 trainer.max_epochs=1`") in markdown
     assert "| method | distill.temperature=1 | distill.temperature=4 |" in markdown
     kd4 = values("kd", 4)
     assert f"{np.mean(kd4):.4f} ± {np.std(kd4, ddof=1):.4f} (n=2)" in markdown

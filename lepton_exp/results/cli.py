@@ -133,15 +133,20 @@ def run(argv: list[str]) -> None:
                       "--metric": metrics, "--plot": args.plot})
     check_metrics(runs, metrics)
 
-    problems = find_problems(runs, find_grids(args.dirs))
+    grids = find_grids(args.dirs)
+    problems = find_problems(runs, grids)
     table = build_table(runs, rows, args.cols, metrics)
     out = args.out or default_out(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     cell_keys = [*rows, *([args.cols] if args.cols else [])]
     plots = [path for x in args.plot if (path := plot_metric(
         runs, x, metrics[0], rows, cell_keys, plot_path(out, metrics[0], x))) is not None]
-    sources = [str(d) for d in args.dirs] + ([f"W&B {args.wandb}" + (
-        f" group {args.wandb_group}" if args.wandb_group else "")] if args.wandb else [])
+    sources = [f"`{d}`" for d in args.dirs] + [
+        f"sweep `{grid.sweep_dir.name}` made by `{grid.command}`"
+        for grid in grids if grid.command]
+    if args.wandb:
+        sources.append(f"W&B `{args.wandb}`" + (f" group `{args.wandb_group}`"
+                                                 if args.wandb_group else ""))
     report = render_report(shlex.join([PROG, *argv]), sources, runs, table, problems, plots)
     markdown, csv = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
     markdown.write_text(report)

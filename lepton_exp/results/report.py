@@ -38,7 +38,7 @@ def render_report(command: str, sources: list[str], runs: list[Run], table: Tabl
     metrics = ", ".join(table.metrics)
     parts = [f"# Results: {metrics}",
              f"Made by: `{command}`",
-             "Sources:\n\n" + "\n".join(f"- `{source}`" for source in sources),
+             "Sources:\n\n" + "\n".join(f"- {source}" for source in sources),
              (f"Runs: {counts_line(runs, problems)}. Each cell is mean ± sample std (n runs) "
               "over completed runs only; what differs between them besides the row and "
               "column keys (seeds, typically) is averaged over.")]

@@ -26,6 +26,7 @@ class SweepGrid:
     sweep_dir: Path
     jobs: list[list[tuple[str, str]]] | None  # each job: (key, value) overrides, in order
     note: str | None = None  # why there is no grid (jobs is None)
+    command: str | None = None  # the sweep's command line, from its multirun.yaml
 
 
 @dataclass
@@ -138,13 +139,24 @@ def load_grid(sweep_dir: Path) -> SweepGrid:
         return SweepGrid(sweep_dir, None, f"{target.rsplit('.', 1)[-1]} chooses its runs as it "
                                           "goes: no fixed grid, missing runs not checked")
     task = list((hydra.get("overrides") or {}).get("task") or [])
+    command = sweep_command(task, list((hydra.get("overrides") or {}).get("hydra") or []))
     try:
-        return SweepGrid(sweep_dir, expected_jobs(task, sweeper.get("params")))
+        return SweepGrid(sweep_dir, expected_jobs(task, sweeper.get("params")), command=command)
     except ValueError as error:
         return SweepGrid(sweep_dir, None, f"{error}: missing runs not checked")
     except Exception as error:  # noqa: BLE001 - Hydra's parse errors; report, don't crash
         return SweepGrid(sweep_dir, None, f"cannot expand the sweep ({error}); "
                                           "missing runs not checked")
+
+
+def sweep_command(task: list[str], hydra_overrides: list[str]) -> str:
+    """``lepton-exp -m ...`` as the sweep was started (Hydra's own mode flag and the sweep
+    directory lepton-exp names by itself left out)."""
+    import shlex
+
+    shown = [o for o in hydra_overrides if not o.startswith("hydra.mode=") and not (
+        o.startswith("hydra.sweep.dir=${paths.output_dir}/multiruns/"))]
+    return shlex.join(["lepton-exp", "-m", *shown, *task])
 
 
 def find_grids(paths: list[Path]) -> list[SweepGrid]:
