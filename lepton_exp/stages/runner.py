@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import traceback
 from dataclasses import asdict
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -99,8 +97,7 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
             return done
     if parallel.needs_launch(cfg):
         return _launch_ddp(cfg, run_dir, overrides, resume, config)
-    threads = parallel.configure_threads() if not os.environ.get(parallel.WORKER_ENV) else (
-        torch.get_num_threads())
+    threads = parallel.configure_threads()
     started = time.time()
     record = new_record(cfg, run_dir, overrides, started, config)
     record["torch_threads"] = threads

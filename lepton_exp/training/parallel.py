@@ -93,9 +93,12 @@ def threads_per_process(processes: int) -> int | None:
 
 def configure_threads(processes: int | None = None) -> int:
     """Give this process its share of the cores: ``processes`` processes share them (default:
-    the jobs a local parallel Hydra launcher runs at once). Returns torch's thread count."""
+    the jobs a local parallel Hydra launcher runs at once; a DDP worker keeps the share its
+    launcher gave it). Returns torch's thread count."""
     import torch
 
+    if os.environ.get(WORKER_ENV):
+        return torch.get_num_threads()
     threads = threads_per_process(parallel_jobs() if processes is None else processes)
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

@@ -98,14 +98,15 @@ def teacher_accuracy(runs, teacher: str, student: str) -> float | None:
 def write_table(runs, scale: str, command: str, out: Path,
                 pairs: list[tuple[str, str]]) -> str:
     table = build_table(runs, ["teacher.model.name", "model.name", "method"], None, METRICS)
+    ratio = 240 // SCALES[scale]["epochs"]
     lines = [
         f"# CRD CIFAR benchmark, `{scale}` scale", "",
         f"Made by `{command}`; {SCALES[scale]['about']}.",
         "Ours: test accuracy (%) of the best-validation epoch (`test_best/acc`) and of the last "
         "epoch, mean ± std over seeds (n runs). Published: CIFAR-100, 240 epochs (CRD Table 1; "
-        "DKD Table 1)." + (f" The {scale} scale uses other data, {240 // SCALES[scale]['epochs']}x "
-                           "fewer epochs and a weaker teacher: compare orderings (does a "
-                           "method beat the student alone?), not numbers." if scale != "paper" else ""), "",
+        "DKD Table 1)." + (f" The {scale} scale uses other data, {ratio}x fewer epochs and a "
+                           "weaker teacher: compare orderings (does a method beat the student "
+                           "alone?), not numbers." if scale != "paper" else ""), "",
         "| teacher → student | method | ours, best epoch | ours, last epoch | published |",
         "| --- | --- | --- | --- | --- |",
     ]
