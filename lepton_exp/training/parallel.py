@@ -27,22 +27,22 @@ WORKER_ENV = "LEPTON_DDP_WORKER"  # set in the worker processes this module star
 
 
 def process_count(trainer_cfg) -> int:
-    """Training processes per node that ``trainer_cfg`` asks for (1 unless a ddp strategy)."""
-    # (auto with several devices: Lightning would choose DDP and re-run the command line)
-    if not str(trainer_cfg.strategy).startswith(("ddp", "auto")):
+    """Training processes per node that ``trainer_cfg`` asks for (1 unless a ddp strategy,
+    or ``auto`` with several devices: Lightning would choose DDP and re-run the command)."""
+    strategy = str(trainer_cfg.strategy)
+    if not strategy.startswith(("ddp", "auto")):
         return 1
     devices = trainer_cfg.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
     if isinstance(devices, int) and devices >= 1:
         return devices
-    if str(trainer_cfg.strategy) == "auto" and devices in ("auto", -1):
-        return 1  # one device unless asked otherwise
     if not isinstance(devices, (str, int)) and len(devices) >= 1:  # device ids: [0, 1]
         return len(devices)
-    raise ConfigError(f"trainer.devices={devices} with trainer.strategy="
-                      f"{trainer_cfg.strategy}: give the number of processes per node, "
-                      "e.g. trainer.devices=4")
+    if strategy == "auto" and isinstance(devices, str):
+        return 1  # "auto" (one device), or a value Lightning rejects with its own message
+    raise ConfigError(f"trainer.devices={devices} with trainer.strategy={strategy}: give "
+                      "the number of processes per node, e.g. trainer.devices=4")
 
 
 def started_externally() -> bool:
