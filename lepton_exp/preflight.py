@@ -27,6 +27,26 @@ class PreflightError(Exception):
     pass
 
 
+# Module prefixes whose classes a config may name in `_target_` (Hydra instantiates the
+# launcher, the sweeper and its sampler from them; lepton-exp itself uses registries).
+ALLOWED_TARGETS = ("lepton_exp.", "torch.", "timm.", "transformers.", "torchmetrics.",
+                   "pytorch_lightning.", "lightning.", "hydra.", "hydra_plugins.", "optuna.")
+
+
+def _targets(node, where: str = ""):
+    """(dotted key, value) of every ``_target_`` in a config tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key == "_target_":
+                yield path, str(value)
+            else:
+                yield from _targets(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _targets(value, f"{where}[{index}]")
+
+
 def preflight(argv: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
@@ -93,6 +113,12 @@ def _check(config_name: str, overrides: list[str]) -> None:
         cfg = _compose(config_name, overrides)
     except Exception:  # noqa: BLE001 - find which override caused it and explain that one
         raise PreflightError(_explain(config_name, overrides)) from None
+    unsafe = [f"{where}={target}" for where, target in _targets(
+        OmegaConf.to_container(cfg, resolve=False)) if not target.startswith(ALLOWED_TARGETS)]
+    if unsafe:
+        raise PreflightError(
+            f"{unsafe[0]}: only classes from {', '.join(p.rstrip('.') for p in ALLOWED_TARGETS)}"
+            " may be instantiated from config (so an override cannot import arbitrary code)")
     with open_dict(cfg):
         del cfg["hydra"]  # Hydra fills its runtime fields later; the schema checks are ours
     try:

@@ -68,6 +68,18 @@ def test_a_missing_teacher_is_trained_once_then_served_from_the_cache(cfg_for):
     assert all(torch.equal(weights[name], best[name]) for name in weights)
 
 
+def test_a_damaged_cache_entry_is_set_aside_and_trained_again(cfg_for):
+    run_cfg = teacher_run_config(cfg_for(), cfg_for().teacher)
+    entry, _ = ensure_cached(run_cfg)
+    weights = entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # torn write
+    again, status = ensure_cached(run_cfg)
+    assert (again, status) == (entry, "trained")
+    read_state_dict(again / "model.safetensors", "teacher")  # whole again
+    (aside,) = entry.parent.glob(f"{entry.name}.corrupt-*")
+    assert (aside / "model.safetensors").stat().st_size < weights.stat().st_size
+
+
 def test_two_processes_asking_for_one_teacher_train_it_once(cfg_for, tmp_path):
     from omegaconf import OmegaConf
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from lepton_exp.tracking.record import atomic_file
 from lepton_exp.results.collect import (
     MISSING,
     RECORD_NAME,
@@ -149,7 +150,8 @@ def run(argv: list[str]) -> None:
                                                  if args.wandb_group else ""))
     report = render_report(shlex.join([PROG, *argv]), sources, runs, table, problems, plots)
     markdown, csv = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
-    markdown.write_text(report)
+    with atomic_file(markdown) as handle:  # tables are read by scripts and papers
+        handle.write(report)
     write_csv(table, csv)
     print(report)
     print("wrote:", *(str(p) for p in (markdown, csv, *plots)), sep="\n  ")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_exp.tracking.record import atomic_file
 from lepton_exp.results.collect import Run
 from lepton_exp.results.table import data_runs, group_runs, is_number, show, sort_key
 
@@ -103,6 +104,6 @@ def plot_metric(runs: list[Run], x_key: str, metric: str, hue_keys: list[str],
     axes.grid(True, alpha=0.3)
     if hue_keys:
         axes.legend(title=", ".join(hue_keys), fontsize="small")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    with atomic_file(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=120)
     return path

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_exp.tracking.record import atomic_file
 from lepton_exp.results.collect import MISSING, Run
 from lepton_exp.results.sweep import normalise_value, override_values
 
@@ -225,7 +226,7 @@ def csv_rows(table: Table) -> list[dict[str, Any]]:
 
 def write_csv(table: Table, path: Path) -> Path:
     fields = [*table.rows, *([table.col] if table.col else []), "metric", "mean", "std", "n"]
-    with open(path, "w", newline="") as handle:
+    with atomic_file(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(csv_rows(table))

@@ -135,7 +135,7 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
     key = cache_key(run_cfg)
     root = teachers_dir(run_cfg)
     entry = root / key
-    if _complete(entry):
+    if _complete(entry) and _intact(entry):
         return entry, "hit"
     from lepton_exp.training.parallel import started_externally
 
@@ -151,6 +151,11 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
         log.warning("teacher %s is being trained by another job: waiting for it", key)
         lock.acquire()
     try:
+        if _complete(entry) and not _intact(entry):  # truncated by a crash or a full disk
+            aside = entry.with_name(f"{key}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            log.warning("teacher cache entry %s is damaged: moved to %s, training it again",
+                        entry, aside.name)
+            os.rename(entry, aside)
         if _complete(entry):  # trained by the job we waited for
             return entry, "hit"
         from lepton_exp.stages.runner import run_stage  # runner imports the stages
@@ -168,6 +173,20 @@ def ensure_cached(run_cfg: DictConfig) -> tuple[Path, str]:
         return entry, "trained"
     finally:
         lock.release()
+
+
+def _intact(entry: Path) -> bool:
+    """Whether a cache entry's files read back whole (safetensors checks that its header's
+    tensors cover the file: a truncated write fails here, not halfway through a run)."""
+    from safetensors import safe_open
+
+    try:
+        json.loads((entry / ENTRY_NAME).read_text())
+        with safe_open(str(entry / WEIGHTS_NAME), "pt") as weights:
+            weights.keys()
+    except Exception:  # noqa: BLE001 - any damage means: rebuild it
+        return False
+    return True
 
 
 def _earlier_status(run_dir: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -10,7 +11,7 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 RECORD_NAME = "summary.json"
 _LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "wandb",
@@ -48,19 +49,33 @@ def git_state(path: Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def write_json_atomic(path: Path, payload: Any) -> Path:
-    """Write via a temp file + rename, so readers never see a half-written record."""
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
+    """A handle whose content appears at ``path`` only when complete (temp file, fsync,
+    rename): a crash never leaves a half-written file that a later reader trusts."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    handle = tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False, **open_kwargs)
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(handle.name)
+        raise
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)  # temp files are private; records are not
+    os.chmod(handle.name, 0o666 & ~umask)  # temp files are private; what we write is not
     os.replace(handle.name, path)
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write via a temp file + rename, so readers never see a half-written record."""
+    with atomic_file(path) as handle:
+        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
     return path
 
 
