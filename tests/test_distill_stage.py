@@ -201,8 +201,10 @@ def test_cli_temperature_sweep_gives_tracked_runs_that_share_one_teacher(tmp_pat
                f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}",
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(p.read_text()) for p in
-               sorted((tmp_path / "multiruns").glob("*/*/summary.json"))]
+    # in the order the jobs ran (their directories are named by content, not number)
+    records = sorted((json.loads(p.read_text()) for p in
+                      (tmp_path / "multiruns").glob("*/*/summary.json")),
+                     key=lambda r: r["started_at"])
     assert [r["config"]["distill"]["temperature"] for r in records] == [1.0, 8.0]
     assert all(r["status"] == "completed" and r["stage"] == "distill" for r in records)
     assert [r["teachers"][0]["cache"] for r in records] == ["trained", "hit"]

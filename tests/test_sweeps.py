@@ -129,7 +129,8 @@ def test_submitit_launcher_runs_the_sweep_jobs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (sweep,) = (tmp_path / "out" / "multiruns").iterdir()
     records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    assert [(r["seed"], r["status"]) for r in records] == [(0, "completed"), (1, "completed")]
+    assert sorted((r["seed"], r["status"]) for r in records) == [(0, "completed"),
+                                                                  (1, "completed")]
 
 
 def test_previous_run_decides_skip_resume_or_fresh(compose_cfg, tmp_path):
