@@ -29,7 +29,7 @@ from torch import nn
 from lepton_exp.config import ConfigError, LeptonError, one_line, to_container
 from lepton_exp.data.base import DataInfo
 from lepton_exp.models import build_model, save_weights
-from lepton_exp.tracking.record import RECORD_NAME, write_json_atomic
+from lepton_exp.tracking.record import read_record, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _intact(entry: Path) -> bool:
 
 def _earlier_status(run_dir: Path) -> str | None:
     try:
-        return json.loads((run_dir / RECORD_NAME).read_text()).get("status")
+        return read_record(run_dir).get("status")
     except (OSError, ValueError):
         return None
 

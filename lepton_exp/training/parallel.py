@@ -91,15 +91,15 @@ def threads_per_process(processes: int) -> int | None:
     return None if processes <= 1 else max(1, _cores() // processes)
 
 
-def configure_threads(processes: int | None = None) -> int:
-    """Give this process its share of the cores: ``processes`` processes share them (default:
-    the jobs a local parallel Hydra launcher runs at once; a DDP worker keeps the share its
-    launcher gave it). Returns torch's thread count."""
+def configure_threads() -> int:
+    """Give this process its share of the cores, shared with the jobs a local parallel Hydra
+    launcher runs at once (a DDP worker keeps the share its launcher gave it). Returns
+    torch's thread count."""
     import torch
 
     if os.environ.get(WORKER_ENV):
         return torch.get_num_threads()
-    threads = threads_per_process(parallel_jobs() if processes is None else processes)
+    threads = threads_per_process(parallel_jobs())
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
