@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -32,12 +33,21 @@ def _fail(message: str) -> NoReturn:
 def _app(cfg: DictConfig) -> float | None:
     from lepton_exp.stages.runner import run_stage
 
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     try:
         record = run_stage(cfg)
     except LeptonError as error:
         if _full_errors():
             raise
         _fail(str(error))  # also kept in the run record's "error" field
+    except (SIGTERMException, KeyboardInterrupt) as error:
+        # Lightning saved last.ckpt and stopped: exit as a process killed by that signal would
+        # (a cluster sees a pre-empted job, a sweep stops here), without a stack trace
+        sigterm = isinstance(error, SIGTERMException)
+        print(f"lepton-exp: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}: run the same command"
+              " again to continue from the last checkpoint", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if sigterm else signal.SIGINT))
     return record.get("metrics", {}).get("val/acc_best")  # objective for Hydra sweepers
 
 
@@ -81,14 +91,31 @@ def main() -> None:
 
         print(f"lepton-exp {__version__} (hydra-core {hydra.__version__})")
         return
-    if not _full_errors():
-        from lepton_exp.preflight import PreflightError, preflight
+    from lepton_exp.preflight import PreflightError, preflight
 
-        try:
-            preflight(sys.argv[1:])
-        except PreflightError as error:
-            _fail(str(error))
+    try:
+        # (with HYDRA_FULL_ERROR=1 only the _target_ allow-list: Hydra reports the rest)
+        job = preflight(sys.argv[1:], explain=not _full_errors())
+    except PreflightError as error:
+        _fail(str(error))
+    if job is not None and job.resume and not any(
+            a.startswith("hydra.run.dir=") for a in sys.argv[1:]):
+        sys.argv[1:] += continue_unfinished(job)
     _app()
+
+
+def continue_unfinished(job: DictConfig) -> list[str]:
+    """``hydra.run.dir`` of the newest unfinished run of this same config, if there is one: a
+    single run's directory is named by its start time, so the same command would otherwise
+    start afresh beside the interrupted attempt instead of continuing it."""
+    from lepton_exp.tracking.rundir import unfinished_run
+
+    found = unfinished_run(job)
+    if found is None:
+        return []
+    print(f"lepton-exp: continuing the unfinished run in {found} (resume=false starts a new "
+          "one)", file=sys.stderr)
+    return [f"hydra.run.dir={found}"]
 
 
 if __name__ == "__main__":

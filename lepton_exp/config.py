@@ -264,6 +264,9 @@ class RootConfig:
     # A run directory that already holds this run: skip it when its record is complete (same
     # config), else continue from its last checkpoint. Sweeps re-run into the same directory.
     resume: bool = True
+    # last.ckpt is also written every this many minutes of training (null: at epoch ends only)
+    # and always when the run is stopped by SIGTERM or Ctrl-C
+    checkpoint_every_minutes: Optional[float] = 30.0
     data: Any = MISSING  # typed by the selected option's schema (DigitsConfig, CifarConfig, ...)
     model: ModelConfig = MISSING
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -453,6 +456,8 @@ def validate(cfg: DictConfig) -> None:
         _range("model.drop_rate", cfg.model.drop_rate, 0, 1),
         _choice("logger.mode", cfg.logger.mode, WANDB_MODES),
         _range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
+        _range("checkpoint_every_minutes", cfg.get("checkpoint_every_minutes"), 0,
+               low_open=True),
     ]
     checks += _distill_checks(cfg)
     checks += _prune_checks(cfg)
@@ -460,7 +465,8 @@ def validate(cfg: DictConfig) -> None:
         checks.append(f"optim.betas needs two values (beta1, beta2), got {list(optim.betas)}")
     if optim.nesterov and optim.momentum <= 0:
         checks.append("optim.nesterov=true needs optim.momentum > 0")
-    if data.val_size >= 1 and data.val_size != int(data.val_size):
+    if data.val_size >= 1 and not (math.isfinite(data.val_size)
+                                   and data.val_size == int(data.val_size)):
         checks.append(f"data.val_size={data.val_size} must be a fraction below 1 or a whole "
                       "number of samples")
     if scheduler.name == "multistep" and not scheduler.milestones:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -47,26 +48,43 @@ def _targets(node, where: str = ""):
             yield from _targets(value, f"{where}[{index}]")
 
 
-def preflight(argv: list[str]) -> None:
+def preflight(argv: list[str], explain: bool = True) -> Optional[DictConfig]:
+    """Compose every job of the command line; raise PreflightError with one line for the first
+    problem. Returns the composed config of a single-job command (None for sweeps and
+    commands that run no job). ``explain=False`` (HYDRA_FULL_ERROR=1): composition errors are
+    left to Hydra's own report, but the ``_target_`` allow-list is still enforced."""
     from hydra._internal.utils import get_args_parser
 
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             args, _ = get_args_parser().parse_known_args(argv)
     except SystemExit:
-        return  # malformed flags: Hydra's own parser reports them (once, as it prints them)
+        return None  # malformed flags: Hydra's own parser reports them (once, as it prints them)
     if args.cfg and args.multirun:
         raise PreflightError(f"--cfg {args.cfg} shows the config of one job: drop -m/--multirun")
-    if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
-            or args.config_dir or args.experimental_rerun):
-        return
+    if (args.help or args.hydra_help or args.info or args.shell_completion
+            or args.experimental_rerun):
+        return None
     config_name = args.config_name or ROOT_CONFIG
     try:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except Exception as error:  # noqa: BLE001 - OverrideParseException and friends
+        if not explain:
+            return None
         raise PreflightError(f"cannot parse the overrides: {_first_line(error)}") from None
     sweeps = [o for o in parsed if o.is_sweep_override()]
-    if sweeps and not args.multirun:
+    if explain:
+        _check_sweep_flags(parsed, sweeps, args.multirun)
+    config_dir, extra = _config_dirs(args)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        composed = [_check(config_name, [*extra, *overrides], explain)
+                    for overrides in _candidates(parsed)]
+    return composed[0] if not args.multirun and not args.cfg else None
+
+
+def _check_sweep_flags(parsed: list[Override], sweeps: list[Override], multirun: bool) -> None:
+    if sweeps and not multirun:
         raise PreflightError(f"'{sweeps[0].input_line}' is a sweep: add -m (--multirun) to run "
                              "one job per value, or give a single value")
     sampling = [o for o in sweeps if o.value_type == ValueType.INTERVAL_SWEEP]
@@ -76,10 +94,22 @@ def preflight(argv: list[str]) -> None:
             f"'{sampling[0].input_line}' needs a sampling sweeper plugin (pip install "
             "hydra-optuna-sweeper, then hydra/sweeper=optuna); the default sweeper takes lists "
             "and ranges: key=1,2,3 or key=range(0,3)")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for overrides in _candidates(parsed):
-            _check(config_name, overrides)
+
+
+def _config_dirs(args) -> tuple[str, list[str]]:
+    """The primary config directory and the overrides adding ``--config-dir`` to the search
+    path, as Hydra will use them (so configs from there are checked too)."""
+    primary = str(CONF_DIR)
+    if args.config_path:
+        path = Path(args.config_path).expanduser()
+        if not path.is_absolute():  # Hydra reads a relative one from the calling module
+            path = CONF_DIR.parent / path
+        primary = str(path.resolve())
+    extra = []
+    if args.config_dir:
+        directory = Path(args.config_dir).expanduser().resolve()
+        extra.append(f"hydra.searchpath=[file://{directory}]")
+    return primary, extra
 
 
 def _candidates(parsed: list[Override]) -> Iterable[list[str]]:
@@ -108,10 +138,13 @@ def _compose(config_name: str, overrides: list[str]):
     return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 
-def _check(config_name: str, overrides: list[str]) -> None:
+def _check(config_name: str, overrides: list[str], explain: bool = True
+           ) -> Optional[DictConfig]:
     try:
         cfg = _compose(config_name, overrides)
     except Exception:  # noqa: BLE001 - find which override caused it and explain that one
+        if not explain:
+            return None
         raise PreflightError(_explain(config_name, overrides)) from None
     unsafe = [f"{where}={target}" for where, target in _targets(
         OmegaConf.to_container(cfg, resolve=False)) if not target.startswith(ALLOWED_TARGETS)]
@@ -121,10 +154,12 @@ def _check(config_name: str, overrides: list[str]) -> None:
             " may be instantiated from config (so an override cannot import arbitrary code)")
     with open_dict(cfg):
         del cfg["hydra"]  # Hydra fills its runtime fields later; the schema checks are ours
-    try:
-        validate(cfg)
-    except ConfigError as error:
-        raise PreflightError(str(error)) from None
+    if explain:
+        try:
+            validate(cfg)
+        except ConfigError as error:
+            raise PreflightError(str(error)) from None
+    return cfg
 
 
 def _explain(config_name: str, overrides: list[str]) -> str:

@@ -58,16 +58,25 @@ class ImageDataset(Dataset):
     """(image, label) pairs; with ``with_index`` also the sample's index in its split, which
     lets per-sample results (cached teacher outputs) be looked up from a shuffled batch."""
 
-    def __init__(self, split: Split, transform: v2.Transform, with_index: bool = False):
+    def __init__(self, split: Split, transform: v2.Transform, with_index: bool = False,
+                 random_transform: bool = False):
         self.split = split
         self.transform = transform
         self.with_index = with_index
+        self.random_transform = random_transform  # the sampler then seeds every draw
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, index: int):
-        image, label = self.transform(self.split.images[index]), self.split.labels[index]
+    def __getitem__(self, key: int | tuple[int, int]):
+        if isinstance(key, tuple):  # (index, seed) from a ResumableSampler: a seeded draw
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                image = self.transform(self.split.images[index])
+        else:
+            index, image = key, self.transform(self.split.images[key])
+        label = self.split.labels[index]
         return (image, label, index) if self.with_index else (image, label)
 
 
@@ -97,6 +106,35 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int, key: str) -> np.
     return np.sort(chosen)
 
 
+class ResumableSampler(Sampler):
+    """The training order of ``sampler`` (one seeded permutation per epoch), leaving out the
+    positions a resumed epoch already trained (``skip``, once), and with ``seeded`` pairing
+    every index with a seed for its random augmentation: (run seed, epoch, index) decide the
+    crop and flip, not the global RNG, so neither worker processes, the loader's prefetch nor
+    a resume change what a sample looks like."""
+
+    def __init__(self, sampler: DistributedSampler, seeded: bool):
+        self.sampler = sampler
+        self.seeded = seeded
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        # (runs at the epoch's first batch, after Lightning's set_epoch and any resume)
+        skip, self.skip = self.skip, 0
+        epoch, base = self.sampler.epoch, self.sampler.seed
+        for position, index in enumerate(self.sampler):
+            if position >= skip:
+                # distinct per (run seed, epoch, index), and a valid torch seed
+                yield (index, (base * 1_000_003 + epoch) * 10_000_019 + index) % 2**63 \
+                    if self.seeded else index
+
+
 def shard_sampler(dataset: Dataset, train: bool) -> Optional[Sampler]:
     """This process's share of ``dataset`` (Lightning's sampler replacement is off).
 
@@ -112,8 +150,10 @@ def shard_sampler(dataset: Dataset, train: bool) -> Optional[Sampler]:
     if train:
         # drop_last: up to world-1 samples per epoch left out instead of padded with repeats,
         # which could add a step one process with the effective batch does not take
-        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                  seed=torch.initial_seed() % 2**63, drop_last=True)
+        return ResumableSampler(
+            DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                               seed=torch.initial_seed() % 2**63, drop_last=True),
+            seeded=getattr(dataset, "random_transform", False))
     if world == 1:
         return None
     from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
@@ -135,6 +175,16 @@ class ClassificationData(pl.LightningDataModule):
         self.val = None
         self.test = None
         self.train_with_index = False  # training batches carry sample indices (3-tuples)
+        self._resume_skip = 0  # training samples the next training epoch leaves out
+        self._train_sampler: Optional[ResumableSampler] = None
+
+    def resume_within_epoch(self, batches: int) -> None:
+        """The next training epoch starts ``batches`` in (a resumed run). Also applies to a
+        loader made already (a module's setup may ask for it before the checkpoint loads):
+        its sampler decides what to leave out when the epoch's first batch is drawn."""
+        self._resume_skip = batches * self.cfg.batch_size
+        if self._train_sampler is not None:
+            self._train_sampler.skip = self._resume_skip
 
     # -- to implement ----------------------------------------------------------------------
     def load(self):
@@ -194,11 +244,18 @@ class ClassificationData(pl.LightningDataModule):
             self.cfg.eval_batch_size or self.cfg.batch_size)
         dataset = self.dataset(split, train)
         sampler = shard_sampler(dataset, train)
+        if isinstance(sampler, ResumableSampler):
+            sampler.skip, self._resume_skip = self._resume_skip, 0
+            self._train_sampler = sampler
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler,
             drop_last=train and len(sampler or split) > batch_size,
             num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
             collate_fn=self.collate,
+            # its own generator: making an iterator draws a seed, which must not move the
+            # global RNG that dropout and the losses use (an exact resume restores that one)
+            generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63) if train
+            else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -257,7 +314,8 @@ class ImageClassificationData(ClassificationData):
 
     def dataset(self, split: Split, train: bool) -> Dataset:
         transform = self.train_transform() if train else self.eval_transform()
-        return ImageDataset(split, transform, with_index=train and self.train_with_index)
+        return ImageDataset(split, transform, with_index=train and self.train_with_index,
+                            random_transform=train and not self.deterministic_train_transform)
 
     def example_batch(self, size: int = 2, full_length: bool = False) -> torch.Tensor:
         dataset = ImageDataset(self.train, self.eval_transform())

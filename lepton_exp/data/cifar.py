@@ -1,17 +1,25 @@
-"""CIFAR-10/100 from a local directory (npz or torchvision layout) or torchvision's download."""
+"""CIFAR-10/100 from a local directory (npz or torchvision layout) or torchvision's download.
+
+Every problem with the files (missing, truncated, not an npz, wrong arrays, shapes, dtypes
+or labels) is a one-line :class:`ConfigError` that names the file and says what to change.
+"""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from lepton_exp.config import ConfigError
+from lepton_exp.config import ConfigError, one_line
 from lepton_exp.data.base import ImageClassificationData, Split
 
 _TORCHVISION_DIRS = {10: "cifar-10-batches-py", 100: "cifar-100-python"}
+# What to do about a bad npz file, at the end of every message about one.
+_NPZ_FIX = "re-download it, or point data.root at a directory with train.npz + test.npz"
+_NPZ_LAYOUT = "'x' (N x 32 x 32 x 3 uint8 images, HWC RGB) and 'y' (N integer labels)"
 
 
 class CifarData(ImageClassificationData):
@@ -27,6 +35,11 @@ class CifarData(ImageClassificationData):
         if self.cfg.root is None:
             raise ConfigError(f"data.root is not set: point it at a {self.cfg.name} directory")
         root = Path(self.cfg.root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise ConfigError(
+                f"data.root='{root}' is a file, not a directory: point data.root at the "
+                f"directory holding train.npz + test.npz (or torchvision's "
+                f"{_TORCHVISION_DIRS[self.num_classes]}/)")
         if (root / "train.npz").exists() or (root / "test.npz").exists():
             return _load_npz(root / "train.npz", self.num_classes), _load_npz(
                 root / "test.npz", self.num_classes)
@@ -46,9 +59,15 @@ class CifarData(ImageClassificationData):
         try:
             data = cls(str(root), train=train, download=self.cfg.download)
         except Exception as error:  # noqa: BLE001 - network or archive errors, one line
-            raise ConfigError(f"could not load {self.cfg.name} from '{root}' "
-                              f"(download={self.cfg.download}): {error}") from error
-        return _to_split(np.asarray(data.data), np.asarray(data.targets), root, self.num_classes)
+            raise ConfigError(
+                f"could not load {self.cfg.name} from '{root}' (download={self.cfg.download}): "
+                f"{one_line(error)[:200]}: check the network (download=true), or remove a "
+                f"damaged {_TORCHVISION_DIRS[self.num_classes]}/ and download it again, or "
+                "point data.root at a directory with train.npz + test.npz") from error
+        return _to_split(np.asarray(data.data), np.asarray(data.targets),
+                         root / _TORCHVISION_DIRS[self.num_classes], self.num_classes,
+                         fix="remove it to download it again, or point data.root at "
+                             "another copy")
 
 
 class Cifar100Data(CifarData):
@@ -59,28 +78,61 @@ class Cifar100Data(CifarData):
 
 def _load_npz(path: Path, num_classes: int) -> Split:
     if not path.exists():
-        raise ConfigError(f"'{path}' is missing: the npz layout needs train.npz and test.npz")
+        raise ConfigError(f"'{path}' is missing: the npz layout needs train.npz and test.npz "
+                          f"side by side; add it, or point data.root at a directory with both")
+    if path.is_dir():
+        raise ConfigError(f"'{path}' is a directory, not an npz file: {_NPZ_FIX}")
     try:
-        with np.load(path) as arrays:
+        size = path.stat().st_size
+        is_zip = zipfile.is_zipfile(path)  # npz = zip; a truncated one lost its directory
+    except OSError as error:
+        raise ConfigError(f"cannot read '{path}' ({one_line(error)[:160]}): check that it is "
+                          f"a readable file, or {_NPZ_FIX}") from error
+    if not is_zip:
+        what = "the file is empty" if size == 0 else (
+            f"not a complete zip archive, {size} bytes: truncated, or another format")
+        raise ConfigError(f"'{path}' is not a readable npz file ({what}): {_NPZ_FIX}")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [name for name in ("x", "y") if name not in arrays.files]
+            if missing:
+                found = ", ".join(repr(name) for name in arrays.files) or "none"
+                raise ConfigError(
+                    f"'{path}' lacks {'arrays' if len(missing) > 1 else 'array'} "
+                    f"{' and '.join(map(repr, missing))} (it has {found}): it must hold "
+                    f"arrays {_NPZ_LAYOUT}, as np.savez(path, x=..., y=...) writes; "
+                    f"{_NPZ_FIX}")
             images, labels = arrays["x"], arrays["y"]
-    except KeyError as error:
-        raise ConfigError(
-            f"'{path}' must hold arrays 'x' (N,32,32,3 uint8) and 'y' (N,)") from error
-    except Exception as error:  # noqa: BLE001 - truncated / not an npz
-        raise ConfigError(f"'{path}' is not a readable npz file ({error}): re-create it") from error
-    return _to_split(images, labels, path, num_classes)
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - damaged member (bad CRC), object arrays, ...
+        raise ConfigError(f"'{path}' is not a readable npz file ({one_line(error)[:160]}): "
+                          f"{_NPZ_FIX}") from error
+    return _to_split(images, labels, path, num_classes, fix=_NPZ_FIX)
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray, where: Path, num_classes: int) -> Split:
+def _to_split(images: np.ndarray, labels: np.ndarray, where: Path, num_classes: int,
+              fix: str) -> Split:
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ConfigError(f"images in '{where}' must be uint8 N x H x W x 3, "
-                          f"got {images.dtype} {images.shape}")
+        raise ConfigError(f"images in '{where}' must be uint8 N x H x W x 3 (HWC RGB, as "
+                          f"CIFAR's 32 x 32), got {images.dtype} {images.shape}: {fix}")
+    if len(images) == 0:
+        raise ConfigError(f"'{where}' holds no images: {fix}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ConfigError(f"labels in '{where}' must be one integer per image (shape (N,)), "
+                          f"got {labels.dtype} {labels.shape}: {fix}")
     if len(labels) != len(images):
-        raise ConfigError(f"'{where}' has {len(images)} images but {len(labels)} labels")
+        raise ConfigError(f"'{where}' has {len(images)} images but {len(labels)} labels: {fix}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        hint = " (CIFAR-100 files? then use data=cifar100)" if (
+            num_classes == 10 and low >= 0 and high < 100) else ""
+        raise ConfigError(f"'{where}' has labels {low}..{high}, outside CIFAR-{num_classes}'s "
+                          f"0..{num_classes - 1}{hint}: {fix}")
     found = len(np.unique(labels))
-    if labels.min() < 0 or labels.max() >= num_classes or found != num_classes:
-        raise ConfigError(f"'{where}' has {found} classes (labels {labels.min()}.."
-                          f"{labels.max()}) but CIFAR-{num_classes} has {num_classes}: "
-                          "point data.root at the matching data set")
+    if found != num_classes:
+        raise ConfigError(f"'{where}' has {found} classes (labels {low}..{high}) but "
+                          f"CIFAR-{num_classes} has {num_classes}: point data.root at the "
+                          "matching data set")
     tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return Split(tensor, torch.from_numpy(labels.astype(np.int64)))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from torch.utils.data import Dataset
 
 from lepton_exp.config import ConfigError, one_line
 from lepton_exp.data.base import ClassificationData, DataInfo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,19 +106,16 @@ class TextClassificationData(ClassificationData):
         key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
         cache = Path(self.cfg.cache_dir).expanduser() / "tokenized" / f"{self.cfg.name}-{key}.pt"
         if cache.is_file():
-            stored = torch.load(cache, weights_only=True)
-            return {name: TextSplit(list(ids), labels) for name, (ids, labels) in stored.items()}
+            stored = _read_cache(cache)
+            if stored is not None:
+                return stored
         splits = {}
         for name, (texts, labels) in self.sentences().items():
             encoded = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)
             splits[name] = TextSplit([torch.tensor(ids, dtype=torch.int32)
                                       for ids in encoded["input_ids"]],
                                      torch.tensor(labels, dtype=torch.long))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
-        torch.save({name: (split.input_ids, split.labels) for name, split in splits.items()},
-                   partial)
-        partial.replace(cache)  # atomic: a parallel job reads a complete file or none
+        _write_cache(cache, splits)
         return splits
 
     def load(self):
@@ -156,24 +157,105 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _read_cache(cache: Path) -> dict[str, TextSplit] | None:
+    """The tokenised splits stored in ``cache``, or None (with a warning) when the file is
+    damaged (truncated by a crash or a full disk, or not a cache at all): it is rebuilt."""
+    try:
+        stored = torch.load(cache, weights_only=True)
+        splits = {name: TextSplit(list(ids), labels) for name, (ids, labels) in stored.items()}
+        if "train" not in splits or any(
+                not isinstance(split.labels, torch.Tensor) or split.labels.ndim != 1
+                or len(split.input_ids) != len(split.labels)
+                or not all(isinstance(ids, torch.Tensor) for ids in split.input_ids)
+                for split in splits.values()):
+            raise ValueError("unexpected contents")
+    except Exception as error:  # noqa: BLE001 - any damage means: rebuild it
+        log.warning("tokenised-text cache %s is damaged (%s): rebuilding it", cache,
+                    one_line(error).split(". ")[0][:160])
+        return None
+    return splits
+
+
+def _write_cache(cache: Path, splits: dict[str, TextSplit]) -> None:
+    """Store ``splits`` atomically: a parallel job reads a complete file or none. A cache
+    that cannot be written (read-only or full disk) only costs tokenising again next time."""
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({name: (split.input_ids, split.labels) for name, split in splits.items()},
+                   partial)
+        partial.replace(cache)
+    except OSError as error:
+        log.warning("cannot write the tokenised-text cache %s (%s): continuing without it",
+                    cache, one_line(error)[:160])
+    finally:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:  # its directory could not be made
+            pass
+
+
+# What to do about a bad SST-2 file, at the end of every message about one.
+_TSV_FIX = ("point data.root at GLUE SST-2's TSV files (header 'sentence<TAB>label', labels "
+            "0/1), or re-download them")
+
+
 def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
+    """(sentences, labels) of a GLUE SST-2 TSV file: a ``sentence<TAB>label`` header, then
+    one sentence and its 0/1 label per line, no quoting. Blank lines are skipped; anything
+    else that does not fit is a one-line ConfigError naming the file (and line)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path} ({one_line(error)[:160]}): check that it is a "
+                          f"readable file, or {_TSV_FIX}") from error
+    if not raw.strip():
+        raise ConfigError(f"{path} is empty: {_TSV_FIX}")
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # a BOM from a spreadsheet export
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}:{line} is not UTF-8 text (byte 0x{raw[error.start]:02x} at "
+                          f"offset {error.start}): re-save the file as UTF-8, or {_TSV_FIX}"
+                          ) from error
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t",
+                        quoting=csv.QUOTE_NONE)
     texts, labels = [], []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["sentence", "label"]:
-            raise ConfigError(f"{path} does not start with the header 'sentence<TAB>label': "
-                              "is it a GLUE SST-2 TSV file?")
-        for line, row in enumerate(reader, start=2):
+    try:
+        header = [cell.strip() for cell in next(reader)]
+        if "sentence" not in header or "label" not in header:
+            shown = "<TAB>".join(header)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            hint = (" (GLUE's own test.tsv has no labels: use its dev.tsv as test.tsv)"
+                    if "index" in header else "")
+            raise ConfigError(f"{path} does not start with the header 'sentence<TAB>label' "
+                              f"(its first line is '{shown}'){hint}: add that header line, "
+                              f"or {_TSV_FIX}")
+        text_column, label_column = header.index("sentence"), header.index("label")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            where = f"{path}:{reader.line_num} is not 'sentence<TAB>0|1'"
+            if len(row) <= max(text_column, label_column):
+                raise ConfigError(f"{where} (it has {len(row)} column"
+                                  f"{'s' if len(row) != 1 else ''}): fix or remove that line")
+            value = row[label_column].strip()
             try:
-                label = int(row[1])
-                if label not in (0, 1):
-                    raise ValueError(f"label {label}")
-            except (IndexError, ValueError) as error:
-                raise ConfigError(f"{path}:{line} is not 'sentence<TAB>0|1' "
-                                  f"({one_line(error)})") from error
-            texts.append(row[0])
+                label = int(value)
+            except ValueError:
+                raise ConfigError(f"{where} (label {value[:20]!r} is not an integer): fix or "
+                                  "remove that line; SST-2 labels are 0 (negative) and 1 "
+                                  "(positive)") from None
+            if label not in (0, 1):
+                raise ConfigError(f"{where} (label {label}): fix or remove that line; SST-2 "
+                                  "labels are 0 (negative) and 1 (positive)")
+            texts.append(row[text_column])
             labels.append(label)
+    except csv.Error as error:  # e.g. a binary file: a "line" longer than csv's field limit
+        raise ConfigError(f"{path}:{reader.line_num} is not a TSV line "
+                          f"({one_line(error)[:100]}): {_TSV_FIX}") from error
+    if not texts:
+        raise ConfigError(f"{path} has a header but no sentences: {_TSV_FIX}")
     return texts, labels
 
 
@@ -190,6 +272,9 @@ class Sst2Data(TextClassificationData):
         if not self.cfg.root:
             raise ConfigError("data.root is not set: give the directory of the SST-2 TSV files")
         root = Path(self.cfg.root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"data.root='{root}' is a file, not a directory: point data.root "
+                              "at the directory holding train.tsv (+ dev.tsv, test.tsv)")
         found = {name: root / file for name, file in self.FILES.items()
                  if (root / file).is_file()}
         if "train" not in found:

@@ -10,6 +10,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score,
                                          MulticlassMatthewsCorrCoef)
 
+from lepton_exp.config import LeptonError
 from lepton_exp.data.base import DataInfo
 from lepton_exp.models.taps import model_logits
 from lepton_exp.training.optim import build_optimizer, build_scheduler
@@ -24,6 +25,16 @@ def classification_metrics(num_classes: int, text: bool = False) -> MetricCollec
         metrics["f1"] = MulticlassF1Score(num_classes, average="macro")
         metrics["mcc"] = MulticlassMatthewsCorrCoef(num_classes)
     return MetricCollection(metrics)
+
+
+class NonFiniteLossError(LeptonError):
+    pass
+
+
+def non_finite_terms(terms: dict[str, torch.Tensor]) -> list[str]:
+    """``name=value`` of every term that is NaN or infinite."""
+    return [f"{name}={float(value)}" for name, value in terms.items()
+            if torch.is_tensor(value) and not bool(torch.isfinite(value).all())]
 
 
 class ClassificationModule(pl.LightningModule):
@@ -79,7 +90,21 @@ class ClassificationModule(pl.LightningModule):
                       batch_size=len(labels))
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        self.stop_if_not_finite(loss, {"cross_entropy": loss})
+        return loss
+
+    def stop_if_not_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """Stop the run before a NaN/Inf loss reaches the weights: last.ckpt stays the last
+        good state, and the error names the term that went bad."""
+        if bool(torch.isfinite(loss)):  # one check per step; the terms only when it fails
+            return
+        bad = non_finite_terms(terms) or [f"loss={float(loss)}"]
+        last = self.trainer.default_root_dir + "/checkpoints/last.ckpt"
+        raise NonFiniteLossError(
+            f"the training loss became {float(loss)} at step {self.global_step} (epoch "
+            f"{self.current_epoch}) from {', '.join(bad)}: lower optim.lr or set "
+            f"trainer.gradient_clip_val; the last good checkpoint is {last}")
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

@@ -86,6 +86,7 @@ class DistillationModule(ClassificationModule):
                                     self.teacher_weights)
         self.log_split("train", student.logits, labels, loss)
         logs.pop("loss")
+        self.stop_if_not_finite(loss, logs)
         self.log_dict({f"train/{name}": value for name, value in logs.items()},
                       on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return loss

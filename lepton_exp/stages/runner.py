@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -20,10 +19,12 @@ from lepton_exp.models import count_parameters, model_size_bytes, save_weights
 from lepton_exp.stages import STAGES, StageContext
 from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
                                         read_record, write_json_atomic)
+from lepton_exp.tracking.rundir import (check_checkpoint, computed_settings, earlier_record,
+                                        run_lock)
 from lepton_exp.training import parallel
 from lepton_exp.tracking.report import print_summary
-from lepton_exp.tracking.loggers import (build_loggers, finish_loggers, sweep_group,
-                                         wandb_run_info)
+from lepton_exp.tracking.loggers import (build_loggers, close_failed_loggers, finish_loggers,
+                                         sweep_group, wandb_run_info)
 
 log = logging.getLogger(__name__)
 EXPORT_NAME = "model.safetensors"  # the trained model of every run, for reuse without code
@@ -53,10 +54,13 @@ def new_record(cfg: DictConfig, run_dir: Path, overrides: list[str] | None, star
 
 
 def failure(error: BaseException) -> dict[str, Any]:
-    """Record fields of a run that ended by ``error`` (Ctrl-C: interrupted)."""
-    return {"status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+    """Record fields of a run that ended by ``error`` (Ctrl-C, SIGTERM: interrupted; Lightning
+    turns both into SystemExit once it has stopped the fit)."""
+    stopped = isinstance(error, (KeyboardInterrupt, SystemExit))
+    return {"status": "interrupted" if stopped else "failed",
             "error": f"{type(error).__name__}: {error}",
-            "traceback": None if isinstance(error, LeptonError) else traceback.format_exc()}
+            "traceback": None if stopped or isinstance(error, LeptonError)
+            else traceback.format_exc()}
 
 
 def run_stage(cfg: DictConfig, run_dir: Path | None = None,
@@ -89,20 +93,31 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
         # Ranks started by the cluster would each read the directory while rank zero
         # rewrites it: no skip/resume for them (README: Multi-GPU).
         resume = False
-    if resume is None:  # decided once, by the process that starts the run (not per DDP rank)
+    if resume is not None:  # a DDP rank: the process that launched it holds the run
+        return _run(cfg, run_dir, overrides, resume, config)
+    with run_lock(run_dir):
+        # decided once, by the process that starts the run (not per DDP rank)
         done, resume = previous_run(cfg, run_dir, config)
         if done is not None:
             log.warning("%s is complete in %s: skipped (resume=false runs it again)",
                         cfg.name, run_dir)
             return done
-    if parallel.needs_launch(cfg):
-        return _launch_ddp(cfg, run_dir, overrides, resume, config)
+        if parallel.needs_launch(cfg):
+            return _launch_ddp(cfg, run_dir, overrides, resume, config)
+        return _run(cfg, run_dir, overrides, resume, config)
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
+         resume: Path | bool | None, config: dict) -> dict[str, Any]:
     threads = parallel.configure_threads()
     started = time.time()
     record = new_record(cfg, run_dir, overrides, started, config)
     record["torch_threads"] = threads
+    wandb_id = None
     if resume:
         record["resumed_from"] = str(resume)
+        # the W&B run of the interrupted attempt continues (its id is in that record)
+        wandb_id = ((earlier_record(run_dir).get("wandb") or {}).get("id"))
     # Under DDP every rank runs this function; only rank zero owns the record, the W&B
     # run's finish and the report (Lightning already logs metrics from rank zero only).
     is_rank_zero = rank_zero_only.rank == 0
@@ -118,7 +133,11 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         # `method` beside the flat config: W&B tables group ablations by one column
         loggers = build_loggers(cfg, run_dir, {**flatten(config),
-                                               "method": method_label(cfg.distill.terms)})
+                                               "method": method_label(cfg.distill.terms)},
+                                resume_id=wandb_id)
+        if is_rank_zero:  # known from now on: a resumed attempt logs into the same W&B run
+            record["wandb"] = wandb_run_info(loggers)
+            write_json_atomic(run_dir / RECORD_NAME, record)
         output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared,
                                           resume or None))
         if is_rank_zero:
@@ -148,33 +167,15 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
                     "model_size_bytes": record["model_size_bytes"],
                     "wall_time_s": record["wall_time_s"], **output.summary})
             else:
-                _close_quietly(loggers)
+                close_failed_loggers(loggers)
     if is_rank_zero:
         print_summary(record)
     return record
 
 
-# Settings that do not change what a run computes: a re-run differing only in these is the
-# same run (how it is logged, shown or loaded, and the resume switch itself).
-_NOT_COMPUTED = ("resume", "logger", "trainer.enable_progress_bar",
-                 "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
-                 "data.eval_batch_size")
 # What an earlier attempt of another config leaves in a run directory, set aside before
 # this one starts (a stale last.ckpt must never be resumed by a later re-run).
 _RUN_ARTEFACTS = (RECORD_NAME, "checkpoints", EXPORT_NAME, "wandb", "csv")
-
-
-def computed_settings(config: dict) -> dict:
-    """``config`` without the settings in ``_NOT_COMPUTED``."""
-    config = json.loads(json.dumps(config, default=str))
-    for key in _NOT_COMPUTED:
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return config
 
 
 def previous_run(cfg: DictConfig, run_dir: Path, config: dict
@@ -200,6 +201,7 @@ def previous_run(cfg: DictConfig, run_dir: Path, config: dict
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None, None
+    check_checkpoint(last)
     if cfg.stage == "prune" and (cfg.prune.method == "gradual" or cfg.prune.rounds > 1):
         # masks created while finetuning / rounds before the last: rerun from the start
         _set_aside(run_dir)
@@ -259,13 +261,3 @@ def _quiet_lightning() -> None:
             handler.addFilter(_LightningInfoToFileOnly())
     # Raised inside Lightning on every run with current torch; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-def _close_quietly(loggers: list) -> None:
-    for logger in loggers:
-        try:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "finish"):
-                experiment.finish(exit_code=1)
-        except Exception:  # noqa: BLE001 - the original error is what matters
-            pass

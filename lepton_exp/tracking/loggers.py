@@ -1,11 +1,14 @@
 """Metric loggers from config: W&B (offline by default), CSV, or none.
 
 W&B must never take a run down: if it cannot start (no API key, no network, a timeout), the
-run continues with a CSV logger and says so once.
+run continues with a CSV logger and says so once; if it fails during the run (a full disk under
+``wandb/``, a dead W&B service), ``SafeWandbLogger`` stops calling W&B, sends the rest of the
+run's metrics to a CSV logger in the same place (``<run_dir>/csv``) and says so once.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -19,25 +22,32 @@ if TYPE_CHECKING:  # Lightning is imported by the builders: config validation re
 log = logging.getLogger(__name__)
 
 
-def _no_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
+def _no_logger(cfg, run_dir: Path, flat_config: dict[str, Any],
+               resume_id: str | None = None) -> list["Logger"]:
     return []
 
 
-def _csv_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
+def _csv_logger(cfg, run_dir: Path, flat_config: dict[str, Any],
+                resume_id: str | None = None) -> list["Logger"]:
+    return [_csv_in(run_dir)]
+
+
+def _csv_in(run_dir: Path) -> "Logger":
+    """The CSV logger of a run: ``<run_dir>/csv/metrics.csv``."""
     from pytorch_lightning.loggers import CSVLogger
 
-    return [CSVLogger(str(run_dir), name="csv", version="")]
+    return CSVLogger(str(run_dir), name="csv", version="")
 
 
-def _wandb_or_csv(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
+def _wandb_or_csv(cfg, run_dir: Path, flat_config: dict[str, Any],
+                  resume_id: str | None = None) -> list["Logger"]:
     if cfg.logger.mode == "disabled":
         return _csv_logger(cfg, run_dir, flat_config)
     try:
-        return [_wandb_logger(cfg, run_dir, flat_config)]
+        return [_wandb_logger(cfg, run_dir, flat_config, resume_id=resume_id)]
     except Exception as error:  # noqa: BLE001 - any W&B failure must not stop training
-        log.warning("W&B could not start (%s: %s); logging to CSV in %s/csv instead",
-                    type(error).__name__, str(error).splitlines()[0] if str(error) else "",
-                    run_dir)
+        log.warning("W&B could not start (%s); logging to CSV in %s/csv instead",
+                    _describe(error), run_dir)
         return _csv_logger(cfg, run_dir, flat_config)
 
 
@@ -45,11 +55,15 @@ LOGGERS: dict[str, Callable[..., list["Logger"]]] = {
     "wandb": _wandb_or_csv, "csv": _csv_logger, "none": _no_logger}
 
 
-def build_loggers(cfg, run_dir: Path, flat_config: dict[str, Any]) -> list["Logger"]:
-    return LOGGERS[cfg.logger.name](cfg, run_dir, flat_config)
+def build_loggers(cfg, run_dir: Path, flat_config: dict[str, Any],
+                  resume_id: str | None = None) -> list["Logger"]:
+    """The run's loggers. ``resume_id``: the W&B run id of an earlier attempt of this run
+    (from its record): the W&B run continues under that id (``resume="allow"``, offline too)."""
+    return LOGGERS[cfg.logger.name](cfg, run_dir, flat_config, resume_id=resume_id)
 
 
-def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> "Logger":
+def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any],
+                  resume_id: str | None = None) -> "Logger":
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
@@ -60,7 +74,10 @@ def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> "Logger":
         mode = "offline"
     saved_mode = os.environ.get("WANDB_MODE")
     os.environ.setdefault("WANDB_SILENT", "true")
-    logger = WandbLogger(
+    logger = safe_wandb_logger_class(WandbLogger)(
+        fallback_dir=run_dir,
+        id=resume_id,
+        resume="allow",  # a new id starts a new run; an earlier attempt's id continues it
         project=cfg.logger.project,
         entity=cfg.logger.entity,
         group=cfg.logger.group,
@@ -86,6 +103,200 @@ def _wandb_logger(cfg, run_dir: Path, flat_config: dict[str, Any]) -> "Logger":
         else:
             os.environ["WANDB_MODE"] = saved_mode
     return logger
+
+
+class _SafeWandb:
+    """What makes a ``WandbLogger`` safe (see ``safe_wandb_logger_class``): every call into
+    W&B is guarded; the first failure is logged once, then the logger stops calling W&B and
+    sends what follows to a CSV logger in ``<fallback_dir>/csv`` (created on first need)."""
+
+    def __init__(self, *args: Any, fallback_dir: str | Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fallback_dir = Path(fallback_dir)
+        self._fallback: "Logger | None" = None
+        self._failure: str | None = None  # what failed first, e.g. "logging metrics (OSError: ..)"
+        self._hparams: list[Any] = []  # logged hyperparameters, replayed into the CSV fallback
+
+    @property
+    def failure(self) -> str | None:
+        """What failed first (None while W&B works)."""
+        return self._failure
+
+    @property
+    def fallback(self) -> "Logger | None":
+        """The CSV logger that took over after a failure (None while W&B works)."""
+        return self._fallback
+
+    def _fail(self, action: str, error: Exception, fallback: bool = True,
+              finished: bool = False) -> "Logger | None":
+        """Record the failure (and warn) the first time; the CSV fallback, created if needed
+        (``fallback``). ``finished``: the failure came after training (closing the run)."""
+        if self._failure is None:
+            self._failure = f"{action} ({_describe(error)})"
+            if finished:
+                log.warning("W&B failed while %s; the run's results are in its run record, "
+                            "the W&B run may be incomplete", self._failure)
+            else:
+                log.warning("W&B failed while %s; W&B logging stops for this run and continues "
+                            "to CSV in %s", self._failure, self._fallback_dir / "csv")
+        return self._csv() if fallback else self._fallback
+
+    def _csv(self) -> "Logger":
+        if self._fallback is None:
+            self._fallback = _csv_in(self._fallback_dir)
+            for params in self._hparams:
+                try:
+                    self._fallback.log_hyperparams(params)
+                except Exception:  # noqa: BLE001 - hyperparameters are in the run record too
+                    pass
+        return self._fallback
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        if self._failure is None:
+            try:
+                return super().log_metrics(metrics, step)
+            except Exception as error:  # noqa: BLE001 - W&B must not stop training
+                self._fail("logging metrics", error)
+        self._csv().log_metrics(metrics, step)
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._hparams.append(params)
+        if self._failure is None:
+            try:
+                return super().log_hyperparams(params, *args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                self._fail("logging hyperparameters", error)
+        self._csv().log_hyperparams(params)
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        if self._failure is None:
+            try:
+                return super().log_graph(model, input_array)
+            except Exception as error:  # noqa: BLE001
+                self._fail("logging the model graph", error, fallback=False)
+
+    def watch(self, *args: Any, **kwargs: Any) -> None:
+        if self._failure is None:
+            try:
+                return super().watch(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                self._fail("watching the model", error, fallback=False)
+
+    def _log_media(self, method: str, *args: Any, **kwargs: Any) -> None:
+        # Tables, images, audio, video: W&B objects, nothing a CSV file can hold.
+        if self._failure is None:
+            try:
+                return getattr(super(), method)(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                self._fail(f"logging media ({method})", error, fallback=False)
+
+    def log_table(self, *args: Any, **kwargs: Any) -> None:
+        self._log_media("log_table", *args, **kwargs)
+
+    def log_text(self, *args: Any, **kwargs: Any) -> None:
+        self._log_media("log_text", *args, **kwargs)
+
+    def log_image(self, *args: Any, **kwargs: Any) -> None:
+        self._log_media("log_image", *args, **kwargs)
+
+    def log_audio(self, *args: Any, **kwargs: Any) -> None:
+        self._log_media("log_audio", *args, **kwargs)
+
+    def log_video(self, *args: Any, **kwargs: Any) -> None:
+        self._log_media("log_video", *args, **kwargs)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if self._failure is None:
+            try:
+                return super().after_save_checkpoint(checkpoint_callback)
+            except Exception as error:  # noqa: BLE001
+                self._fail("registering a checkpoint", error, fallback=False)
+
+    def save(self) -> None:
+        if self._failure is None:
+            try:
+                return super().save()
+            except Exception as error:  # noqa: BLE001
+                self._fail("saving", error)
+        if self._fallback is not None:
+            self._fallback.save()
+
+    def finalize(self, status: str) -> None:
+        if self._failure is None:
+            try:
+                return super().finalize(status)  # logs checkpoints as artifacts (log_model)
+            except Exception as error:  # noqa: BLE001
+                self._fail("finalizing (uploading checkpoints)", error, fallback=False)
+        if self._fallback is not None:
+            self._fallback.finalize(status)
+
+    def _finish_run(self, summary: dict[str, Any]) -> None:
+        """Push ``summary`` to the W&B summary and finish the W&B run; after a failure (now or
+        earlier) only the CSV fallback is closed and W&B is not called again."""
+        if self._failure is None:
+            action = "updating the run summary"
+            try:
+                self.experiment.summary.update(summary)
+                action = "finishing the run"
+                self.experiment.finish()
+                return
+            except Exception as error:  # noqa: BLE001 - tracking must not fail a finished run
+                self._fail(action, error, fallback=False, finished=True)
+        if self._fallback is not None:
+            self._fallback.finalize("success")
+        self._detach()
+
+    def _close_failed(self) -> None:
+        """Close after a failed run: finish the W&B run with exit code 1, unless W&B failed."""
+        if self._failure is None:
+            try:
+                self.experiment.finish(exit_code=1)
+                return
+            except Exception as error:  # noqa: BLE001 - the run's own error is what matters
+                self._fail("finishing the failed run", error, fallback=False, finished=True)
+        if self._fallback is not None:
+            self._fallback.finalize("failed")
+        self._detach()
+
+    def _detach(self) -> None:
+        """Forget a W&B run that failed, without calling it: otherwise the next run in this
+        process (a sweep) would be handed the broken run by WandbLogger / wandb.init."""
+        run = self._experiment
+        if run is None:
+            return
+        try:
+            import wandb
+            from wandb.sdk.lib import module
+
+            manager = getattr(run, "_wl", None)
+            if manager is not None and hasattr(manager, "remove_active_run"):
+                manager.remove_active_run(run)
+            if wandb.run is run:
+                module.unset_globals()
+        except Exception:  # noqa: BLE001 - best effort on wandb internals
+            pass
+
+
+@functools.cache
+def safe_wandb_logger_class(base: type) -> type:
+    """``SafeWandbLogger``: ``base`` (Lightning's ``WandbLogger``) whose failures during the run
+    never reach training (see ``_SafeWandb``). Built on first use, so that importing this
+    module does not import Lightning; ``base`` is read when the logger is built."""
+    return type("SafeWandbLogger", (_SafeWandb, base), {"__module__": __name__,
+                                                       "__qualname__": "SafeWandbLogger"})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SafeWandbLogger":  # lepton_exp.tracking.loggers.SafeWandbLogger
+        from pytorch_lightning.loggers import WandbLogger
+
+        return safe_wandb_logger_class(WandbLogger)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def run_tags(cfg) -> list[str]:
@@ -117,25 +328,37 @@ def _has_netrc_key() -> bool:
 
 
 def wandb_run_info(loggers: list["Logger"]) -> dict[str, Any] | None:
-    """Where the W&B run lives (for the run record and the console)."""
+    """Where the W&B run lives (for the run record and the console); after a failure during
+    the run also what failed and where the metrics went instead."""
     from pytorch_lightning.loggers import WandbLogger
 
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            run = logger.experiment
-            run_dir = Path(run.dir).parent  # .../wandb/offline-run-<date>-<id>
-            return {"id": run.id, "project": run.project,
-                    "mode": "offline" if run.offline else "online",
-                    "dir": str(run_dir), "url": getattr(run, "url", None)}
+            try:
+                run = logger.experiment
+                run_dir = Path(run.dir).parent  # .../wandb/offline-run-<date>-<id>
+                info = {"id": run.id, "project": run.project,
+                        "mode": "offline" if run.offline else "online",
+                        "dir": str(run_dir), "url": getattr(run, "url", None)}
+            except Exception as error:  # noqa: BLE001 - the record must still be written
+                log.warning("W&B run details unavailable: %s", _describe(error))
+                return None
+            if isinstance(logger, _SafeWandb) and logger.failure is not None:
+                info.update(failed=logger.failure,
+                            fallback=str(Path(logger._fallback_dir) / "csv"))
+            return info
     return None
 
 
 def finish_loggers(loggers: list["Logger"], summary: dict[str, Any]) -> None:
-    """Push final metrics to the W&B summary and close the run (a sweep opens a new one next)."""
+    """Push final metrics to the W&B summary and close the run (a sweep opens a new one next).
+    A W&B logger that failed during the run only closes its CSV fallback."""
     from pytorch_lightning.loggers import WandbLogger
 
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, _SafeWandb):
+            logger._finish_run(summary)
+        elif isinstance(logger, WandbLogger):
             try:
                 logger.experiment.summary.update(summary)
                 logger.experiment.finish()
@@ -143,3 +366,18 @@ def finish_loggers(loggers: list["Logger"], summary: dict[str, Any]) -> None:
                 log.warning("W&B could not finish cleanly: %s", error)
         else:
             logger.finalize("success")
+
+
+def close_failed_loggers(loggers: list["Logger"]) -> None:
+    """After a failed run: finish W&B runs with exit code 1 (not one whose W&B already failed:
+    it only closes its CSV fallback). Never raises: the run's own error is what matters."""
+    for logger in loggers:
+        try:
+            if isinstance(logger, _SafeWandb):
+                logger._close_failed()
+                continue
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "finish"):
+                experiment.finish(exit_code=1)
+        except Exception:  # noqa: BLE001
+            pass

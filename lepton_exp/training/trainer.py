@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from lepton_exp.config import ConfigError, one_line
+from lepton_exp.training.resume import CheckpointOnStop, ExactResume
 
 MONITOR = "val/acc"
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
     ``resume_from`` when given."""
     checkpoints = Checkpoints.create(run_dir / "checkpoints", best_eligible)
     checkpoints.resume_from = resume_from
-    callbacks = [checkpoints.best, checkpoints.last, *callbacks]
+    callbacks = [checkpoints.best, checkpoints.last, *callbacks, ExactResume(),
+                 CheckpointOnStop(Path(checkpoints.last.dirpath) / "last.ckpt",
+                                  cfg.get("checkpoint_every_minutes"))]
     trainer_kwargs: dict[str, Any] = {
         key: value for key, value in OmegaConf.to_container(cfg.trainer).items()
         if value is not None
@@ -161,7 +164,9 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
     holding the weights of the checkpoint tested last (``weights_from``): the best one when
     validation ran, else the last.
     """
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoints.resume_from)
+    # weights_only: a checkpoint is read as tensors and plain values, never as code
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoints.resume_from,
+                weights_only=True)
     if checkpoints.resume_from is not None and not any(
             key.startswith("val/") for key in trainer.callback_metrics):
         # killed after its last epoch (while testing or exporting): the fit had nothing left
@@ -178,7 +183,8 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
         log.warning("no validated checkpoint: test_best/* is not recorded")
     for prefix, path in evaluations:
         module.test_prefix = prefix
-        trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False,
+                     weights_only=True)
         metrics.update(_floats(trainer.callback_metrics, (f"{prefix}/",)))
     module.test_prefix = "test"
     if checkpoints.best.best_model_score is not None:

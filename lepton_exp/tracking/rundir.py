@@ -1,0 +1,108 @@
+"""Run directories: which settings make two runs the same run, the lock held while a process
+runs a directory, and the unfinished run a re-run of the same command continues.
+
+Imported by the CLI before Hydra sets up logging, so nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lepton_exp.config import ConfigError, one_line, to_container
+from lepton_exp.tracking.record import RECORD_NAME, read_record
+
+LOCK_NAME = ".lock"  # held by the process running a run directory (run_lock)
+
+# Settings that do not change what a run computes: a re-run differing only in these is the
+# same run (how it is logged, shown or loaded, and the resume switch itself).
+NOT_COMPUTED = ("resume", "checkpoint_every_minutes", "logger", "trainer.enable_progress_bar",
+                 "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
+                 "data.eval_batch_size")
+def computed_settings(config: dict) -> dict:
+    """``config`` without the settings in ``NOT_COMPUTED``."""
+    config = json.loads(json.dumps(config, default=str))
+    for key in NOT_COMPUTED:
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Held while a process runs ``run_dir``: a second process given the same directory (the
+    same sweep started twice, a re-run while the first still trains) stops with a clear error
+    instead of writing into it. The OS drops the lock when its holder dies, even by SIGKILL."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(run_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"{run_dir} is being run by another process right now: wait for it "
+                          "to finish (a re-run then continues or skips it)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_running(run_dir: Path) -> bool:
+    """Whether another process holds ``run_dir`` now (see ``run_lock``)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(run_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def unfinished_run(cfg: DictConfig) -> Path | None:
+    """The newest run directory under ``paths.output_dir/runs`` (where single runs go,
+    conf/hydra/default.yaml) holding an unfinished run of ``cfg`` that has something to
+    continue from, and that no process is running now."""
+    config = computed_settings(to_container(cfg))
+    candidates = []
+    for path in Path(cfg.paths.output_dir).glob(f"runs/*/*_{glob.escape(str(cfg.name))}/"
+                                                 f"{RECORD_NAME}"):
+        record = earlier_record(path.parent)
+        started = any(path.parent.glob("**/checkpoints/last.ckpt"))  # a pipeline: its steps'
+        if (record.get("status") not in (None, "completed") and started
+                and computed_settings(record.get("config") or {}) == config
+                and not is_running(path.parent)):
+            candidates.append((str(record.get("started_at")), path.parent))
+    return max(candidates)[1] if candidates else None
+
+
+def check_checkpoint(path: Path) -> None:
+    """A clear error for a checkpoint that does not read back whole, or not as tensors and
+    plain values (checkpoints are written by rename, so this means a damaged disk or a file
+    put there by hand)."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - truncated zip, foreign pickle, ...
+        raise ConfigError(f"cannot continue from {path} ({one_line(error)[:120]}): it is "
+                          "damaged or holds more than tensors and plain values; run with "
+                          "resume=false to start this run again (the attempt is kept aside)"
+                          ) from None
+
+
+def earlier_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        return read_record(run_dir)
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,157 @@
+"""What makes a fit resumable exactly: RNG states and the position in the epoch travel in the
+checkpoint, a checkpoint is written every few minutes and when the run is told to stop.
+
+Lightning restores weights, optimiser, lr schedulers, loop counters and ``global_step`` (so
+every schedule driven by the step: temperature, alpha, warm-ups). It does not restore the
+global random generators, nor where in an epoch a non-stateful loader was: those are here.
+The data side (a sampler that skips the batches already trained, augmentations seeded per
+sample) is in ``lepton_exp.data.base``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+RNG_KEY = "lepton_rng_states"
+SUMS_KEY = "lepton_epoch_sums"
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states, as tensors and plain Python values (``weights_only`` loads them:
+    numpy's state is otherwise an ndarray, which a safe unpickler refuses)."""
+    states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    states["numpy"] = [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(position),
+                       int(has_gauss), float(gauss)]
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    states = dict(states)
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    states["numpy"] = (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
+    if not torch.cuda.is_available():
+        states.pop("torch.cuda", None)
+    _set_rng_states(states)
+
+
+def batches_done_in_epoch(checkpoint: dict[str, Any]) -> int:
+    """Training batches of the unfinished epoch a checkpoint was taken in (0: at an epoch end)."""
+    fit = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = fit.get("epoch_progress", {}).get("current", {})
+    if epochs.get("started", 0) <= epochs.get("processed", 0):
+        return 0  # saved at an epoch end: the next epoch starts from its first batch
+    return int(fit.get("epoch_loop.batch_progress", {}).get("current", {}).get("processed", 0))
+
+
+def epoch_sums(trainer: pl.Trainer) -> dict[str, dict[str, Any]]:
+    """What the training epoch's logged values have summed so far (Lightning's per-epoch
+    accumulators, and the states of logged torchmetrics), by logged key."""
+    sums: dict[str, dict[str, Any]] = {}
+    for key, result in trainer.fit_loop.epoch_loop._results.items():
+        if not result.meta.on_epoch:
+            continue
+        if result.is_tensor:
+            sums[key] = {"value": result.value.detach().clone()}
+            if result.meta.is_mean_reduction:
+                sums[key]["cumulated_batch_size"] = result.cumulated_batch_size.clone()
+        else:  # a torchmetrics Metric: its states (sums, counts)
+            sums[key] = {name: state.detach().clone() for name, state
+                         in result.value.metric_state.items() if torch.is_tensor(state)}
+    return sums
+
+
+def add_epoch_sums(trainer: pl.Trainer, sums: dict[str, dict[str, Any]]) -> None:
+    """Add an interrupted epoch's sums to the resumed epoch's (all are sums or counts:
+    Lightning's means are sum/count, torchmetrics' accuracy counts, MeanMetric's sums)."""
+    for key, result in trainer.fit_loop.epoch_loop._results.items():
+        target = result if result.is_tensor else result.value
+        for name, saved in sums.get(key, {}).items():
+            setattr(target, name, getattr(target, name) + saved.to(getattr(target, name)))
+
+
+class ExactResume(Callback):
+    """Saves the RNG states (and, mid-epoch, the epoch's metric sums) with every checkpoint;
+    on resume, has the training loader skip the batches already trained in the interrupted
+    epoch, puts the RNG states back just before the next training step (after the sanity
+    check and the loader's prefetch) and adds the sums back after it, so the epoch's train/*
+    cover all of its batches."""
+
+    def __init__(self) -> None:
+        self._rng: Optional[dict[str, Any]] = None
+        self._sums: Optional[dict[str, dict[str, Any]]] = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[RNG_KEY] = rng_states()
+        if batches_done_in_epoch(checkpoint):
+            checkpoint[SUMS_KEY] = epoch_sums(trainer)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._rng = checkpoint.get(RNG_KEY)
+        skip = batches_done_in_epoch(checkpoint)
+        self._sums = checkpoint.get(SUMS_KEY) if skip else None
+        datamodule = trainer.datamodule
+        if skip and hasattr(datamodule, "resume_within_epoch"):
+            datamodule.resume_within_epoch(skip)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        if self._rng is not None:
+            set_rng_states(self._rng)
+            self._rng = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._sums is not None:  # the accumulators exist once the step has logged
+            add_epoch_sums(trainer, self._sums)
+            self._sums = None
+
+
+class CheckpointOnStop(Callback):
+    """Writes ``path`` (the run's last.ckpt) every ``every_minutes`` of training and when the
+    fit is stopped by SIGTERM (cluster pre-emption, ``scancel``) or Ctrl-C, at the end of the
+    batch in progress, so a re-run continues from there (``resume``)."""
+
+    def __init__(self, path: Path, every_minutes: Optional[float] = None) -> None:
+        self.path = Path(path)
+        self.every_seconds = every_minutes * 60 if every_minutes else None
+        self._last_save = time.monotonic()
+        self.saved_on_stop: Optional[Path] = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        # (Lightning's own ModelCheckpoint saves from this hook too: it resumes after the batch)
+        if self.every_seconds and time.monotonic() - self._last_save >= self.every_seconds:
+            trainer.save_checkpoint(self.path)
+            self._last_save = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_save = time.monotonic()  # the epoch-end checkpoint is written now
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return  # a failure: the last good checkpoint stays as it is
+        if not trainer.training or trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(self.path)
+        self.saved_on_stop = self.path
+        log.warning("stopped by %s: checkpoint saved to %s; run the same command again to "
+                    "continue", "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C",
+                    self.path)
