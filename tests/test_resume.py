@@ -125,3 +125,35 @@ def test_killed_and_terminated_commands_continue_with_the_same_command(tmp_path)
         assert record["wandb"]["id"] == stopped["wandb"]["id"]  # the same W&B run continues
         assert record["metrics"] == expected, mode
     assert len(list((tmp_path / "out").glob("runs/*/*/summary.json"))) == 1
+
+
+def test_seeded_augmentation_and_the_skip_of_a_resumed_epoch():
+    """A sample's random crop/flip depends on (seed, epoch, index) only, not on the global
+    RNG; a resumed epoch yields the tail of the same permutation."""
+    from torch.utils.data import DistributedSampler
+    from torchvision.transforms import v2
+
+    from lepton_exp.data.base import ImageDataset, ResumableSampler, Split
+
+    images = torch.arange(20 * 3 * 8 * 8, dtype=torch.uint8).reshape(20, 3, 8, 8)
+    dataset = ImageDataset(Split(images, torch.arange(20)),
+                           v2.Compose([v2.RandomCrop(8, padding=2), v2.RandomHorizontalFlip()]),
+                           random_transform=True)
+
+    def sampler():
+        made = ResumableSampler(DistributedSampler(dataset, 1, 0, seed=7), seeded=True)
+        made.set_epoch(3)
+        return made
+
+    full = list(sampler())
+    resumed = sampler()
+    resumed.skip = 5
+    assert list(resumed) == full[5:]
+    torch.manual_seed(0)
+    first = [dataset[key][0] for key in full]
+    torch.manual_seed(1)  # another global RNG state: the same images
+    assert all(torch.equal(a, dataset[key][0]) for a, key in zip(first, full))
+    assert len({tuple(a.flatten()[:40].tolist()) for a in first}) > 1
+    unseeded = ResumableSampler(DistributedSampler(dataset, 1, 0, seed=7), seeded=False)
+    unseeded.set_epoch(3)
+    assert list(unseeded) == [index for index, _ in full]

@@ -129,10 +129,12 @@ class ResumableSampler(Sampler):
         skip, self.skip = self.skip, 0
         epoch, base = self.sampler.epoch, self.sampler.seed
         for position, index in enumerate(self.sampler):
-            if position >= skip:
-                # distinct per (run seed, epoch, index), and a valid torch seed
-                yield (index, (base * 1_000_003 + epoch) * 10_000_019 + index) % 2**63 \
-                    if self.seeded else index
+            if position < skip:
+                continue
+            if self.seeded:  # distinct per (run seed, epoch, index), and a valid torch seed
+                yield index, ((base * 1_000_003 + epoch) * 10_000_019 + index) % 2**63
+            else:
+                yield index
 
 
 def shard_sampler(dataset: Dataset, train: bool) -> Optional[Sampler]:
