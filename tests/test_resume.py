@@ -152,7 +152,7 @@ def test_seeded_augmentation_and_the_skip_of_a_resumed_epoch():
     torch.manual_seed(0)
     first = [dataset[key][0] for key in full]
     torch.manual_seed(1)  # another global RNG state: the same images
-    assert all(torch.equal(a, dataset[key][0]) for a, key in zip(first, full))
+    assert all(torch.equal(a, dataset[key][0]) for a, key in zip(first, full, strict=True))
     assert len({tuple(a.flatten()[:40].tolist()) for a in first}) > 1
     unseeded = ResumableSampler(DistributedSampler(dataset, 1, 0, seed=7), seeded=False)
     unseeded.set_epoch(3)
