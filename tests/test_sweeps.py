@@ -7,6 +7,7 @@ import itertools
 import json
 
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -148,7 +149,7 @@ def test_previous_run_decides_skip_resume_or_fresh(compose_cfg, tmp_path):
                            "metrics": {"test/acc": 0.5}})
         if checkpoint:
             last.parent.mkdir(exist_ok=True)
-            last.write_bytes(b"checkpoint")
+            torch.save({"state_dict": {}}, last)  # a checkpoint that reads back
 
     assert previous_run(cfg, tmp_path, config) == (None, None)  # nothing there yet
     earlier("completed")

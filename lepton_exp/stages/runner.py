@@ -201,11 +201,11 @@ def previous_run(cfg: DictConfig, run_dir: Path, config: dict
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None, None
-    check_checkpoint(last)
     if cfg.stage == "prune" and (cfg.prune.method == "gradual" or cfg.prune.rounds > 1):
         # masks created while finetuning / rounds before the last: rerun from the start
         _set_aside(run_dir)
         return None, None
+    check_checkpoint(last)
     return None, last
 
 
