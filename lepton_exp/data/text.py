@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch.utils.data import Dataset
 
 from lepton_exp.config import ConfigError, one_line
 from lepton_exp.data.base import ClassificationData, DataInfo
+from lepton_exp.tracking.record import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -179,20 +179,13 @@ def _read_cache(cache: Path) -> dict[str, TextSplit] | None:
 def _write_cache(cache: Path, splits: dict[str, TextSplit]) -> None:
     """Store ``splits`` atomically: a parallel job reads a complete file or none. A cache
     that cannot be written (read-only or full disk) only costs tokenising again next time."""
-    partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({name: (split.input_ids, split.labels) for name, split in splits.items()},
-                   partial)
-        partial.replace(cache)
+        with atomic_file(cache, "wb") as handle:
+            torch.save({name: (split.input_ids, split.labels) for name, split in splits.items()},
+                       handle)
     except OSError as error:
         log.warning("cannot write the tokenised-text cache %s (%s): continuing without it",
                     cache, one_line(error)[:160])
-    finally:
-        try:
-            partial.unlink(missing_ok=True)
-        except OSError:  # its directory could not be made
-            pass
 
 
 # What to do about a bad SST-2 file, at the end of every message about one.

@@ -151,83 +151,65 @@ class _SafeWandb:
                     pass
         return self._fallback
 
+    def _guard(self, action: str, call: Callable[..., Any], *args: Any,
+               fallback: bool = False, **kwargs: Any) -> bool:
+        """Call W&B unless it failed already; False when it did not run or failed (then
+        recorded by ``_fail``, creating the CSV fallback when ``fallback``)."""
+        if self._failure is not None:
+            return False
+        try:
+            call(*args, **kwargs)
+            return True
+        except Exception as error:  # noqa: BLE001 - W&B must not stop training
+            self._fail(action, error, fallback=fallback)
+            return False
+
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:
-        if self._failure is None:
-            try:
-                return super().log_metrics(metrics, step)
-            except Exception as error:  # noqa: BLE001 - W&B must not stop training
-                self._fail("logging metrics", error)
-        self._csv().log_metrics(metrics, step)
+        if not self._guard("logging metrics", super().log_metrics, metrics, step,
+                           fallback=True):
+            self._csv().log_metrics(metrics, step)
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         self._hparams.append(params)
-        if self._failure is None:
-            try:
-                return super().log_hyperparams(params, *args, **kwargs)
-            except Exception as error:  # noqa: BLE001
-                self._fail("logging hyperparameters", error)
-        self._csv().log_hyperparams(params)
+        if not self._guard("logging hyperparameters", super().log_hyperparams, params, *args,
+                           fallback=True, **kwargs):
+            self._csv().log_hyperparams(params)
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
-        if self._failure is None:
-            try:
-                return super().log_graph(model, input_array)
-            except Exception as error:  # noqa: BLE001
-                self._fail("logging the model graph", error, fallback=False)
+        self._guard("logging the model graph", super().log_graph, model, input_array)
 
     def watch(self, *args: Any, **kwargs: Any) -> None:
-        if self._failure is None:
-            try:
-                return super().watch(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001
-                self._fail("watching the model", error, fallback=False)
+        self._guard("watching the model", super().watch, *args, **kwargs)
 
-    def _log_media(self, method: str, *args: Any, **kwargs: Any) -> None:
-        # Tables, images, audio, video: W&B objects, nothing a CSV file can hold.
-        if self._failure is None:
-            try:
-                return getattr(super(), method)(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001
-                self._fail(f"logging media ({method})", error, fallback=False)
-
+    # Tables, images, audio, video: W&B objects, nothing a CSV file can hold.
     def log_table(self, *args: Any, **kwargs: Any) -> None:
-        self._log_media("log_table", *args, **kwargs)
+        self._guard("logging media (log_table)", super().log_table, *args, **kwargs)
 
     def log_text(self, *args: Any, **kwargs: Any) -> None:
-        self._log_media("log_text", *args, **kwargs)
+        self._guard("logging media (log_text)", super().log_text, *args, **kwargs)
 
     def log_image(self, *args: Any, **kwargs: Any) -> None:
-        self._log_media("log_image", *args, **kwargs)
+        self._guard("logging media (log_image)", super().log_image, *args, **kwargs)
 
     def log_audio(self, *args: Any, **kwargs: Any) -> None:
-        self._log_media("log_audio", *args, **kwargs)
+        self._guard("logging media (log_audio)", super().log_audio, *args, **kwargs)
 
     def log_video(self, *args: Any, **kwargs: Any) -> None:
-        self._log_media("log_video", *args, **kwargs)
+        self._guard("logging media (log_video)", super().log_video, *args, **kwargs)
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        if self._failure is None:
-            try:
-                return super().after_save_checkpoint(checkpoint_callback)
-            except Exception as error:  # noqa: BLE001
-                self._fail("registering a checkpoint", error, fallback=False)
+        self._guard("registering a checkpoint", super().after_save_checkpoint,
+                    checkpoint_callback)
 
     def save(self) -> None:
-        if self._failure is None:
-            try:
-                return super().save()
-            except Exception as error:  # noqa: BLE001
-                self._fail("saving", error)
-        if self._fallback is not None:
+        if not self._guard("saving", super().save, fallback=True) \
+                and self._fallback is not None:
             self._fallback.save()
 
     def finalize(self, status: str) -> None:
-        if self._failure is None:
-            try:
-                return super().finalize(status)  # logs checkpoints as artifacts (log_model)
-            except Exception as error:  # noqa: BLE001
-                self._fail("finalizing (uploading checkpoints)", error, fallback=False)
-        if self._fallback is not None:
+        # (WandbLogger.finalize logs checkpoints as artifacts with log_model)
+        if not self._guard("finalizing (uploading checkpoints)", super().finalize, status) \
+                and self._fallback is not None:
             self._fallback.finalize(status)
 
     def _finish_run(self, summary: dict[str, Any]) -> None:
@@ -353,17 +335,9 @@ def wandb_run_info(loggers: list["Logger"]) -> dict[str, Any] | None:
 def finish_loggers(loggers: list["Logger"], summary: dict[str, Any]) -> None:
     """Push final metrics to the W&B summary and close the run (a sweep opens a new one next).
     A W&B logger that failed during the run only closes its CSV fallback."""
-    from pytorch_lightning.loggers import WandbLogger
-
     for logger in loggers:
         if isinstance(logger, _SafeWandb):
             logger._finish_run(summary)
-        elif isinstance(logger, WandbLogger):
-            try:
-                logger.experiment.summary.update(summary)
-                logger.experiment.finish()
-            except Exception as error:  # noqa: BLE001 - tracking must not fail a finished run
-                log.warning("W&B could not finish cleanly: %s", error)
         else:
             logger.finalize("success")
 
@@ -372,12 +346,8 @@ def close_failed_loggers(loggers: list["Logger"]) -> None:
     """After a failed run: finish W&B runs with exit code 1 (not one whose W&B already failed:
     it only closes its CSV fallback). Never raises: the run's own error is what matters."""
     for logger in loggers:
-        try:
-            if isinstance(logger, _SafeWandb):
+        if isinstance(logger, _SafeWandb):  # (the only loggers here with a run to finish)
+            try:
                 logger._close_failed()
-                continue
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "finish"):
-                experiment.finish(exit_code=1)
-        except Exception:  # noqa: BLE001
-            pass
+            except Exception:  # noqa: BLE001 - e.g. the CSV fallback on a full disk
+                pass

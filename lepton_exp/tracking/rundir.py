@@ -24,6 +24,8 @@ LOCK_NAME = ".lock"  # held by the process running a run directory (run_lock)
 NOT_COMPUTED = ("resume", "checkpoint_every_minutes", "logger", "trainer.enable_progress_bar",
                  "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
                  "data.eval_batch_size")
+
+
 def computed_settings(config: dict) -> dict:
     """``config`` without the settings in ``NOT_COMPUTED``."""
     config = json.loads(json.dumps(config, default=str))
@@ -37,19 +39,27 @@ def computed_settings(config: dict) -> dict:
     return config
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """Held while a process runs ``run_dir``: a second process given the same directory (the
-    same sweep started twice, a re-run while the first still trains) stops with a clear error
-    instead of writing into it. The OS drops the lock when its holder dies, even by SIGKILL."""
+def _try_lock(run_dir: Path):
+    """The run directory's lock, acquired, or None when another process holds it."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(run_dir / LOCK_NAME))
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        return None
+    return lock
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Held while a process runs ``run_dir``: a second process given the same directory (the
+    same sweep started twice, a re-run while the first still trains) stops with a clear error
+    instead of writing into it. The OS drops the lock when its holder dies, even by SIGKILL."""
+    lock = _try_lock(run_dir)
+    if lock is None:
         raise ConfigError(f"{run_dir} is being run by another process right now: wait for it "
-                          "to finish (a re-run then continues or skips it)") from None
+                          "to finish (a re-run then continues or skips it)")
     try:
         yield
     finally:
@@ -58,12 +68,8 @@ def run_lock(run_dir: Path):
 
 def is_running(run_dir: Path) -> bool:
     """Whether another process holds ``run_dir`` now (see ``run_lock``)."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(run_dir / LOCK_NAME))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = _try_lock(run_dir)
+    if lock is None:
         return True
     lock.release()
     return False

@@ -129,7 +129,6 @@ class CheckpointOnStop(Callback):
         self.path = Path(path)
         self.every_seconds = every_minutes * 60 if every_minutes else None
         self._last_save = time.monotonic()
-        self.saved_on_stop: Optional[Path] = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
@@ -151,7 +150,6 @@ class CheckpointOnStop(Callback):
         if not trainer.training or trainer.sanity_checking:
             return
         trainer.save_checkpoint(self.path)
-        self.saved_on_stop = self.path
         log.warning("stopped by %s: checkpoint saved to %s; run the same command again to "
                     "continue", "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C",
                     self.path)
