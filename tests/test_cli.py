@@ -16,10 +16,18 @@ FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "logger=none"]
 
 
+def own_environment(**changes: str) -> dict[str, str]:
+    """The environment of a command started by a test: this process's, except the W&B service
+    this process may have started (wandb exports WANDB_SERVICE, and a child would attach to
+    it instead of starting its own, as a user's command does)."""
+    return {**{key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"},
+            **changes}
+
+
 def cli(*args: str, cwd: Path, module: bool = False, env: dict | None = None):
     command = [sys.executable, "-m", "lepton_exp"] if module else [EXE]
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+                          timeout=300, env=own_environment(**(env or {})))
 
 
 def test_help_lists_the_groups(tmp_path):

@@ -8,7 +8,6 @@ tests kill or terminate the real command line.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -83,9 +82,9 @@ def test_distillation_with_schedules_resumes_to_identical_metrics(compose_cfg, t
 def test_killed_and_terminated_commands_continue_with_the_same_command(tmp_path):
     """The real command line: SIGKILL a single run, SIGTERM a sweep job; the same command
     continues each (the single run in its own timestamped directory, the same W&B run)."""
-    from test_cli import EXE, cli
+    from test_cli import EXE, cli, own_environment
 
-    env = {**os.environ, "LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
+    env = own_environment(LEPTON_OUTPUT_DIR=str(tmp_path / "out"))
     args = [*FAST[:2], "trainer.max_epochs=4", *FAST[3:-2], "logger=wandb",
             "checkpoint_every_minutes=0.001"]
     reference = cli(*args, "logger=csv", cwd=tmp_path, env={"LEPTON_OUTPUT_DIR": str(
