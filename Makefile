@@ -24,7 +24,7 @@ pip_install = @echo '[setup] pip install $(1)'; \
 	$(BIN)/python -m pip install $(1) >> "$(VENV)/install.log" 2>&1 \
 	|| { cat "$(VENV)/install.log"; exit 1; }
 
-.PHONY: venv quickstart test test-all clean-venvs
+.PHONY: venv quickstart test test-all benchmarks clean-venvs
 
 # No file prerequisite: a fresh clone has new mtimes; the hash in $(VENV) is what counts.
 $(VENV)/.complete:
@@ -57,6 +57,10 @@ test: venv
 
 test-all: venv
 	$(BIN)/python -m pytest $(ARGS)
+
+# results/BENCHMARKS.md (~75 min on 2 cores; data in ../shared/data): see benchmarks/__main__.py
+benchmarks: venv
+	$(BIN)/python -m benchmarks $(ARGS)
 
 clean-venvs:
 	rm -rf "$(SAFE_ROOT)"/venv-*

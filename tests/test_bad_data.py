@@ -313,6 +313,7 @@ def _sst2_not_utf8(root: Path) -> tuple[list[str], Path]:
 
 
 # (a data.root that is a file is checked in-process above)
+@pytest.mark.slow  # real processes, ~30 s each: make test-all
 @pytest.mark.parametrize("make", [_cifar_truncated, _sst2_not_utf8],
                          ids=["cifar_truncated_npz", "sst2_not_utf8"])
 def test_cli_bad_data_is_one_error_line_and_exit_2(tmp_path, make):

@@ -19,6 +19,7 @@ EXE = str(_LOCAL_EXE) if _LOCAL_EXE.exists() else (shutil.which("lepton-exp") or
 SEEDS = (0, 1, 2, 3)
 
 
+@pytest.mark.slow  # real processes, ~100 s: make test-all
 def test_four_parallel_jobs_share_one_teacher_and_the_results_directory(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     out = tmp_path / "out"

@@ -79,6 +79,7 @@ def test_distillation_with_schedules_resumes_to_identical_metrics(compose_cfg, t
     assert resumed["metrics"]["train/temperature"] < 4.0  # the schedule moved
 
 
+@pytest.mark.slow  # real processes, ~105 s: make test-all
 def test_killed_and_terminated_commands_continue_with_the_same_command(tmp_path):
     """The real command line: SIGKILL a single run, SIGTERM a sweep job; the same command
     continues each (the single run in its own timestamped directory, the same W&B run)."""

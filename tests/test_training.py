@@ -62,6 +62,13 @@ def test_one_epoch_on_synthetic_writes_a_complete_run_record(run):
     assert record["metrics"]["epochs"] == 1
     assert record["num_params"] > 0 and record["model_size_bytes"] >= 4 * record["num_params"]
     assert record["wall_time_s"] > 0
+    # throughput: the samples of the training epochs (the last, partial batch dropped) over
+    # their time, validation left out
+    timing, batch = record["timing"], record["config"]["data"]["batch_size"]
+    assert timing["train_samples"] == record["data"]["train"] // batch * batch
+    assert len(timing["epoch_s"]) == 1 and 0 < timing["train_s"] < record["wall_time_s"]
+    assert timing["train_samples_per_s"] == pytest.approx(
+        timing["train_samples"] / timing["train_s"], rel=1e-2)
     assert set(record["git"]) == {"commit", "dirty"}
     assert record["versions"]["torch"] == metadata.version("torch")
     assert record["config"]["trainer"]["max_epochs"] == 1  # resolved config, not the yaml
@@ -237,3 +244,37 @@ def test_without_validation_there_is_no_best_checkpoint(run):
     record, _ = run("data=synthetic", "logger=none", "trainer.limit_val_batches=0")
     assert record["checkpoints"]["best"] is None and "test_best/acc" not in record["metrics"]
     assert Path(record["checkpoints"]["last"]).exists() and "test/acc" in record["metrics"]
+
+
+def test_train_timer_leaves_validation_out_of_the_training_time():
+    import time
+
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lepton_exp.training.timing import TrainTimer
+
+    class Slow(pl.LightningModule):  # training is fast, validation sleeps 0.2 s a batch
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            time.sleep(0.2)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = TensorDataset(torch.randn(40, 4))
+    timer = TrainTimer()
+    trainer = pl.Trainer(max_epochs=2, val_check_interval=0.5, num_sanity_val_steps=2,
+                         callbacks=[timer], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Slow(), DataLoader(data, batch_size=8), DataLoader(data, batch_size=20))
+    # 2 epochs x 2 validations x 2 batches x 0.2 s (+ the sanity check) slept outside
+    summary = timer.summary()
+    assert summary["train_samples"] == 2 * 40 and len(summary["epoch_s"]) == 2
+    assert summary["train_s"] < 0.5, summary

@@ -239,6 +239,7 @@ def run_distill(ctx: StageContext) -> StageOutput:
         "student_init": student_init,
         "teacher_output_cache": cache_info,
         "distill_terms": sorted(module.objective.terms),
+        "timing": result["timing"],
     }
     return StageOutput(model=student, metrics=result["metrics"],
                        checkpoints=result["checkpoints"], extra=extra)

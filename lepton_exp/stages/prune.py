@@ -169,6 +169,7 @@ def run_prune(ctx: StageContext) -> StageOutput:
         "teachers": [t.source | {"weight": t.weight} for t in prepared.teachers],
         "teacher_output_cache": cache_info,
         "distill_terms": sorted(cfg.distill.terms),
+        "timing": result["timing"],  # of the (last) finetuning
     }
     # Rebuild recipe in the export's metadata: structured pruning changed the shapes.
     kwargs = OmegaConf.to_container(cfg.model.kwargs) if cfg.model.kwargs else {}

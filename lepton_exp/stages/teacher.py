@@ -20,7 +20,7 @@ def run_teacher(ctx: StageContext) -> StageOutput:
     trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers,
                                          resume_from=ctx.resume_from)
     result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
-    extra = {}
+    extra = {"timing": result["timing"]}
     if trainer.is_global_zero:
         entry = artifacts.publish(cfg, model, result["metrics"], result["weights_from"],
                                  ctx.run_dir)

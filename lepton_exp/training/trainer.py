@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from lepton_exp.config import ConfigError, one_line
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume
+from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
     ``resume_from`` when given."""
     checkpoints = Checkpoints.create(run_dir / "checkpoints", best_eligible)
     checkpoints.resume_from = resume_from
-    callbacks = [checkpoints.best, checkpoints.last, *callbacks, ExactResume(),
+    callbacks = [checkpoints.best, checkpoints.last, *callbacks, ExactResume(), TrainTimer(),
                  CheckpointOnStop(Path(checkpoints.last.dirpath) / "last.ckpt",
                                   cfg.get("checkpoint_every_minutes"))]
     trainer_kwargs: dict[str, Any] = {
@@ -191,5 +192,6 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
         metrics["val/acc_best"] = float(checkpoints.best.best_model_score)
     metrics["epochs"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
+    timer = next(c for c in trainer.callbacks if isinstance(c, TrainTimer))
     return {"metrics": metrics, "checkpoints": {"last": last_path, "best": best_path},
-            "weights_from": evaluations[-1][1]}
+            "weights_from": evaluations[-1][1], "timing": timer.summary()}
