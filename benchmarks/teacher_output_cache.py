@@ -1,25 +1,21 @@
 """Epoch time of KD + AT distillation with and without the teacher-output cache.
 
-    python benchmarks/teacher_output_cache.py [--data-root ../shared/data/cifar10]
+    python -m benchmarks.teacher_output_cache --scale full     (whole suite: python -m benchmarks)
 
 CIFAR-10 (a stratified training subset, no augmentation, so the cache is valid), a resnet56
 teacher and a resnet8 student. Only speed is measured, so the teacher keeps its random
 initialisation (its cost per forward does not depend on its weights). Both variants run in
 this process, alternating, and the ratio of median epoch times (epochs after the first,
-which fills the cache) is written to results/teacher_output_cache.md.
+which fills the cache) is reported.
 """
 
 from __future__ import annotations
 
-import argparse
-import platform
-import statistics
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
+from benchmarks.common import Options, Section, Target, interleaved, main_for, median
 from lepton_exp.config import CONF_DIR
 from lepton_exp.data import build_datamodule
 from lepton_exp.distill.objective import build_objective
@@ -27,7 +23,6 @@ from lepton_exp.models import build_model
 from lepton_exp.stages.distill import DistillationModule, bind_objective, teacher_output_cache
 from lepton_exp.stages.artifacts import Teacher
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 class EpochTimer(pl.Callback):
@@ -39,6 +34,10 @@ class EpochTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer, module):
         self.times.append(time.perf_counter() - self._start)
+
+
+SCALES = {"full": dict(train_subset=5000, epochs=3, repeats=2),
+          "smoke": dict(train_subset=256, epochs=2, repeats=1)}
 
 
 def compose(data_root: str, train_subset: int, cache: bool):
@@ -72,52 +71,37 @@ def epoch_times(cfg, epochs: int) -> list[float]:
     return timer.times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=str(REPO.parent / "shared/data/cifar10"))
-    parser.add_argument("--train-subset", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default=str(REPO / "results/teacher_output_cache.md"))
-    args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    times: dict[bool, list[float]] = {True: [], False: []}
-    first: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(args.repeats):
-        for cache in (False, True):  # alternating, so drift hits both alike
-            measured = epoch_times(compose(args.data_root, args.train_subset, cache),
-                                   args.epochs)
-            first[cache].append(measured[0])
-            times[cache] += measured[1:]
-    without, with_cache = statistics.median(times[False]), statistics.median(times[True])
-    lines = [
-        "# Teacher-output cache: epoch time with and without it",
-        "",
-        f"Command: `python benchmarks/teacher_output_cache.py --train-subset {args.train_subset}"
-        f" --epochs {args.epochs} --repeats {args.repeats}`",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, no GPU. "
-        f"Date: {time.strftime('%Y-%m-%d')}.",
-        "",
-        f"Setup: CIFAR-10, {args.train_subset} training images (no augmentation), batch 128, "
+def run(options: Options) -> Section:
+    s = SCALES[options.scale]
+    root = str(options.data_dir / "cifar10")
+    first: dict[str, list[float]] = {"forward": [], "cache": []}
+
+    def variant(cache: bool):
+        def measure() -> list[float]:
+            times = epoch_times(compose(root, s["train_subset"], cache), s["epochs"])
+            first["cache" if cache else "forward"].append(times[0])
+            return times[1:]
+        return measure
+
+    later = interleaved({"forward": variant(False), "cache": variant(True)}, s["repeats"])
+    without = median(t for times in later["forward"] for t in times)
+    with_cache = median(t for times in later["cache"] for t in times)
+    ratio = without / with_cache
+    body = (
+        f"Setup: CIFAR-10, {s['train_subset']} training images (no augmentation), batch 128, "
         "`distill=kd_at` (KD + attention transfer on 3 stage pairs), resnet56 teacher -> "
-        "resnet8 student, CPU. Median over the epochs after the first (the first fills "
-        f"the cache), {args.repeats} alternating repeats of {args.epochs} epochs per variant.",
-        "",
-        "| variant | first epoch (s) | later epochs, median (s) |",
-        "| --- | ---: | ---: |",
-        f"| teacher forward every step | {statistics.median(first[False]):.2f} | "
-        f"{without:.2f} |",
-        f"| teacher-output cache | {statistics.median(first[True]):.2f} | {with_cache:.2f} |",
-        "",
-        f"**Speed-up of later epochs: {without / with_cache:.2f}x** "
-        f"(ratio of medians: {without:.2f} s / {with_cache:.2f} s).",
-        "",
-    ]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+        "resnet8 student, in one process. Median epoch time over the epochs after the first "
+        f"(the first fills the cache), {s['repeats']} alternating repeats of {s['epochs']} "
+        "epochs per variant.\n\n"
+        "| variant | first epoch (s) | later epochs, median (s) |\n| --- | ---: | ---: |\n"
+        f"| teacher forward every step | {median(first['forward']):.2f} | {without:.2f} |\n"
+        f"| teacher-output cache | {median(first['cache']):.2f} | {with_cache:.2f} |\n\n"
+        f"**Epoch-time ratio (without / with the cache): {ratio:.2f}x.**\n\n"
+        f"Command: `python -m benchmarks.teacher_output_cache --scale {options.scale}`")
+    return Section("cache", "Teacher-output cache", body,
+                   [Target("teacher-output cache: epoch time without / with", f"{ratio:.2f}x",
+                           "> 1 (faster with it)", ratio > 1)])
 
 
 if __name__ == "__main__":
-    main()
+    main_for(run)

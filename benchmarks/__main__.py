@@ -1,0 +1,90 @@
+"""All benchmarks, one command -> results/BENCHMARKS.md.
+
+    python -m benchmarks                     # everything at full scale (~75 min on 2 cores)
+    python -m benchmarks --only cifar_prune  # re-run one section; the others are kept
+    python -m benchmarks --scale smoke       # minutes: checks the scripts (-> work dir)
+
+Each section keeps its result in <work dir>/sections/<key>.json; the report is assembled
+from those, so a re-run of one section keeps the others' figures (their dates and
+commits are printed with them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+
+from benchmarks import (cifar_distill, cifar_prune, overhead, peer_torchdistill, sst2,
+                        sweep_throughput, teacher_output_cache)
+from benchmarks.common import REPO, Section, Target, machine_info, parse_options, run_section
+
+# In report order. Timing-sensitive sections first, before the long runs heat the machine.
+SECTIONS = {"overhead": overhead.run, "cache": teacher_output_cache.run,
+            "sweep": sweep_throughput.run, "cifar_distill": cifar_distill.run,
+            "cifar_prune": cifar_prune.run, "peer": peer_torchdistill.run, "sst2": sst2.run}
+
+
+def load(work_dir, key: str) -> dict | None:
+    path = work_dir / "sections" / f"{key}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def report(options, results: dict[str, dict]) -> str:
+    machine = machine_info()
+    targets = [(r, Target(**t)) for r in results.values() for t in r["targets"]]
+    lines = [
+        "# Benchmarks", "",
+        "Every figure below was measured by the scripts in `benchmarks/` on the machine "
+        "described here; nothing is typed in by hand. Absolute times on this shared 2-core "
+        "machine are noisy: compare the ratios, each taken within one run.", "",
+        f"Regenerate: `python -m benchmarks` (or `make benchmarks`) from the repo, "
+        f"{'`--scale smoke` ' if options.smoke else ''}with the data in "
+        "`../shared/data` (`--data-dir`); one section: `--only <key>`.", "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".", "",
+        "## Targets", "",
+        "| target | measured | wanted | met | section |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {t.name} | {t.measured} | {t.wanted} | {'yes' if t.met else '**no**'} | "
+              f"[{r['title']}](#{r['key']}) |" for r, t in targets]
+    for key in SECTIONS:
+        result = results.get(key)
+        if result is None:
+            lines += ["", f"## {key}", "", "Not run yet."]
+            continue
+        lines += ["", f'<a id="{result["key"]}"></a>', f"## {result['title']}", "",
+                  f"_Run {result['date']} at commit {result['commit']}, "
+                  f"{result['seconds'] / 60:.1f} min._", "", result["body"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    options, only = parse_options(description=__doc__.splitlines()[0])
+    unknown = set(only or []) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown section(s) {', '.join(sorted(unknown))}: use {', '.join(SECTIONS)}")
+    failed = []
+    for key, run in SECTIONS.items():
+        if only is not None and key not in only:
+            continue
+        print(f"[benchmarks] {key} ...", flush=True)
+        started = time.perf_counter()
+        try:
+            section: Section = run_section(run, options)
+        except Exception as error:  # noqa: BLE001 - the other sections still run
+            traceback.print_exc()
+            failed.append(f"{key}: {error}")
+            continue
+        print(f"[benchmarks] {key} done in {time.perf_counter() - started:.0f} s: "
+              + "; ".join(f"{t.name}: {t.measured}" for t in section.targets), flush=True)
+    results = {key: r for key in SECTIONS if (r := load(options.work_dir, key)) is not None}
+    out = (REPO / "results" / "BENCHMARKS.md") if not options.smoke else (
+        options.work_dir / "BENCHMARKS.md")
+    out.write_text(report(options, results))
+    print(f"[benchmarks] wrote {out}")
+    if failed:
+        sys.exit("failed sections:\n  " + "\n  ".join(failed))
+
+
+if __name__ == "__main__":
+    main()
