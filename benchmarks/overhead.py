@@ -12,7 +12,6 @@ both sides, so the two really do identical work.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import logging
@@ -28,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmarks.common import (DEFAULT_DATA_DIR, REPO, Options, Section, Target, interleaved,
-                               markdown_table, median)
+from benchmarks.common import (Options, Section, Target, interleaved, main_for, markdown_table,
+                               median)
 from lepton_exp.data.base import DataInfo
 from lepton_exp.distill.objective import build_objective
 from lepton_exp.models import build_model
@@ -37,6 +36,7 @@ from lepton_exp.stages.artifacts import Teacher
 from lepton_exp.stages.distill import DistillationModule, bind_objective
 from lepton_exp.stages.pipeline import compose_config
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume
+from lepton_exp.training.timing import TrainTimer
 
 TEACHER, STUDENT = "resnet20", "resnet8"
 METHODS = {"KD": "kd", "FitNet+AT": "[fitnet,at]"}  # table row -> distill= option
@@ -45,7 +45,7 @@ WANTED = 0.95
 # (the first step of a fit allocates the optimiser state). Batch 128 is lepton-exp's CIFAR
 # default (conf/data/cifar10.yaml); Lightning's cost is per step, so at 64 it weighs twice as
 # much. Smoke only checks that the script works.
-SCALES = {"full": dict(batch=128, steps=8, warmup=2, repeats=5),
+SCALES = {"full": dict(batch=128, steps=8, warmup=2, repeats=7),
           "smoke": dict(batch=8, steps=2, warmup=1, repeats=2)}
 INFO = DataInfo(num_classes=10, in_chans=3, image_size=32)
 
@@ -79,7 +79,8 @@ def lepton_fit(module: DistillationModule, batches: list, first: int, last: int,
         default_root_dir=str(work_dir), accelerator="cpu", devices=1, max_epochs=1,
         max_steps=last + 1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, use_distributed_sampler=False,
-        callbacks=[timer, ExactResume(), CheckpointOnStop(work_dir / "last.ckpt", 30)])
+        callbacks=[timer, ExactResume(), TrainTimer(),
+                   CheckpointOnStop(work_dir / "last.ckpt", 30)])
     # batch_size=None: the loader hands over the pre-made batches, as the plain loop gets them
     trainer.fit(module, train_dataloaders=DataLoader(batches[:last + 1], batch_size=None))
     return timer
@@ -257,14 +258,4 @@ def run(options: Options) -> Section:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "benchmarks")
-    args = parser.parse_args()
-    section = run(Options(args.scale, args.data_dir, args.work_dir))
-    print(section.body)
-    for target in section.targets:
-        print(f"- {target.name}: {target.measured} (wanted {target.wanted}): "
-              f"{'met' if target.met else 'MISSED'}")
-    print(f"({section.seconds:.0f} s)")
+    main_for(run)
