@@ -11,7 +11,7 @@ import shutil
 from benchmarks.common import (Options, Section, Target, command_text, interleaved, main_for,
                                median, records, run_cli)
 
-SCALES = {"full": dict(epochs=8, repeats=2), "smoke": dict(epochs=1, repeats=1)}
+SCALES = {"full": dict(epochs=5, repeats=2), "smoke": dict(epochs=1, repeats=1)}
 LAUNCHERS = {"sequential": [], "joblib, 2 jobs": ["hydra/launcher=joblib",
                                                    "hydra.launcher.n_jobs=2"]}
 
