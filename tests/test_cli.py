@@ -127,7 +127,7 @@ def test_parallel_multirun_runs_each_job_once_and_skips_complete_ones_on_rerun(t
 
 def test_rerun_of_a_killed_sweep_continues_from_the_last_checkpoint(tmp_path):
     env = {**os.environ, "LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
-    args = ["-m", "data=synthetic", "data.num_samples=2000", "seed=0", "trainer.max_epochs=6",
+    args = ["-m", "data=synthetic", "data.num_samples=1000", "seed=0", "trainer.max_epochs=3",
             "trainer.enable_progress_bar=false", "logger=none"]
     job = subprocess.Popen([EXE, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -149,7 +149,7 @@ def test_rerun_of_a_killed_sweep_continues_from_the_last_checkpoint(tmp_path):
     _, (record,) = _sweep_records(tmp_path / "out")
     assert record["status"] == "completed"
     assert record["resumed_from"] == str(last)
-    assert record["metrics"]["epochs"] == 6
+    assert record["metrics"]["epochs"] == 3
     assert "Restoring states from the checkpoint" in (
         last.parent.parent / "lepton-exp.log").read_text()
 

