@@ -105,6 +105,9 @@ def test_attention_map_is_normalised_channel_mean_of_powered_activations():
     feature = torch.tensor([[[[1.0, -1.0]], [[3.0, 1.0]]]])  # N=1, C=2, H=1, W=2
     expected = torch.tensor([5.0, 1.0]) / math.sqrt(26.0)  # means of |a|^2: (1+9)/2, (1+1)/2
     assert torch.allclose(attention_map(feature, p=2), expected[None])
+    # odd p: the absolute value matters (-1 counts as 1)
+    cubed = torch.tensor([14.0, 1.0]) / math.sqrt(197.0)  # (1+27)/2, (1+1)/2
+    assert torch.allclose(attention_map(feature, p=3), cubed[None])
 
 
 def test_attention_transfer_loss_is_mean_squared_difference_summed_over_pairs():

@@ -213,8 +213,10 @@ def test_cli_temperature_sweep_gives_tracked_runs_that_share_one_teacher(tmp_pat
     for record in records:  # per-term losses in each run's own log
         header = (Path(record["run_dir"]) / "csv").rglob("metrics.csv")
         columns = next(header).read_text().splitlines()[0].split(",")
+        # losses every step and per epoch; constant weights once an epoch
         assert {"train/loss_kd_epoch", "train/loss_at_epoch",
-                "train/weight_kd_epoch"} <= set(columns)
+                "train/weight_kd"} <= set(columns)
+        assert "train/weight_kd_step" not in columns
 
 
 def test_cli_bad_distill_input_is_one_line(tmp_path):

@@ -51,6 +51,12 @@ class DistillationObjective(nn.Module):
         self.warmup_steps = self.warmup_epochs * max(1, steps_per_epoch)
 
     @property
+    def constant(self) -> bool:
+        """Whether the weights and the temperature stay as configured (no schedule, no
+        warm-up)."""
+        return self.schedule == "constant" and not self.warmup_epochs
+
+    @property
     def needs(self) -> set[str]:
         return {term.needs for term in self.terms.values()}
 

@@ -87,9 +87,18 @@ class DistillationModule(ClassificationModule):
         self.log_split("train", student.logits, labels, loss)
         logs.pop("loss")
         self.stop_if_not_finite(loss, logs)
+        if self.objective.constant:  # weights and temperature: once an epoch (each self.log
+            # costs Lightning about a millisecond of bookkeeping a step)
+            self.constant_logs = {n: v for n, v in logs.items() if not n.startswith("loss_")}
+            logs = {n: v for n, v in logs.items() if n.startswith("loss_")}
         self.log_dict({f"train/{name}": value for name, value in logs.items()},
                       on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if getattr(self, "constant_logs", None):
+            self.log_dict({f"train/{name}": value for name, value in self.constant_logs.items()},
+                          on_step=False, on_epoch=True)
 
     # Checkpoints leave the frozen teachers out (they are stored once, in the teacher cache
     # or the given checkpoint); loading puts the in-memory ones back, so loading stays strict

@@ -13,7 +13,10 @@ from lepton_exp.distill.layers import check_spatial, pool_to_common_size
 
 def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Channel mean of |a|^p, flattened and L2-normalised per sample: N x (H*W)."""
-    return F.normalize(feature.abs().pow(p).mean(dim=1).flatten(1), dim=1)
+    # even p: a^p is |a|^p already; abs() would cost a pass over the feature map every step
+    powered = feature.pow(p) if float(p).is_integer() and int(p) % 2 == 0 else \
+        feature.abs().pow(p)
+    return F.normalize(powered.mean(dim=1).flatten(1), dim=1)
 
 
 def attention_transfer_loss(student_features: Sequence[torch.Tensor],
