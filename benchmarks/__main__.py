@@ -43,6 +43,8 @@ def report(options, results: dict[str, dict]) -> str:
         f"{'`--scale smoke` ' if options.smoke else ''}with the data in "
         "`../shared/data` (`--data-dir`); one section: `--only <key>`.", "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".", "",
+        *([f"**Incomplete**: not run yet: {', '.join(k for k in SECTIONS if k not in results)}.",
+           ""] if set(SECTIONS) - set(results) else []),
         "## Targets", "",
         "| target | measured | wanted | met | section |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {t.name} | {t.measured} | {t.wanted} | {'yes' if t.met else '**no**'} | "
