@@ -39,15 +39,6 @@ def lepton_overrides(options: Options, weights: str) -> list[str]:
             f"hydra.run.dir={options.work_dir / 'peer' / 'lepton_kd'}"]
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from lepton_exp.config import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
-
-
 def export_data(cfg, path: Path) -> dict:
     """The student's splits as lepton-exp's datamodule builds them (uint8, normalised per
     sample by the driver), with a few normalised training images to check against."""
@@ -117,7 +108,9 @@ def run(options: Options) -> Section:
     s = cifar_setup.settings(options)
     peer_dir = options.work_dir / "peer"
     overrides = lepton_overrides(options, teacher["exported"])
-    cfg = compose([o for o in overrides if not o.startswith(("hydra.", "logger="))]
+    from lepton_exp.stages.pipeline import compose_config
+
+    cfg = compose_config([o for o in overrides if not o.startswith(("hydra.", "logger="))]
                   + [f"data.root={options.data_dir / 'cifar10'}"])
     assert cfg.scheduler.name == "cosine" and not cfg.scheduler.warmup_epochs
     assert list(cfg.distill.terms) == ["kd"] and cfg.distill.terms.kd.weight is None

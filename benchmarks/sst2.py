@@ -24,18 +24,14 @@ STEPS = {"teacher": "teacher: MiniLM-L6 (pretrained), finetuned",
 def latencies(options: Options, overrides: list[str], repeats: int) -> dict[str, dict]:
     """Median forward time (ms) of the teacher and the student architecture at batch 1 and
     32 (speed depends on shapes, not on weight values: the configs' models are timed)."""
-    from hydra import compose, initialize_config_dir
-
-    from lepton_exp.config import CONF_DIR
     from lepton_exp.data import build_datamodule
     from lepton_exp.models import build_model
     from lepton_exp.models.taps import repeat_batch
     from lepton_exp.prune.measure import latencies_ms
+    from lepton_exp.stages.pipeline import compose_config
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            *overrides, f"data.root={options.data_dir / 'sst2'}",
-            f"paths.output_dir={options.work_dir / 'outputs'}"])
+    cfg = compose_config([*overrides, f"data.root={options.data_dir / 'sst2'}",
+                          f"paths.output_dir={options.work_dir / 'outputs'}"])
     datamodule = build_datamodule(cfg.data)
     datamodule.setup()
     models = {"teacher": build_model(cfg.teacher.model, datamodule.info, "teacher.model"),

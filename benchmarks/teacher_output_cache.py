@@ -16,7 +16,7 @@ import time
 import pytorch_lightning as pl
 
 from benchmarks.common import Options, Section, Target, interleaved, main_for, median
-from lepton_exp.config import CONF_DIR
+from lepton_exp.stages.pipeline import compose_config
 from lepton_exp.data import build_datamodule
 from lepton_exp.distill.objective import build_objective
 from lepton_exp.models import build_model
@@ -41,13 +41,10 @@ SCALES = {"full": dict(train_subset=5000, epochs=3, repeats=2),
 
 
 def compose(data_root: str, train_subset: int, cache: bool):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=[
-            "data=cifar10", f"data.root={data_root}", f"data.train_subset={train_subset}",
-            "data.augment=false", "model=resnet8", "teacher.model.name=resnet56",
-            "distill=kd_at", f"distill.cache_teacher_outputs={str(cache).lower()}"])
+    return compose_config([
+        "data=cifar10", f"data.root={data_root}", f"data.train_subset={train_subset}",
+        "data.augment=false", "model=resnet8", "teacher.model.name=resnet56",
+        "distill=kd_at", f"distill.cache_teacher_outputs={str(cache).lower()}"])
 
 
 def epoch_times(cfg, epochs: int) -> list[float]:
