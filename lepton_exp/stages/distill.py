@@ -58,6 +58,7 @@ class DistillationModule(ClassificationModule):
         needs = objective.needs
         self.student_tapper = _tapper(student, needs)
         self.teacher_tappers = [_tapper(t.model, needs) for t in teachers]
+        self.constant_logs: dict[str, float] = {}  # logged at epoch ends (objective.constant)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -96,7 +97,7 @@ class DistillationModule(ClassificationModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if getattr(self, "constant_logs", None):
+        if self.constant_logs:
             self.log_dict({f"train/{name}": value for name, value in self.constant_logs.items()},
                           on_step=False, on_epoch=True)
 
