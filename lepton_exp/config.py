@@ -256,6 +256,22 @@ class PruneConfig:
 
 
 @dataclass
+class QuantConfig:
+    """int8 quantization of the stage's trained model, its last step (lepton_exp/quant)."""
+
+    # none | dynamic_int8 (Linear weights int8, activations quantized per batch: BERT) |
+    # static_int8 (weights and activations int8, calibrated: CNNs) | qat (static_int8's
+    # scheme simulated while finetuning, then converted)
+    method: str = "none"
+    calibration_batches: int = 8  # static_int8: training batches (no augmentation) observed
+    epochs: int = 2  # qat: finetuning epochs
+    lr: float = 0.001  # qat: the optimizer's lr (optim's other settings, scheduler's shape)
+    distill: bool = True  # qat: keep the stage's logit terms (kd, dkd) from its teacher
+    skip: List[str] = field(default_factory=list)  # modules kept float, e.g. [conv1, fc]
+    latency_batch: int = 64  # CPU latency at batch 1 and at this batch size, float vs int8
+
+
+@dataclass
 class RootConfig:
     stage: str = "teacher"
     name: str = MISSING
@@ -273,6 +289,7 @@ class RootConfig:
     extra_teachers: List[TeacherConfig] = field(default_factory=list)  # multi-teacher KD
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     optim: OptimConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = MISSING
@@ -297,16 +314,17 @@ register_configs()
 
 
 def _run_name(stage: str, model: str, data: str, terms: Any, prune: Any = None,
-              sparsity: Any = None) -> str:
+              sparsity: Any = None, quant: Any = "none") -> str:
     """Default run name: `distill-kd+at-resnet8-cifar10`, `teacher-resnet20-cifar10`,
-    `prune-magnitude0.5+kd-resnet8-digits`."""
+    `prune-magnitude0.5+kd-resnet8-digits`; quantized runs end in `-<quant method>`."""
     distilled = "+".join(terms) if terms else "none"
+    suffix = "" if quant in (None, "none") else f"-{quant}"
     if stage == "distill":
-        return f"{stage}-{distilled}-{model}-{data}"
+        return f"{stage}-{distilled}-{model}-{data}{suffix}"
     if stage == "prune":
         finetune = f"+{distilled}" if terms else ""
-        return f"{stage}-{prune}{sparsity}{finetune}-{model}-{data}"
-    return f"{stage}-{model}-{data}"
+        return f"{stage}-{prune}{sparsity}{finetune}-{model}-{data}{suffix}"
+    return f"{stage}-{model}-{data}{suffix}"
 
 
 def _stage_for(terms: Any, prune: Any = "none") -> str:
@@ -342,6 +360,7 @@ OmegaConf.register_new_resolver("stage_for", _stage_for, replace=True)
 
 # -------------------------------------------------------------------------------- validation
 PRUNE_METHODS = ("none", "magnitude", "random", "channel", "gradual", "heads", "ffn")
+QUANT_METHODS = ("none", "dynamic_int8", "static_int8", "qat")
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run")  # last two: wandb aliases
 SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
 
@@ -358,7 +377,8 @@ def _registered() -> dict[str, tuple[str, ...]]:
             "distill.schedule.name": SCHEDULES,
             "distill.student_init": ("scratch", "teacher"),
             "prune.method": PRUNE_METHODS, "prune.scope": ("layer", "global"),
-            "prune.importance": ("l1", "l2", "bn"), "prune.teacher": ("teacher", "dense")}
+            "prune.importance": ("l1", "l2", "bn"), "prune.teacher": ("teacher", "dense"),
+            "quant.method": QUANT_METHODS}
 
 
 def _choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:
@@ -461,6 +481,7 @@ def validate(cfg: DictConfig) -> None:
     ]
     checks += _distill_checks(cfg)
     checks += _prune_checks(cfg)
+    checks += _quant_checks(cfg)
     if len(optim.betas) != 2:
         checks.append(f"optim.betas needs two values (beta1, beta2), got {list(optim.betas)}")
     if optim.nesterov and optim.momentum <= 0:
@@ -592,6 +613,29 @@ def _prune_checks(cfg: DictConfig) -> list[Optional[str]]:
         checks.append(f"prune.rounds={prune.rounds} is more than the {finetune_epochs(cfg)} "
                       "finetuning epochs (prune.finetune_epochs, else trainer.max_epochs): "
                       "every round finetunes at least one epoch")
+    return checks
+
+
+def _quant_checks(cfg: DictConfig) -> list[Optional[str]]:
+    from lepton_exp.distill.registry import term_class
+
+    quant = cfg.quant
+    checks = [_range("quant.calibration_batches", quant.calibration_batches, 1),
+              _range("quant.epochs", quant.epochs, 1),
+              _range("quant.lr", quant.lr, 0, low_open=True),
+              _range("quant.latency_batch", quant.latency_batch, 1)]
+    data_type = OmegaConf.get_type(cfg.data)
+    text = isinstance(data_type, type) and issubclass(data_type, TextDataConfig)
+    if text and quant.method in ("static_int8", "qat"):
+        checks.append(f"quant={quant.method} is for CNNs: quantize transformers with "
+                      "quant=dynamic_int8 (int8 Linear layers)")
+    if quant.method == "qat" and quant.distill:
+        feature_terms = [name for name in cfg.distill.terms or {}
+                         if term_class(name).needs != "logits"]
+        if feature_terms:
+            checks.append(f"quant=qat distils logits only (kd, dkd), not "
+                          f"{', '.join(feature_terms)}: the quantized graph has no feature "
+                          "taps; set quant.distill=false or keep logit terms")
     return checks
 
 

@@ -68,6 +68,7 @@ def teacher_run_config(cfg: DictConfig, spec: DictConfig,
         run_cfg.trainer.max_epochs = spec.max_epochs
     run_cfg.distill.terms = {}
     run_cfg.prune.method = "none"
+    run_cfg.quant.method = "none"  # teachers and dense models stay float
     run_cfg.pipeline = {}
     run_cfg.extra_teachers = []
     run_cfg.name = f"teacher-{run_cfg.model.name}-{cfg.data.name}"

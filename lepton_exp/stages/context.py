@@ -29,3 +29,4 @@ class StageOutput:
     # safetensors metadata of the exported model (e.g. how to rebuild a pruned one)
     export_metadata: dict[str, str] | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # more W&B summary entries (nested)
+    teachers: list = field(default_factory=list)  # the model was trained against (QAT reuses)

@@ -252,4 +252,5 @@ def run_distill(ctx: StageContext) -> StageOutput:
         "timing": result["timing"],
     }
     return StageOutput(model=student, metrics=result["metrics"],
-                       checkpoints=result["checkpoints"], extra=extra)
+                       checkpoints=result["checkpoints"], extra=extra,
+                       teachers=list(teachers) if module.objective.terms else [])

@@ -142,6 +142,10 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[s
                                                  "metrics", "num_params", "model_size_bytes",
                                                  "teacher_cache", "distill_terms")}
             record["steps"][name]["model"] = step_cfg.model.name
+            if result.get("quant"):  # the int8 model beside the float one in the table
+                from lepton_exp.stages.quantize import quant_summary
+
+                record["steps"][name]["quant"] = quant_summary(result)
             if step_cfg.stage == "prune":
                 record["steps"][name]["prune"] = (f"{step_cfg.prune.method} "
                                                   f"{step_cfg.prune.sparsity:g}")

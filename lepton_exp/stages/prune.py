@@ -177,7 +177,8 @@ def run_prune(ctx: StageContext) -> StageOutput:
                                in_chans=info.in_chans, drop_rate=cfg.model.drop_rate, **kwargs)
     return StageOutput(model=model, metrics=metrics, checkpoints=result["checkpoints"],
                        extra=extra, export_metadata=metadata,
-                       summary={"compress/layer_sparsity": after["layer_sparsity"]})
+                       summary={"compress/layer_sparsity": after["layer_sparsity"]},
+                       teachers=prepared.teachers)
 
 
 def _flat(prefix: str, report: dict[str, Any]) -> dict[str, float]:

@@ -138,8 +138,12 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
         if is_rank_zero:  # known from now on: a resumed attempt logs into the same W&B run
             record["wandb"] = wandb_run_info(loggers)
             write_json_atomic(run_dir / RECORD_NAME, record)
-        output = stage.run(StageContext(cfg, run_dir, datamodule, loggers, prepared,
-                                          resume or None))
+        context = StageContext(cfg, run_dir, datamodule, loggers, prepared, resume or None)
+        output = stage.run(context)
+        if cfg.quant.method != "none":  # the trained float model becomes int8 (and stays)
+            from lepton_exp.stages.quantize import quantize_output
+
+            output = quantize_output(context, output)
         if is_rank_zero:
             save_weights(output.model, run_dir / EXPORT_NAME, output.export_metadata)
         record.update(

@@ -64,10 +64,29 @@ def compression_table(record: dict[str, Any]) -> Table:
     return table
 
 
+def quant_table(record: dict[str, Any]) -> Table:
+    """Float vs int8, every figure measured (runs with quant set)."""
+    quant, metrics = record["quant"], record.get("metrics", {})
+    float_side, int8_side = quant["float"], quant["int8"]
+    rows = [("test acc", metrics.get("test/acc"), metrics.get("test_int8/acc"), "{:.4f}"),
+            ("bytes", float_side["size_bytes"], int8_side["size_bytes"], "{:,}")]
+    rows += [(f"latency {key.removeprefix('latency_ms_')} (ms)", float_side.get(key),
+              int8_side.get(key), "{:.3f}") for key in int8_side if key.startswith("latency")]
+    table = Table(title=f"quantization ({quant['method']}, measured on CPU)", show_header=True,
+                  header_style="bold")
+    for column in ("", "float32", "int8", "float / int8"):
+        table.add_column(column, justify="left" if not column else "right")
+    for label, before, after, fmt in rows:
+        ratio = f"{before / after:.2f}x" if label != "test acc" and before and after else ""
+        table.add_row(label, *["-" if v is None else fmt.format(v) for v in (before, after)],
+                      ratio)
+    return table
+
+
 def _console() -> Console:
     console = Console(soft_wrap=True)
     if not console.is_terminal:  # a log file or pipe: no reason to squeeze tables to 80
-        console = Console(soft_wrap=True, width=max(console.width, 120))
+        console = Console(soft_wrap=True, width=max(console.width, 150))
     return console
 
 
@@ -76,6 +95,12 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
     console.print(summary_table(record))
     if record.get("compression"):
         console.print(compression_table(record))
+    if record.get("quant"):
+        console.print(quant_table(record))
+        fallback = record["quant"].get("fallback") or {}
+        for name, layer in fallback.items():
+            console.print(f"float fallback: {name}: {layer['why']} ({layer['fallback']})")
+        console.print(f"int8 model: {record['quant']['exported']}")
     run_dir = Path(record["run_dir"])
     console.print(f"run record:  {run_dir / 'summary.json'}")
     for kind, path in (record.get("checkpoints") or {}).items():
@@ -91,28 +116,49 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
 
 
 def pipeline_table(record: dict[str, Any]) -> Table:
+    """One row per step; a quantized step gets a second row, its int8 model."""
     table = Table(title=f"{record['name']} (pipeline): {record['status']}", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True,
                   show_header=True, header_style="bold")
-    for column in ("step", "model", "distill", "prune", "test/acc", "test_best/acc",
-                   "params", "non-zero", "sparsity", "MACs", "ms b1"):
+    # test/acc and test_best/acc (the last and the best-validation epochs) as acc, best
+    for column in ("step", "model", "distill", "prune", "quant", "acc", "best", "params",
+                   "non-zero", "sparsity", "MACs", "KiB", "ms b1"):
         table.add_column(column, no_wrap=True, justify="left" if column in (
-            "step", "model", "distill", "prune") else "right")
+            "step", "model", "distill", "prune", "quant") else "right")
     for name, step in record["steps"].items():
-        metrics = step.get("metrics") or {}
-        accuracy = [f"{metrics[key]:.4f}" if key in metrics else "-"
-                    for key in ("test/acc", "test_best/acc")]
-        terms = step.get("distill_terms")
-        # Measured by prune steps; other steps show their parameter count only.
-        measured = [metrics.get(f"compress/{key}") for key in ("nonzero_params", "sparsity",
-                                                               "macs", "latency_ms_b1")]
-        table.add_row(name, str(step.get("model")),
-                      "+".join(terms) if terms else ("-" if terms is None else "none"),
-                      step.get("prune") or "-", *accuracy,
-                      f"{step['num_params']:,}" if step.get("num_params") else "-",
-                      *[("-" if value is None else fmt.format(value)) for value, fmt in
-                        zip(measured, ("{:,}", "{:.3f}", "{:,}", "{:.2f}"), strict=True)])
+        for row in _step_rows(name, step):
+            table.add_row(*row)
     return table
+
+
+def _step_rows(name: str, step: dict[str, Any]) -> list[list[str]]:
+    metrics = step.get("metrics") or {}
+    quant = step.get("quant")
+    accuracy = [f"{metrics[key]:.4f}" if key in metrics else "-"
+                for key in ("test/acc", "test_best/acc")]
+    terms = step.get("distill_terms")
+    distill = "+".join(terms) if terms else ("-" if terms is None else "none")
+    # Measured by prune steps (and by the quantization step); others show parameters only.
+    measured = [metrics.get(f"compress/{key}") for key in ("nonzero_params", "sparsity",
+                                                           "macs", "latency_ms_b1")]
+    if measured[-1] is None and quant:
+        measured[-1] = quant["float"].get("latency_ms_b1")
+    size = step.get("model_size_bytes")
+    rows = [[name, str(step.get("model")), distill, step.get("prune") or "-",
+             "float32" if quant else "-", *accuracy,
+             f"{step['num_params']:,}" if step.get("num_params") else "-",
+             *[("-" if value is None else fmt.format(value)) for value, fmt in
+               zip(measured[:3], ("{:,}", "{:.3f}", "{:,}"), strict=True)],
+             f"{size / 1024:.1f}" if size else "-",
+             "-" if measured[-1] is None else f"{measured[-1]:.2f}"]]
+    if quant:
+        int8 = quant["int8"]
+        accuracy = metrics.get("test_int8/acc")
+        rows.append([f"{name} int8", str(step.get("model")), distill, step.get("prune") or "-",
+                     quant["method"], "-" if accuracy is None else f"{accuracy:.4f}", "-",
+                     *["-"] * 4, f"{int8['size_bytes'] / 1024:.1f}",
+                     f"{int8['latency_ms_b1']:.2f}"])
+    return rows
 
 
 def print_pipeline(record: dict[str, Any], console: Console | None = None) -> None:
