@@ -430,3 +430,54 @@ def test_offline_wandb_run_is_read_back(tmp_path, monkeypatch):
     log.write_bytes(data[: len(data) * 2 // 3])
     (torn,) = collect_records([run_dir], offline_wandb=True)
     assert torn.status == "running" and torn.get("distill.temperature") == 4.0
+
+
+# -- quantized runs: float and int8 models side by side ---------------------------------------
+
+def quantized_record(run_dir: Path, method: str, seed: int, acc: float, int8_acc: float
+                     ) -> dict:
+    record = distill_record(run_dir, method, 4, seed, acc)
+    record["config"]["quant"] = {"method": "static_int8"}
+    record["metrics"].update({
+        "test_int8/acc": int8_acc, "quant/size_bytes": 80_000 + seed,
+        "quant_float/size_bytes": 310_000 + seed, "quant/latency_ms_b1": 2.0 + seed,
+        "quant_float/latency_ms_b1": 3.0 + seed})
+    record["quant"] = {"method": "static_int8"}
+    return record
+
+
+def test_int8_views_put_the_int8_model_beside_the_float_one(tmp_path):
+    accuracy = {0: (0.60, 0.58), 1: (0.64, 0.61)}
+    for seed, (acc, int8_acc) in accuracy.items():
+        run_dir = tmp_path / f"{seed}_kd"
+        write_record(run_dir, quantized_record(run_dir, "kd", seed, acc, int8_acc))
+    plain = tmp_path / "2_at"  # not quantized: float only, size from the record
+    write_record(plain, distill_record(plain, "at", 4, 0, 0.5))
+    assert len(collect_records([tmp_path])) == 3  # no views unless asked for
+    runs = collect_records([tmp_path], int8_views=True)
+    assert sorted(run.precision for run in runs) == ["float32", "float32", "float32", "int8",
+                                                    "int8"]
+    table = build_table(runs, ["method", "precision"], None,
+                        ["test/acc", "size_bytes", "latency_ms_b1"])
+    cell = table.cells
+    assert cell[("test/acc", ("kd", "int8"), None)].mean == pytest.approx(0.595)
+    assert cell[("test/acc", ("kd", "float32"), None)].mean == pytest.approx(0.62)
+    assert cell[("size_bytes", ("kd", "int8"), None)].mean == pytest.approx(80_000.5)
+    assert cell[("size_bytes", ("kd", "float32"), None)].mean == pytest.approx(310_000.5)
+    assert cell[("latency_ms_b1", ("kd", "int8"), None)].mean == pytest.approx(2.5)
+    assert cell[("size_bytes", ("at", "float32"), None)].mean == 313776  # model_size_bytes
+    assert ("latency_ms_b1", ("at", "float32"), None) not in cell  # never measured
+    assert table.warnings == []
+
+
+def test_cli_plots_accuracy_against_size_for_float_and_int8(tmp_path, capsys):
+    for seed in (0, 1):
+        run_dir = tmp_path / "runs" / f"{seed}_kd"
+        write_record(run_dir, quantized_record(run_dir, "kd", seed, 0.6, 0.58))
+    out = tmp_path / "results" / "quant"
+    assert main([str(tmp_path / "runs"), "--rows", "precision", "--metric", "test/acc",
+                 "--metric", "size_bytes", "--plot", "size_bytes", "--out", str(out)]) == 0
+    markdown = out.with_suffix(".md").read_text()
+    assert "| int8 |" in markdown and "| float32 |" in markdown
+    png = out.parent / "quant_test_acc_vs_size_bytes.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

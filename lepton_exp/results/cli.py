@@ -119,7 +119,10 @@ def run(argv: list[str]) -> None:
         return
     if not args.dirs and not args.wandb:
         raise ResultsError("give at least one run or sweep directory, or --wandb ENTITY/PROJECT")
-    runs = collect_records(args.dirs, offline_wandb=args.offline_wandb)
+    rows = [key.strip() for key in args.rows.split(",") if key.strip()]
+    # quantized runs count twice (float and int8 model) only when the table tells them apart
+    runs = collect_records(args.dirs, offline_wandb=args.offline_wandb,
+                           int8_views="precision" in [*rows, args.cols])
     if args.wandb:
         from lepton_exp.results.wandb_runs import fetch_project_runs
 
@@ -128,7 +131,6 @@ def run(argv: list[str]) -> None:
         hint = "" if args.offline_wandb else " (--offline-wandb also reads W&B offline logs)"
         raise ResultsError(f"no run records ({RECORD_NAME}) under "
                            f"{', '.join(map(str, args.dirs))}{hint}")
-    rows = [key.strip() for key in args.rows.split(",") if key.strip()]
     metrics = args.metrics or [DEFAULT_METRIC]
     check_keys(runs, {"--rows": rows, "--cols": [args.cols] if args.cols else [],
                       "--metric": metrics, "--plot": args.plot})

@@ -8,7 +8,14 @@ key could mean several things, the first of these that has it wins:
    ``name``, ``status``, ``seed``);
 3. a dotted config key (``distill.temperature``, ``model.name``, ``prune.sparsity``);
 4. a derived key: ``method`` (the sorted distillation term names joined by ``+``, or
-   ``none``) and ``step`` (the pipeline step name, else None).
+   ``none``), ``step`` (the pipeline step name, else None), ``precision`` (``float32``, or
+   ``int8`` for the int8 view of a quantized run), and the deployed model's measured
+   ``size_bytes`` and ``latency_ms_b<N>`` (from the quantization or pruning measurements).
+
+A quantized run (``quant=...``) holds two models. With ``int8_views``, it is also returned a
+second time as its int8 model (``precision=int8``): ``test/*`` are then its ``test_int8/*``,
+``size_bytes`` and ``latency_ms_b*`` its ``quant/*``, so one table or plot sets the float and
+int8 models side by side (``--rows method,precision``).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from lepton_exp.config import flatten, method_label
 
 RECORD_NAME = "summary.json"
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
-DERIVED_KEYS = ("method", "step")
+DERIVED_KEYS = ("method", "step", "precision", "size_bytes", "latency_ms_b1")
+MEASURED_KEYS = ("size_bytes", "latency_ms_b")  # derived measurements (prefixes)
 # Top-level record fields that are bookkeeping, not something to tabulate or average.
 _NOT_FIELDS = {"config", "metrics"}
 
@@ -37,6 +45,7 @@ class Run:
     record: dict[str, Any]
     source: str  # the summary.json, .wandb file or W&B run path this came from
     step: str | None = None  # pipeline step name, for a step's record
+    precision: str = "float32"  # int8: the int8 model of a quantized run
 
     @property
     def status(self) -> str:
@@ -55,9 +64,30 @@ class Run:
     def where(self) -> str:
         return str(self.record.get("run_dir") or self.source)
 
+    def metrics(self) -> dict[str, Any]:
+        metrics = self.record.get("metrics") or {}
+        if self.precision != "int8":
+            return metrics
+        # the int8 model's test metrics under the float names: one column compares both
+        kept = {k: v for k, v in metrics.items()
+                if not k.startswith(("test/", "test_best/", "test_int8/"))}
+        return {**kept, **{f"test/{k.removeprefix('test_int8/')}": v
+                           for k, v in metrics.items() if k.startswith("test_int8/")}}
+
+    def measured(self, key: str) -> Any:
+        """``size_bytes`` / ``latency_ms_b<N>`` of this run's deployed model, or MISSING."""
+        metrics = self.record.get("metrics") or {}
+        if self.precision == "int8":
+            return metrics.get(f"quant/{key}", MISSING)
+        if f"quant_float/{key}" in metrics:
+            return metrics[f"quant_float/{key}"]
+        if key == "size_bytes":
+            return self.record.get("model_size_bytes", MISSING)
+        return metrics.get(f"compress/{key}", MISSING)
+
     def lookup(self, key: str) -> Any:
         """The value of ``key`` (see the module docstring for the order), or MISSING."""
-        metrics = self.record.get("metrics") or {}
+        metrics = self.metrics()
         if key in metrics:
             return metrics[key]
         if key in self.record and key not in _NOT_FIELDS:
@@ -69,6 +99,10 @@ class Run:
             return method_name(self.record.get("config") or {})
         if key == "step":
             return self.step
+        if key == "precision":
+            return self.precision
+        if key.startswith(MEASURED_KEYS):
+            return self.measured(key)
         return MISSING
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -78,7 +112,7 @@ class Run:
     def known_keys(self) -> set[str]:
         """Every key :meth:`lookup` resolves, for suggestions on a mistyped key."""
         config = self.record.get("config") or {}
-        return ({*(self.record.get("metrics") or {}), *DERIVED_KEYS, *flatten(config),
+        return ({*self.metrics(), *DERIVED_KEYS, *flatten(config),
                  *(k for k in self.record if k not in _NOT_FIELDS)})
 
 
@@ -115,7 +149,8 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def collect_records(paths: Iterable[str | Path], offline_wandb: bool = False) -> list[Run]:
+def collect_records(paths: Iterable[str | Path], offline_wandb: bool = False,
+                    int8_views: bool = False) -> list[Run]:
     """Every run record under ``paths`` (sweep dirs, run dirs, parents of either, or files).
 
     A pipeline's steps are returned as runs with ``step`` set; the pipeline's own record is
@@ -136,6 +171,9 @@ def collect_records(paths: Iterable[str | Path], offline_wandb: bool = False) ->
     runs = list(found.values())
     if offline_wandb:
         runs += _offline_wandb_runs(paths, found)
+    if int8_views:
+        runs += [Run(run.record, f"{run.source} (int8)", run.step, precision="int8")
+                 for run in runs if run.record.get("quant") and run.status == "completed"]
     return runs
 
 

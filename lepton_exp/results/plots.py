@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lepton_exp.tracking.record import atomic_file
-from lepton_exp.results.collect import Run
+from lepton_exp.results.collect import MEASURED_KEYS, MISSING, Run
 from lepton_exp.results.table import data_runs, group_runs, is_number, show, sort_key
 
 # Record fields that are measurements (seed, stage, name are settings).
@@ -22,8 +22,9 @@ MEASURED_FIELDS = ("num_params", "model_size_bytes", "wall_time_s")
 
 
 def is_measured(runs: list[Run], key: str) -> bool:
-    return any(key in (run.record.get("metrics") or {})
-               or (key in MEASURED_FIELDS and key in run.record) for run in runs)
+    return any(key in run.metrics() or (key in MEASURED_FIELDS and key in run.record)
+               or (key.startswith(MEASURED_KEYS) and run.lookup(key) is not MISSING)
+               for run in runs)
 
 
 def plot_path(out: Path, metric: str, x_key: str) -> Path:
