@@ -36,16 +36,21 @@ def positional(inputs: Any) -> tuple[torch.Tensor, ...]:
     return tuple(inputs.values()) if isinstance(inputs, dict) else (inputs,)
 
 
+def export_path(stem: Path, model: nn.Module) -> Path:
+    """Where :func:`export_quantized` writes ``model``: the suffix says the format."""
+    return stem.with_suffix(".pt2" if isinstance(model, torch.fx.GraphModule) else ".pt")
+
+
 def export_quantized(model: nn.Module, example: Any, path: Path) -> Path:
     """Write ``model`` (an int8 graph, or an eager model) for ``example``-like inputs of any
     batch size; returns the file written (suffix chosen by the format)."""
+    path = export_path(path, model)
+    partial = path.with_name(f".partial-{path.name}")  # renamed once complete
     if isinstance(model, torch.fx.GraphModule):
-        path = path.with_suffix(".pt2")
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, str(path))
-        return path
-    path = path.with_suffix(".pt")
+        torch.export.save(program, str(partial))
+        return partial.replace(path)
     if isinstance(example, dict):
         model = PositionalLogits(model, tuple(example))
     # TorchScript: torch.export cannot capture fbgemm's packed int8 Linear weights. Tracing
@@ -56,8 +61,8 @@ def export_quantized(model: nn.Module, example: Any, path: Path) -> Path:
         with torch.no_grad():
             traced = torch.jit.trace(model.eval(), positional(example), strict=False,
                                      check_trace=False)
-        torch.jit.save(traced, str(path))
-    return path
+        torch.jit.save(traced, str(partial))
+    return partial.replace(path)
 
 
 def load_quantized(path: Path | str) -> nn.Module:

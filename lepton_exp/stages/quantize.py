@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from lepton_exp.models.taps import repeat_batch
 from lepton_exp.prune.measure import latencies_ms
 from lepton_exp.quant import dynamic, pt2e
-from lepton_exp.quant.export import export_quantized
+from lepton_exp.quant.export import export_path, export_quantized
 from lepton_exp.quant.measure import coverage_summary, state_bytes
 from lepton_exp.stages.classify import ClassificationModule
 from lepton_exp.stages.context import StageContext, StageOutput
@@ -99,8 +100,9 @@ def quantize_output(ctx: StageContext, output: StageOutput) -> StageOutput:
     timings = measured_alone(lambda: _latencies(model, quantized, quant.method, example,
                                                 quant.latency_batch))
     sizes = {"float": state_bytes(model), "int8": state_bytes(quantized)}
-    exported = export_quantized(quantized, datamodule.example_batch(2),
-                                ctx.run_dir / EXPORT_STEM)
+    exported = export_path(ctx.run_dir / EXPORT_STEM, quantized)
+    if rank_zero_only.rank == 0:  # DDP ranks quantize alike; one writes the file
+        export_quantized(quantized, datamodule.example_batch(2), exported)
     for side, prefix in (("float", "quant_float"), ("int8", "quant")):
         metrics[f"{prefix}/size_bytes"] = sizes[side]
         metrics.update({f"{prefix}/{key}": value for key, value in timings[side].items()})
@@ -108,7 +110,7 @@ def quantize_output(ctx: StageContext, output: StageOutput) -> StageOutput:
     for key, value in timings["int8"].items():
         metrics[f"quant/speedup_{key.removeprefix('latency_ms_')}"] = round(
             timings["float"][key] / value, 4)
-    metrics["quant/file_bytes"] = exported.stat().st_size
+    metrics["quant/file_bytes"] = exported.stat().st_size if exported.exists() else None
     metrics["quant/int8_layers"] = coverage["int8_layers"]
     metrics["quant/float_layers"] = coverage["float_layers"]
     output.metrics.update(metrics)
