@@ -115,6 +115,9 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
             console.print(f"W&B run: {wandb.get('url') or wandb['dir']}")
 
 
+BATCH = 64  # the pipeline table's batched latency column (prune's and static int8's default)
+
+
 def pipeline_table(record: dict[str, Any]) -> Table:
     """One row per step; a quantized step gets a second row, its int8 model."""
     table = Table(title=f"{record['name']} (pipeline): {record['status']}", box=box.SIMPLE_HEAD,
@@ -122,7 +125,7 @@ def pipeline_table(record: dict[str, Any]) -> Table:
                   show_header=True, header_style="bold")
     # test/acc and test_best/acc (the last and the best-validation epochs) as acc, best
     for column in ("step", "model", "distill", "prune", "quant", "acc", "best", "params",
-                   "non-zero", "sparsity", "MACs", "KiB", "ms b1"):
+                   "non-zero", "sparsity", "MACs", "KiB", "ms b1", f"ms b{BATCH}"):
         table.add_column(column, no_wrap=True, justify="left" if column in (
             "step", "model", "distill", "prune", "quant") else "right")
     for name, step in record["steps"].items():
@@ -140,24 +143,26 @@ def _step_rows(name: str, step: dict[str, Any]) -> list[list[str]]:
     distill = "+".join(terms) if terms else ("-" if terms is None else "none")
     # Measured by prune steps (and by the quantization step); others show parameters only.
     measured = [metrics.get(f"compress/{key}") for key in ("nonzero_params", "sparsity",
-                                                           "macs", "latency_ms_b1")]
-    if measured[-1] is None and quant:
-        measured[-1] = quant["float"].get("latency_ms_b1")
+                                                           "macs")]
+    # a quantized step's float latency was timed in turns with its int8 model: that one
+    latency = [(quant or {}).get("float", {}).get(key, metrics.get(f"compress/{key}"))
+               for key in ("latency_ms_b1", f"latency_ms_b{BATCH}")]
     size = step.get("model_size_bytes")
     rows = [[name, str(step.get("model")), distill, step.get("prune") or "-",
              "float32" if quant else "-", *accuracy,
              f"{step['num_params']:,}" if step.get("num_params") else "-",
              *[("-" if value is None else fmt.format(value)) for value, fmt in
-               zip(measured[:3], ("{:,}", "{:.3f}", "{:,}"), strict=True)],
+               zip(measured, ("{:,}", "{:.3f}", "{:,}"), strict=True)],
              f"{size / 1024:.1f}" if size else "-",
-             "-" if measured[-1] is None else f"{measured[-1]:.2f}"]]
+             *["-" if value is None else f"{value:.2f}" for value in latency]]]
     if quant:
         int8 = quant["int8"]
         accuracy = metrics.get("test_int8/acc")
         rows.append([f"{name} int8", str(step.get("model")), distill, step.get("prune") or "-",
                      quant["method"], "-" if accuracy is None else f"{accuracy:.4f}", "-",
                      *["-"] * 4, f"{int8['size_bytes'] / 1024:.1f}",
-                     f"{int8['latency_ms_b1']:.2f}"])
+                     *[f"{int8[key]:.2f}" if key in int8 else "-"
+                       for key in ("latency_ms_b1", f"latency_ms_b{BATCH}")]])
     return rows
 
 
