@@ -251,3 +251,28 @@ def test_bad_quant_settings_fail_before_training(compose_cfg, overrides, message
 
     with pytest.raises((ConfigError, ConfigCompositionException), match=message):
         validate(compose_cfg(*overrides))
+
+
+def test_pipeline_table_puts_each_int8_model_under_its_float_one():
+    from rich.console import Console
+
+    from lepton_exp.tracking.report import pipeline_table
+
+    quant = {"method": "static_int8", "exported": "kd/model_int8.pt2",
+             "float": {"size_bytes": 313_776, "latency_ms_b1": 2.0, "latency_ms_b64": 9.0},
+             "int8": {"size_bytes": 82_608, "latency_ms_b1": 3.0, "latency_ms_b64": 6.0}}
+    record = {"name": "quickstart", "status": "completed", "steps": {
+        "student": {"model": "resnet8", "distill_terms": [], "metrics": {"test/acc": 0.9},
+                    "num_params": 77_754, "model_size_bytes": 313_776},
+        "kd": {"model": "resnet8", "distill_terms": ["kd"], "num_params": 77_754,
+               "model_size_bytes": 313_776, "quant": quant,
+               "metrics": {"test/acc": 0.95, "test_int8/acc": 0.94}}}}
+    console = Console(width=200, record=True)
+    console.print(pipeline_table(record))
+    lines = [line.split() for line in console.export_text().splitlines()
+             if len(line.split()) > 2]
+    rows = {" ".join(line[:2]) if line[1] == "int8" else line[0]: line for line in lines}
+    assert rows["kd"][-3:] == ["306.4", "2.00", "9.00"] and "float32" in rows["kd"]
+    assert rows["kd int8"][-3:] == ["80.7", "3.00", "6.00"]
+    assert "static_int8" in rows["kd int8"] and "0.9400" in rows["kd int8"]
+    assert rows["student"][-2:] == ["-", "-"] and "student int8" not in rows  # not quantized
