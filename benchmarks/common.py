@@ -146,6 +146,8 @@ def records(directory: Path) -> list[dict]:
     """The completed run records (summary.json) under `directory`, in path order."""
     found = []
     for path in sorted(directory.rglob("summary.json")):
+        if any(part.startswith("replaced-") for part in path.relative_to(directory).parts):
+            continue  # an earlier attempt that a run of another config set aside
         record = json.loads(path.read_text())
         if record.get("status") == "completed":
             record["_path"] = str(path.parent)
