@@ -21,14 +21,14 @@ from lepton_exp.prune.targets import PRUNABLE
 
 def quantize_dynamic_linear(model: nn.Module, skip: Sequence[str] = ()) -> nn.Module:
     """Every Linear layer int8, except those in (or under) the modules named in ``skip``."""
-    from lepton_exp.quant.pt2e import _skipped, check_skip
+    from lepton_exp.quant.pt2e import check_skip, is_skipped
 
     check_skip(model, skip)
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
         warnings.simplefilter("ignore")
         qconfig = torch.ao.quantization.default_dynamic_qconfig
         spec = {name: qconfig for name, module in model.named_modules()
-                if isinstance(module, nn.Linear) and not _skipped(name, skip)}
+                if isinstance(module, nn.Linear) and not is_skipped(name, skip)}
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), spec,
                                                       dtype=torch.qint8)
 

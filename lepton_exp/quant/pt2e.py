@@ -148,7 +148,8 @@ def _dequantized(node) -> bool:
     return getattr(node, "op", None) == "call_function" and "dequantize" in str(node.target)
 
 
-def _skipped(name: str, skip: Sequence[str]) -> bool:
+def is_skipped(name: str, skip: Sequence[str]) -> bool:
+    """``name`` is a module named in ``skip`` (quant.skip) or inside one."""
     return any(name == prefix or name.startswith(f"{prefix}.") for prefix in skip)
 
 
@@ -167,7 +168,7 @@ def layer_coverage(quantized: torch.fx.GraphModule, skip: Sequence[str] = ()
         else:
             missing = [part for part, ok in (("input", _dequantized(inputs)),
                                              ("weight", _dequantized(weight))) if not ok]
-            why = ("kept float by quant.skip" if _skipped(name, skip) else
+            why = ("kept float by quant.skip" if is_skipped(name, skip) else
                    f"the x86 quantizer left its {' and '.join(missing)} unquantized")
             layers[name] = {"runs": "float", "why": why,
                             "fallback": f"float32 {_WEIGHTED[node.target]}"}

@@ -40,7 +40,7 @@ def calibration_batches(datamodule, batches: int) -> list[torch.Tensor]:
     return [chunk for chunk in samples.split(size) if len(chunk) > 0]
 
 
-def _qat(ctx: StageContext, output: StageOutput) -> torch.fx.GraphModule:
+def _qat(ctx: StageContext, model: torch.nn.Module, teachers: list) -> torch.fx.GraphModule:
     """Fake-quantized finetuning with the stage's logit terms, then conversion to int8."""
     from lepton_exp.stages.distill import distillation_module, fit_distillation
     from lepton_exp.training.trainer import build_trainer
@@ -50,8 +50,8 @@ def _qat(ctx: StageContext, output: StageOutput) -> torch.fx.GraphModule:
     qat_cfg.optim.lr = quant.lr
     if not quant.distill:
         qat_cfg.distill.terms = {}
-    teachers = output.teachers if qat_cfg.distill.terms else []
-    prepared = pt2e.prepare_qat(output.model, ctx.datamodule.example_batch(2), quant.skip)
+    teachers = teachers if qat_cfg.distill.terms else []
+    prepared = pt2e.prepare_qat(model, ctx.datamodule.example_batch(2), quant.skip)
     module, _ = distillation_module(qat_cfg, ctx.datamodule, prepared, teachers)
     trainer, _ = build_trainer(qat_cfg, ctx.run_dir / "qat", ctx.loggers,
                                max_epochs=quant.epochs, enable_model_summary=False)
@@ -83,7 +83,7 @@ def quantize_output(ctx: StageContext, output: StageOutput) -> StageOutput:
         layers = dynamic.layer_coverage(model, quantized, quant.skip)
     else:
         if quant.method == "qat":
-            quantized = _qat(ctx, StageOutput(model, {}, teachers=output.teachers))
+            quantized = _qat(ctx, model, output.teachers)
         else:
             quantized = pt2e.quantize_static(model, calibration_batches(
                 datamodule, quant.calibration_batches), quant.skip)
