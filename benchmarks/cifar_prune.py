@@ -44,7 +44,7 @@ def latencies(options: Options, dense_weights, pruned: dict[str, str]) -> dict[s
     """Median batch-64 forward time (ms) of the dense model and the channel-pruned exports,
     timed in turns in this process, with all cores."""
     from lepton_exp.prune.export import load_pruned
-    from lepton_exp.prune.measure import latencies_ms
+    from lepton_exp.measure import latencies_ms
 
     import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
 

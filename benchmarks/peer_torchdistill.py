@@ -53,8 +53,8 @@ def export_data(cfg, path: Path) -> dict:
     torch.save({"train_x": datamodule.train.images, "train_y": datamodule.train.labels,
                 "test_x": datamodule.test.images, "test_y": datamodule.test.labels,
                 "check": torch.stack([train[i][0] for i in range(8)])}, path)
-    return {"mean": list(cfg.data.mean or type(datamodule).mean),
-            "std": list(cfg.data.std or type(datamodule).std),
+    return {"mean": list(cfg.data.mean or datamodule.mean),
+            "std": list(cfg.data.std or datamodule.std),
             "train": len(datamodule.train), "test": len(datamodule.test)}
 
 
@@ -108,7 +108,7 @@ def run(options: Options) -> Section:
     s = cifar_setup.settings(options)
     peer_dir = options.work_dir / "peer"
     overrides = lepton_overrides(options, teacher["exported"])
-    from lepton_exp.stages.pipeline import compose_config
+    from lepton_exp.config.compose import compose_config
 
     cfg = compose_config([o for o in overrides if not o.startswith(("hydra.", "logger="))]
                   + [f"data.root={options.data_dir / 'cifar10'}"])

@@ -5,7 +5,7 @@ int8) — test accuracy, bytes and CPU latency, through the quant step that ends
 
 The float models are the ones the cifar_distill (KD student, seed 0) and sst2 (distilled
 bert_mini) sections trained; each is loaded from its run's export and passed through
-``lepton_exp.stages.quantize.quantize_output`` — the code a run with ``quant=...`` ends
+``lepton_exp.training.quantize.quantize_output`` — the code a run with ``quant=...`` ends
 with — so nothing is retrained. Run those sections first.
 """
 
@@ -41,8 +41,8 @@ def quantize_run(run_dir: Path, method: str, out_dir: Path) -> dict:
 
     from lepton_exp.data import build_datamodule
     from lepton_exp.models import build_model
-    from lepton_exp.stages.context import StageContext, StageOutput
-    from lepton_exp.stages.quantize import quantize_output
+    from lepton_exp.training.context import StageContext, StageOutput
+    from lepton_exp.training.quantize import quantize_output
 
     record = json.loads((run_dir / "summary.json").read_text())
     cfg = OmegaConf.create(record["config"])
@@ -84,7 +84,7 @@ def run(options: Options) -> Section:
     missing = [labels[k] for k in METHODS if k not in runs]
     body = (
         "The float models trained by the sections above, quantized by the step a run with "
-        "`quant=...` ends with (`lepton_exp/stages/quantize.py`): static int8 through "
+        "`quant=...` ends with (`lepton_exp/training/quantize.py`): static int8 through "
         "torchao's PyTorch 2 export quantization with the x86 quantizer, calibrated on 8 "
         "training batches, timed lowered to oneDNN int8 kernels; dynamic int8 of the "
         "Linear layers with fbgemm kernels. Accuracy on the full test sets; bytes are the "

@@ -27,8 +27,8 @@ def latencies(options: Options, overrides: list[str], repeats: int) -> dict[str,
     from lepton_exp.data import build_datamodule
     from lepton_exp.models import build_model
     from lepton_exp.models.taps import repeat_batch
-    from lepton_exp.prune.measure import latencies_ms
-    from lepton_exp.stages.pipeline import compose_config
+    from lepton_exp.measure import latencies_ms
+    from lepton_exp.config.compose import compose_config
 
     cfg = compose_config([*overrides, f"data.root={options.data_dir / 'sst2'}",
                           f"paths.output_dir={options.work_dir / 'outputs'}"])

@@ -8,7 +8,6 @@ full stack traces instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import sys
@@ -17,7 +16,13 @@ from typing import NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from lepton_exp.config import CONF_DIR, ROOT_CONFIG, LeptonError
+from lepton_exp import __version__
+from lepton_exp.config import CONF_DIR, ROOT_CONFIG
+from lepton_exp.config.preflight import PreflightError, preflight
+from lepton_exp.config.store import register_configs
+from lepton_exp.digest import short_hash
+from lepton_exp.errors import LeptonError
+from lepton_exp.tracking.rundir import unfinished_run
 
 
 def _full_errors() -> bool:
@@ -31,12 +36,12 @@ def _fail(message: str) -> NoReturn:
 
 @hydra.main(config_path=str(CONF_DIR), config_name=ROOT_CONFIG, version_base="1.3")
 def _app(cfg: DictConfig) -> float | None:
-    from lepton_exp.stages.runner import run_stage
-
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from lepton_exp.app.run import run
+
     try:
-        record = run_stage(cfg)
+        record = run(cfg)
     except LeptonError as error:
         if _full_errors():
             raise
@@ -79,7 +84,7 @@ def sweep_dir_override(argv: list[str]) -> list[str]:
                        and not a.startswith(_EXECUTION_ONLY))
     label = "-".join(a.split("=", 1)[1] for a in overrides
                      if a.startswith(("experiment=", "sweep=")) and "," not in a) or "sweep"
-    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+    digest = short_hash("\n".join(overrides))
     return [f"hydra.sweep.dir=${{paths.output_dir}}/multiruns/{label}-{digest}"]
 
 
@@ -87,12 +92,8 @@ def main() -> None:
     sys.argv[1:] = flags_first(sys.argv[1:])
     sys.argv[1:] += sweep_dir_override(sys.argv[1:])
     if "--version" in sys.argv[1:]:
-        from lepton_exp import __version__
-
         print(f"lepton-exp {__version__} (hydra-core {hydra.__version__})")
         return
-    from lepton_exp.preflight import PreflightError, preflight
-
     try:
         # (with HYDRA_FULL_ERROR=1 only the _target_ allow-list: Hydra reports the rest)
         job = preflight(sys.argv[1:], explain=not _full_errors())
@@ -101,6 +102,7 @@ def main() -> None:
     if job is not None and job.resume and not any(
             a.startswith("hydra.run.dir=") for a in sys.argv[1:]):
         sys.argv[1:] += continue_unfinished(job)
+    register_configs()
     _app()
 
 
@@ -108,8 +110,6 @@ def continue_unfinished(job: DictConfig) -> list[str]:
     """``hydra.run.dir`` of the newest unfinished run of this same config, if there is one: a
     single run's directory is named by its start time, so the same command would otherwise
     start afresh beside the interrupted attempt instead of continuing it."""
-    from lepton_exp.tracking.rundir import unfinished_run
-
     found = unfinished_run(job)
     if found is None:
         return []

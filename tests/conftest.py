@@ -25,15 +25,13 @@ def _offline_environment(tmp_path_factory):
 @pytest.fixture
 def compose_cfg():
     """Compose conf/ like the CLI does (without starting a run)."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lepton_exp.config import CONF_DIR, ROOT_CONFIG
+    from lepton_exp.config.compose import compose_config
 
     def _compose(*overrides: str):
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=ROOT_CONFIG, overrides=list(overrides))
+        return compose_config(list(overrides), explain=False)
 
     return _compose
 

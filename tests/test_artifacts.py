@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton_exp.config import ConfigError
-from lepton_exp.stages.artifacts import (cache_key, ensure_cached, read_state_dict,
-                                        resolve_teachers, teacher_run_config)
+from lepton_exp.errors import ConfigError
+from lepton_exp.app.runner import run_stage
+from lepton_exp.teachers.cache import cache_key, ensure_cached, teacher_run_config
+from lepton_exp.teachers.load import read_state_dict, resolve_teachers
 
 TINY = ["data=synthetic", "data.num_samples=128", "trainer.max_epochs=1", "logger=none",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -56,10 +57,10 @@ def test_teacher_run_config_uses_the_teacher_settings(cfg_for):
 
 def test_a_missing_teacher_is_trained_once_then_served_from_the_cache(cfg_for):
     run_cfg = teacher_run_config(cfg_for(), cfg_for().teacher)
-    entry, status = ensure_cached(run_cfg)
+    entry, status = ensure_cached(run_cfg, run_stage)
     assert status == "trained"
     weights = read_state_dict(entry / "model.safetensors", "teacher")
-    again, status = ensure_cached(run_cfg)
+    again, status = ensure_cached(run_cfg, run_stage)
     assert (again, status) == (entry, "hit")
     # What the cache serves is the teacher run's best checkpoint.
     record = (entry / "teacher.json").read_text()
@@ -70,10 +71,10 @@ def test_a_missing_teacher_is_trained_once_then_served_from_the_cache(cfg_for):
 
 def test_a_damaged_cache_entry_is_set_aside_and_trained_again(cfg_for):
     run_cfg = teacher_run_config(cfg_for(), cfg_for().teacher)
-    entry, _ = ensure_cached(run_cfg)
+    entry, _ = ensure_cached(run_cfg, run_stage)
     weights = entry / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # torn write
-    again, status = ensure_cached(run_cfg)
+    again, status = ensure_cached(run_cfg, run_stage)
     assert (again, status) == (entry, "trained")
     read_state_dict(again / "model.safetensors", "teacher")  # whole again
     (aside,) = entry.parent.glob(f"{entry.name}.corrupt-*")
@@ -89,9 +90,10 @@ def test_two_processes_asking_for_one_teacher_train_it_once(cfg_for, tmp_path):
         import logging, sys
         logging.disable(logging.CRITICAL)
         from omegaconf import OmegaConf
-        from lepton_exp.stages.artifacts import ensure_cached, teacher_run_config
+        from lepton_exp.app.runner import run_stage
+        from lepton_exp.teachers.cache import ensure_cached, teacher_run_config
         cfg = OmegaConf.load({str(config)!r})
-        entry, status = ensure_cached(teacher_run_config(cfg, cfg.teacher))
+        entry, status = ensure_cached(teacher_run_config(cfg, cfg.teacher), run_stage)
         print("STATUS", status, entry.name)
     """)
     processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
@@ -104,13 +106,13 @@ def test_two_processes_asking_for_one_teacher_train_it_once(cfg_for, tmp_path):
 
 
 def test_teacher_from_a_checkpoint_file(cfg_for, tmp_path):
-    entry, _ = ensure_cached(teacher_run_config(cfg_for(), cfg_for().teacher))
+    entry, _ = ensure_cached(teacher_run_config(cfg_for(), cfg_for().teacher), run_stage)
     record = __import__("json").loads((entry / "teacher.json").read_text())
     cfg = cfg_for("distill=kd", f"teacher.checkpoint={record['checkpoint']}")
     from lepton_exp.data import build_datamodule
 
     info = build_datamodule(cfg.data).info
-    teacher, = resolve_teachers(cfg, info)
+    teacher, = resolve_teachers(cfg, info, run_stage)
     assert teacher.source["kind"] == "checkpoint" and teacher.weight == 1.0
     cached = read_state_dict(entry / "model.safetensors", "cache")
     assert all(torch.equal(teacher.model.state_dict()[k], v) for k, v in cached.items())
@@ -138,7 +140,7 @@ def test_bad_teacher_checkpoints_are_one_line_errors(cfg_for, tmp_path, problem,
         save_file(build_model(cfg.teacher.model, info).state_dict(), str(path))
         cfg.teacher.model.name = "resnet20"  # weights of a resnet8
     with pytest.raises(ConfigError, match=match) as error:
-        resolve_teachers(cfg_with_checkpoint(cfg, path), info)
+        resolve_teachers(cfg_with_checkpoint(cfg, path), info, run_stage)
     assert "\n" not in str(error.value)
 
 
@@ -154,4 +156,4 @@ def test_unreachable_wandb_artifact_is_a_clear_error(cfg_for, monkeypatch):
     from lepton_exp.data import build_datamodule
 
     with pytest.raises(ConfigError, match="cannot fetch W&B artifact teacher.artifact="):
-        resolve_teachers(cfg, build_datamodule(cfg.data).info)
+        resolve_teachers(cfg, build_datamodule(cfg.data).info, run_stage)

@@ -20,8 +20,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lepton_exp.config import CifarConfig, ConfigError
 from lepton_exp.data import build_datamodule
+from lepton_exp.data.sets import cifar10
+from lepton_exp.errors import ConfigError
 
 _LOCAL_EXE = Path(sys.executable).parent / "lepton-exp"  # this venv's, not one on PATH
 EXE = str(_LOCAL_EXE) if _LOCAL_EXE.exists() else (shutil.which("lepton-exp") or "lepton-exp")
@@ -105,7 +106,7 @@ def test_malformed_cifar_npz_is_a_one_line_error_naming_the_file(tmp_path, case)
     _good_npz(tmp_path / "test.npz")
     make(tmp_path / "train.npz")
     data = build_datamodule(OmegaConf.structured(
-        CifarConfig(name="cifar10", root=str(tmp_path), val_size=10)))
+        cifar10.Schema(name="cifar10", root=str(tmp_path), val_size=10)))
     with pytest.raises(ConfigError) as caught:
         data.setup()
     message = str(caught.value)
@@ -117,7 +118,7 @@ def test_bad_test_npz_is_named_too(tmp_path):
     _good_npz(tmp_path / "train.npz")
     _truncated(tmp_path / "test.npz")
     with pytest.raises(ConfigError) as caught:
-        build_datamodule(OmegaConf.structured(CifarConfig(name="cifar10", root=str(tmp_path),
+        build_datamodule(OmegaConf.structured(cifar10.Schema(name="cifar10", root=str(tmp_path),
                                                           val_size=10))).setup()
     _check_message(str(caught.value), tmp_path / "test.npz", NPZ_FIX)
 
@@ -125,7 +126,7 @@ def test_bad_test_npz_is_named_too(tmp_path):
 def test_one_npz_of_two_missing_says_to_add_it(tmp_path):
     _good_npz(tmp_path / "train.npz")
     with pytest.raises(ConfigError) as caught:
-        build_datamodule(OmegaConf.structured(CifarConfig(name="cifar10",
+        build_datamodule(OmegaConf.structured(cifar10.Schema(name="cifar10",
                                                           root=str(tmp_path)))).setup()
     _check_message(str(caught.value), tmp_path / "test.npz", "point data.root at a directory")
 
@@ -133,7 +134,7 @@ def test_one_npz_of_two_missing_says_to_add_it(tmp_path):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_root_that_is_a_file_says_so(tmp_path, name):
     _good_npz(tmp_path / "train.npz")
-    data = build_datamodule(OmegaConf.structured(CifarConfig(
+    data = build_datamodule(OmegaConf.structured(cifar10.Schema(
         name=name, root=str(tmp_path / "train.npz"))))
     with pytest.raises(ConfigError) as caught:
         data.setup()
@@ -144,7 +145,7 @@ def test_cifar_root_that_is_a_file_says_so(tmp_path, name):
 def test_a_good_npz_still_loads(tmp_path):
     _good_npz(tmp_path / "train.npz", 200)
     _good_npz(tmp_path / "test.npz", 50)
-    data = build_datamodule(OmegaConf.structured(CifarConfig(name="cifar10", root=str(tmp_path),
+    data = build_datamodule(OmegaConf.structured(cifar10.Schema(name="cifar10", root=str(tmp_path),
                                                              val_size=20)))
     data.setup()
     assert (len(data.train), len(data.val), len(data.test)) == (180, 20, 50)

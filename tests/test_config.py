@@ -5,13 +5,21 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from lepton_exp.config import CONF_DIR, ConfigError, flatten, validate
-from lepton_exp.preflight import PreflightError, preflight
+from lepton_exp.config import CONF_DIR
+
+from lepton_exp.config.identity import flatten
+
+from lepton_exp.config.validate import validate
+
+from lepton_exp.errors import ConfigError
+from lepton_exp.config.preflight import PreflightError, preflight
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, option.stem) for group in GROUPS
            for option in sorted((CONF_DIR / group).glob("*.yaml"))]
-NEEDS_VALUE = {("model", "timm"): ["model.name=resnet18"]}
+TRANSFORMER = ["data=synthetic_text", "model=bert_tiny"]  # options that only prune transformers
+NEEDS_VALUE = {("model", "timm"): ["model.name=resnet18"], ("prune", "heads"): TRANSFORMER,
+               ("prune", "ffn"): TRANSFORMER}
 
 
 def test_every_group_has_options():

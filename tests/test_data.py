@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lepton_exp.config import CifarConfig, ConfigError, DigitsConfig, SyntheticConfig
 from lepton_exp.data import build_datamodule
 from lepton_exp.data.base import Split
-from lepton_exp.data.cifar import CifarData
+from lepton_exp.data.sets import cifar10, digits, synthetic
+from lepton_exp.errors import ConfigError
 
 
 def _dm(schema, **values):
@@ -23,7 +23,7 @@ def _ids(split) -> set:
 
 
 def test_digits_splits_are_disjoint_stratified_and_complete():
-    dm = _dm(DigitsConfig, name="digits", val_size=0.1, test_size=0.2)
+    dm = _dm(digits.Schema, name="digits", val_size=0.1, test_size=0.2)
     dm.setup()
     sizes = len(dm.train), len(dm.val), len(dm.test)
     assert sum(sizes) == 1797 and sizes[2] == 360
@@ -35,7 +35,7 @@ def test_digits_splits_are_disjoint_stratified_and_complete():
 
 
 def test_splits_are_deterministic_given_split_seed():
-    first, again, other = (_dm(DigitsConfig, name="digits", split_seed=s) for s in (0, 0, 1))
+    first, again, other = (_dm(digits.Schema, name="digits", split_seed=s) for s in (0, 0, 1))
     for dm in (first, again, other):
         dm.setup()
     assert torch.equal(first.test.labels, again.test.labels)
@@ -44,31 +44,29 @@ def test_splits_are_deterministic_given_split_seed():
 
 
 def test_train_subset_is_stratified_and_may_keep_almost_everything():
-    dm = _dm(DigitsConfig, name="digits", train_subset=100)
+    dm = _dm(digits.Schema, name="digits", train_subset=100)
     dm.setup()
     assert len(dm.train) == 100
     assert torch.bincount(dm.train.labels, minlength=10).min() >= 9
-    full = _dm(DigitsConfig, name="digits")
+    full = _dm(digits.Schema, name="digits")
     full.setup()
-    nearly = _dm(DigitsConfig, name="digits", train_subset=len(full.train) - 2)
+    nearly = _dm(digits.Schema, name="digits", train_subset=len(full.train) - 2)
     nearly.setup()
     assert len(nearly.train) == len(full.train) - 2
     assert _ids(nearly.train) <= _ids(full.train)
 
 
-class InMemoryCifar(CifarData):
-    """CIFAR's transforms over 40 random images, no files."""
-
-    def load(self):
-        generator = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=generator)
-        return Split(images, torch.arange(40) % 10), Split(images[:10], torch.arange(10))
+def _forty_images():
+    """CIFAR's transforms over 40 random images, no files: in place of the npz loader."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    return Split(images, torch.arange(40) % 10), Split(images[:10], torch.arange(10))
 
 
 def test_augmentation_switch():
     def make(augment):
-        dm = InMemoryCifar(OmegaConf.structured(
-            CifarConfig(name="cifar10", augment=augment, val_size=10)))
+        dm = _dm(cifar10.Schema, name="cifar10", augment=augment, val_size=10)
+        dm.load = _forty_images
         dm.setup()
         return dm
 
@@ -84,8 +82,8 @@ def test_augmentation_switch():
 
 
 def test_synthetic_is_deterministic_and_learnable_shape():
-    a = _dm(SyntheticConfig, name="synthetic", num_classes=3, channels=2, image_size=8)
-    b = _dm(SyntheticConfig, name="synthetic", num_classes=3, channels=2, image_size=8)
+    a = _dm(synthetic.Schema, name="synthetic", num_classes=3, channels=2, image_size=8)
+    b = _dm(synthetic.Schema, name="synthetic", num_classes=3, channels=2, image_size=8)
     a.setup(), b.setup()
     assert torch.equal(a.train.images, b.train.images)
     assert a.info.num_classes == 3 and a.info.in_chans == 2 and a.info.image_size == 8
@@ -102,14 +100,14 @@ def _write_npz(path, count, num_classes=10):
 def test_cifar_npz_layout(tmp_path):
     _write_npz(tmp_path / "train.npz", 200)
     _write_npz(tmp_path / "test.npz", 50)
-    dm = _dm(CifarConfig, name="cifar10", root=str(tmp_path), val_size=20)
+    dm = _dm(cifar10.Schema, name="cifar10", root=str(tmp_path), val_size=20)
     dm.setup()
     assert (len(dm.train), len(dm.val), len(dm.test)) == (180, 20, 50)
     assert dm.train.images.shape[1:] == (3, 32, 32) and dm.train.images.dtype == torch.uint8
 
 
 def test_cifar_missing_root_says_what_to_set(tmp_path):
-    dm = _dm(CifarConfig, name="cifar10", root=str(tmp_path / "nowhere"))
+    dm = _dm(cifar10.Schema, name="cifar10", root=str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="set data.root"):
         dm.setup()
 
@@ -118,14 +116,14 @@ def test_cifar_malformed_npz_is_named(tmp_path):
     np.savez(tmp_path / "train.npz", images=np.zeros((4, 32, 32, 3), np.uint8))
     _write_npz(tmp_path / "test.npz", 10)
     with pytest.raises(ConfigError, match="must hold arrays 'x'"):
-        _dm(CifarConfig, name="cifar10", root=str(tmp_path)).setup()
+        _dm(cifar10.Schema, name="cifar10", root=str(tmp_path)).setup()
     (tmp_path / "train.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a readable npz"):
-        _dm(CifarConfig, name="cifar10", root=str(tmp_path)).setup()
+        _dm(cifar10.Schema, name="cifar10", root=str(tmp_path)).setup()
 
 
 def test_real_cifar10_from_shared_data(cifar10_dir):
-    dm = _dm(CifarConfig, name="cifar10", root=str(cifar10_dir), val_size=5000,
+    dm = _dm(cifar10.Schema, name="cifar10", root=str(cifar10_dir), val_size=5000,
              train_subset=2000, test_subset=1000)
     dm.setup()
     assert (len(dm.train), len(dm.val), len(dm.test)) == (2000, 5000, 1000)
@@ -141,7 +139,7 @@ def test_cifar100_pointed_at_cifar10_files_is_refused(tmp_path):
     _write_npz(tmp_path / "train.npz", 200)
     _write_npz(tmp_path / "test.npz", 50)
     with pytest.raises(ConfigError, match="has 10 classes .* CIFAR-100 has 100"):
-        _dm(CifarConfig, name="cifar100", root=str(tmp_path), val_size=20).setup()
+        _dm(cifar10.Schema, name="cifar100", root=str(tmp_path), val_size=20).setup()
 
 
 @pytest.mark.parametrize("settings,key", [
@@ -151,4 +149,4 @@ def test_cifar100_pointed_at_cifar10_files_is_refused(tmp_path):
 ])
 def test_impossible_splits_name_the_setting(settings, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        _dm(DigitsConfig, name="digits", **settings).setup()
+        _dm(digits.Schema, name="digits", **settings).setup()

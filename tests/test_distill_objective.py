@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 from lepton_exp.distill import kd_loss
 from lepton_exp.distill.layers import resolve_pairs, uniform_taps
 from lepton_exp.distill.objective import DistillationObjective, build_objective

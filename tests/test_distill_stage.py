@@ -13,8 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lepton_exp.config import CONF_DIR, ConfigError
-from lepton_exp.stages.runner import run_stage
+from lepton_exp.config import CONF_DIR
+
+from lepton_exp.errors import ConfigError
+from lepton_exp.app.runner import run_stage
 
 FAST = ["data=synthetic", "trainer.max_epochs=1", "logger=none",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -97,14 +99,17 @@ def test_multi_teacher_feature_terms_with_the_output_cache(distill):
 
 def test_pipeline_with_a_given_teacher_checkpoint_tests_it_instead_of_training_one(
         compose_cfg, tmp_path, cache_dir):
-    from lepton_exp.stages.artifacts import ensure_cached, teacher_run_config
+    from lepton_exp.teachers.cache import ensure_cached, teacher_run_config
 
     base = [*FAST, f"paths.cache_dir={cache_dir}"]
-    entry, _ = ensure_cached(teacher_run_config(compose_cfg(*base), compose_cfg(*base).teacher))
+    entry, _ = ensure_cached(teacher_run_config(compose_cfg(*base), compose_cfg(*base).teacher),
+                             run_stage)
     fresh = tmp_path / "other-cache"
     overrides = ["experiment=quickstart", *FAST, f"paths.cache_dir={fresh}",
                  f"teacher.checkpoint={entry / 'model.safetensors'}"]
-    record = run_stage(compose_cfg(*overrides), run_dir=tmp_path / "pipe", overrides=overrides)
+    from lepton_exp.app.run import run
+
+    record = run(compose_cfg(*overrides), run_dir=tmp_path / "pipe", overrides=overrides)
     teacher = record["steps"]["teacher"]
     assert teacher["teacher_cache"] == "checkpoint" and "test/acc" in teacher["metrics"]
     assert record["steps"]["kd"]["teacher_cache"] == "checkpoint"
@@ -115,16 +120,17 @@ def test_pipeline_with_a_given_teacher_checkpoint_tests_it_instead_of_training_o
 def test_teacher_stays_frozen_in_eval_mode_with_bn_statistics_untouched(compose_cfg, tmp_path,
                                                                         cache_dir):
     from lepton_exp.data import build_datamodule
-    from lepton_exp.stages.context import StageContext
-    from lepton_exp.stages.distill import prepare_distill, run_distill
+    from lepton_exp.app.runner import run_stage
+    from lepton_exp.stages import StageContext
+    from lepton_exp.stages.distill import STAGE
 
     cfg = compose_cfg(*FAST, "distill=kd_at", f"paths.cache_dir={cache_dir}",
                       "trainer.max_epochs=2")
     datamodule = build_datamodule(cfg.data)
     datamodule.setup()
-    teachers = prepare_distill(cfg, datamodule)
+    teachers = STAGE.prepare(cfg, datamodule, run_stage)
     before = {k: v.clone() for k, v in teachers[0].model.state_dict().items()}
-    run_distill(StageContext(cfg, tmp_path, datamodule, [], teachers))
+    STAGE.run(StageContext(cfg, tmp_path, datamodule, [], teachers))
     after = teachers[0].model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not teachers[0].model.training

@@ -7,9 +7,12 @@ import timm
 import torch
 from omegaconf import OmegaConf
 
-from lepton_exp.config import ConfigError, ModelConfig
+from lepton_exp.config.schemas import ModelConfig
+
+from lepton_exp.errors import ConfigError
 from lepton_exp.data import DataInfo
-from lepton_exp.models import CIFAR_MODEL_NAMES, build_model, count_parameters, model_size_bytes
+from lepton_exp.measure import count_parameters, model_size_bytes
+from lepton_exp.models import CIFAR_MODEL_NAMES, build_model
 
 # Parameter counts of the CIFAR-100 variants as tabulated by CRD (Tian et al., 2020, Table 1
 # and its code base), in millions: an architecture bug changes these.

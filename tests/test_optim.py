@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lepton_exp.config import OptimConfig, SchedulerConfig
+from lepton_exp.config.schemas import OptimConfig, SchedulerConfig
 from lepton_exp.training.optim import (build_optimizer, build_scheduler, cosine_factor,
                                        milestone_epochs)
 

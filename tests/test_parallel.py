@@ -98,7 +98,7 @@ def test_ddp_failure_is_one_line_and_leaves_a_record(tmp_path):
 def test_thread_share_per_process():
     from lepton_exp.training import parallel
 
-    cores = parallel._cores()
+    cores = parallel.cores()
     assert parallel.threads_per_process(1) is None
     assert parallel.threads_per_process(cores) == 1
     assert parallel.threads_per_process(4 * cores) == 1
@@ -107,7 +107,7 @@ def test_thread_share_per_process():
 
 
 def test_process_count_and_launch_decision(compose_cfg, monkeypatch):
-    from lepton_exp.config import ConfigError
+    from lepton_exp.errors import ConfigError
     from lepton_exp.training import parallel
 
     for key in ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", parallel.WORKER_ENV):

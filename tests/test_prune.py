@@ -11,7 +11,7 @@ from torch import nn
 import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
 from lepton_exp.prune.channel import prune_channels
 from lepton_exp.prune.magnitude import make_permanent, masks, prune_unstructured
-from lepton_exp.prune.measure import (count_macs, latency_ms, size_bytes, sparse_tensor_bytes,
+from lepton_exp.measure import (count_macs, latency_ms, size_bytes, sparse_tensor_bytes,
                                       sparsity_report)
 from lepton_exp.prune.schedule import cubic_sparsity
 from lepton_exp.prune.targets import first_and_last, prunable_layers
@@ -212,7 +212,7 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_ends_at_the_target():
 
 
 def test_compression_report_measures_the_pruned_model():
-    from lepton_exp.prune.measure import compression_report
+    from lepton_exp.measure import compression_report
 
     example = torch.randn(1, 3, 32, 32)
     dense = compression_report(resnet8(), example, latency_batch=4)
@@ -227,7 +227,7 @@ def test_compression_report_measures_the_pruned_model():
 
 
 def test_latencies_are_timed_in_turns_so_a_slower_model_shows_up_slower():
-    from lepton_exp.prune.measure import latencies_ms
+    from lepton_exp.measure import latencies_ms
 
     class Slow(nn.Module):
         def __init__(self, seconds: float):

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton_exp.config import CONF_DIR, ConfigError
+from lepton_exp.config import CONF_DIR
+
+from lepton_exp.errors import ConfigError
 from lepton_exp.prune.export import load_pruned
-from lepton_exp.prune.measure import compression_report
-from lepton_exp.stages.runner import run_stage
+from lepton_exp.measure import compression_report
+from lepton_exp.app.runner import run_stage
 
 FAST = ["data=synthetic", "trainer.max_epochs=1", "logger=none", "model=resnet8",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -85,7 +87,7 @@ def test_unstructured_sparsity_is_exact_after_finetuning(prune_run, option):
 
 
 def test_pruned_weights_never_come_back_while_finetuning(prune_run, cache_dir):
-    from lepton_exp.models.cifar_resnet import CifarResNet  # noqa: F401 - timm names
+    from lepton_exp.models.families.cifar_resnet import CifarResNet  # noqa: F401 - timm names
     from lepton_exp.prune.magnitude import prune_unstructured
     from lepton_exp.prune.targets import prunable_layers
 
@@ -214,7 +216,7 @@ def test_before_and_after_are_tested_on_the_same_test_batches(prune_run):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["stage=prune"], "stage=prune needs a prune method: add prune=magnitude"),
+    (["stage=prune"], "stage=prune needs a prune method: add prune=<method>, one of "),
     (["prune=magnitude", "prune.sparsity=1.0"], r"prune.sparsity=1.0 is out of range"),
     (["prune=magnitude", "prune.scope=everywhere"], "prune.scope=everywhere is not one of"),
     (["prune=channel", "prune.importance=taylor"], "prune.importance=taylor is not one of"),
@@ -273,7 +275,7 @@ def test_a_checkpoint_taken_with_masks_loads_as_the_masked_model(tmp_path):
     from lepton_exp.models import build_model
     from lepton_exp.prune.magnitude import prune_unstructured
     from lepton_exp.prune.targets import prunable_layers
-    from lepton_exp.stages.artifacts import load_weights
+    from lepton_exp.teachers.load import load_weights
     from omegaconf import OmegaConf
 
     spec = OmegaConf.create({"name": "resnet8", "pretrained": False, "drop_rate": 0.0,

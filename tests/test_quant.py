@@ -9,17 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 from lepton_exp.quant import dynamic, pt2e
 from lepton_exp.quant.export import export_quantized, load_quantized, positional
-from lepton_exp.quant.measure import coverage_summary, state_bytes
-from lepton_exp.stages.runner import run_stage
+from lepton_exp.measure import state_bytes
+from lepton_exp.quant.coverage import coverage_summary
+from lepton_exp.app.runner import run_stage
 
 
 def small_cnn() -> nn.Module:
     import timm
 
-    import lepton_exp.models.cifar_resnet  # noqa: F401 - registers resnet8
+    import lepton_exp.models.families.cifar_resnet  # noqa: F401 - registers resnet8
 
     torch.manual_seed(0)
     return timm.create_model("resnet8", num_classes=10, in_chans=1).eval()
@@ -200,7 +201,7 @@ def check_record(record, run_dir, method):
 
 def test_static_int8_run_tests_measures_and_exports_the_int8_model(compose_cfg, tmp_path):
     from lepton_exp.data import build_datamodule
-    from lepton_exp.stages.classify import ClassificationModule
+    from lepton_exp.training.classify import ClassificationModule
     from lepton_exp.training.trainer import evaluate
 
     record, run_dir = quant_run(compose_cfg, tmp_path, "quant=static_int8",
@@ -247,7 +248,7 @@ def test_dynamic_int8_run_on_a_text_student(compose_cfg, tmp_path):
 def test_bad_quant_settings_fail_before_training(compose_cfg, overrides, message):
     from hydra.errors import ConfigCompositionException
 
-    from lepton_exp.config import validate
+    from lepton_exp.config.validate import validate
 
     with pytest.raises((ConfigError, ConfigCompositionException), match=message):
         validate(compose_cfg(*overrides))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lepton_exp.preflight import PreflightError, preflight
+from lepton_exp.config.preflight import PreflightError, preflight
 
 
 @pytest.mark.parametrize("override", [
@@ -86,7 +86,7 @@ def test_a_second_process_on_a_running_directory_is_refused(tmp_path):
     import subprocess
     import sys
 
-    from lepton_exp.config import ConfigError
+    from lepton_exp.errors import ConfigError
     from lepton_exp.tracking.rundir import is_running, run_lock
 
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -115,8 +115,10 @@ class _NotAWeight:
 def test_a_damaged_or_unsafe_last_checkpoint_is_a_clear_error(tmp_path, compose_cfg, content):
     import torch
 
-    from lepton_exp.config import ConfigError, to_container
-    from lepton_exp.stages.runner import previous_run
+    from lepton_exp.config.identity import to_container
+
+    from lepton_exp.errors import ConfigError
+    from lepton_exp.app.runner import previous_run
     from lepton_exp.tracking.record import write_json_atomic
 
     cfg = compose_cfg("data=synthetic")
@@ -165,8 +167,8 @@ def test_a_nan_loss_stops_the_run_names_the_term_and_keeps_the_last_good_checkpo
 
     import torch
 
-    from lepton_exp.stages.classify import NonFiniteLossError
-    from lepton_exp.stages.runner import run_stage
+    from lepton_exp.training.classify import NonFiniteLossError
+    from lepton_exp.app.runner import run_stage
 
     cfg = compose_cfg("data=synthetic", "data.num_samples=300", "trainer.max_epochs=3",
                       "distill=kd", "logger=none", "trainer.enable_progress_bar=false",

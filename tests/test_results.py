@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from lepton_exp.results.cli import main
-from lepton_exp.results.collect import collect_records, method_name
+from lepton_exp.results.collect import collect_records
+from lepton_exp.results.run import method_name
 from lepton_exp.results.sweep import (
     expected_jobs,
     find_grids,

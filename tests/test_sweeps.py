@@ -33,7 +33,9 @@ def test_every_job_of_a_sweep_preset_composes(compose_cfg, preset):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lepton_exp.config import CONF_DIR, validate
+    from lepton_exp.config import CONF_DIR
+
+    from lepton_exp.config.validate import validate
 
     base = [*BASE.get(preset, []), f"sweep={preset}"]
     GlobalHydra.instance().clear()
@@ -65,7 +67,7 @@ def test_wandb_sweep_files_are_there():  # (an ignore rule once kept them out of
 
 @pytest.mark.parametrize("path", WANDB_SWEEPS, ids=lambda p: p.stem)
 def test_wandb_sweep_files_run_this_cli_with_composable_values(compose_cfg, path):
-    from lepton_exp.config import validate
+    from lepton_exp.config.validate import validate
 
     spec = yaml.safe_load(path.read_text())
     assert spec["program"] == "lepton-exp" and spec["metric"]["name"] == "val/acc_best"
@@ -135,8 +137,8 @@ def test_submitit_launcher_runs_the_sweep_jobs(tmp_path):
 
 
 def test_previous_run_decides_skip_resume_or_fresh(compose_cfg, tmp_path):
-    from lepton_exp.config import to_container
-    from lepton_exp.stages.runner import previous_run
+    from lepton_exp.config.identity import to_container
+    from lepton_exp.app.runner import previous_run
     from lepton_exp.tracking.record import write_json_atomic
 
     cfg = compose_cfg("data=synthetic")

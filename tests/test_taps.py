@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 from lepton_exp.models.taps import Tapper
 
 

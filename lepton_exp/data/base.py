@@ -1,14 +1,14 @@
 """In-memory image classification data: split once (deterministically), serve via Lightning.
 
 Every image data set here is small enough to hold in memory as one tensor (CIFAR-10 is
-150 MB as uint8), so each data set only has to say how to load arrays; splitting,
-subsetting, normalisation, augmentation and loaders live here once.
+150 MB as uint8), so each data set (an entry of ``lepton_exp.data.sets``) only has to say how
+to load arrays; splitting, subsetting, normalisation, augmentation and loaders live here once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,7 +18,7 @@ from sklearn.utils import resample
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.transforms import v2
 
-from lepton_exp.config import ConfigError, one_line
+from lepton_exp.errors import ConfigError, one_line
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,17 @@ class ResumableSampler(Sampler):
     def __init__(self, sampler: DistributedSampler, seeded: bool):
         self.sampler = sampler
         self.seeded = seeded
-        self.skip = 0
+        # Samples the next epoch leaves out: one counter shared with the data module (and any
+        # other loader it makes), so whichever loader starts the epoch uses it up.
+        self.pending = [0]
+
+    @property
+    def skip(self) -> int:
+        return self.pending[0]
+
+    @skip.setter
+    def skip(self, samples: int) -> None:
+        self.pending[0] = samples
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -179,16 +189,13 @@ class ClassificationData(pl.LightningDataModule):
         self.val = None
         self.test = None
         self.train_with_index = False  # training batches carry sample indices (3-tuples)
-        self._resume_skip = 0  # training samples the next training epoch leaves out
-        self._train_sampler: Optional[ResumableSampler] = None
+        self._pending_skip = [0]  # training samples the next training epoch leaves out
 
     def resume_within_epoch(self, batches: int) -> None:
         """The next training epoch starts ``batches`` in (a resumed run). Also applies to a
         loader made already (a module's setup may ask for it before the checkpoint loads):
         its sampler decides what to leave out when the epoch's first batch is drawn."""
-        self._resume_skip = batches * self.cfg.batch_size
-        if self._train_sampler is not None:
-            self._train_sampler.skip = self._resume_skip
+        self._pending_skip[0] = batches * self.cfg.batch_size
 
     # -- to implement ----------------------------------------------------------------------
     def load(self):
@@ -249,8 +256,7 @@ class ClassificationData(pl.LightningDataModule):
         dataset = self.dataset(split, train)
         sampler = shard_sampler(dataset, train)
         if isinstance(sampler, ResumableSampler):
-            sampler.skip, self._resume_skip = self._resume_skip, 0
-            self._train_sampler = sampler
+            sampler.pending = self._pending_skip
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler,
             drop_last=train and len(sampler or split) > batch_size,
@@ -273,14 +279,24 @@ class ClassificationData(pl.LightningDataModule):
 
 
 class ImageClassificationData(ClassificationData):
-    """Images held in memory as one tensor: normalisation and augmentation live here."""
+    """Images held in memory as one tensor: normalisation and augmentation live here. A data
+    set gives its class count, its default statistics (overridden by data.mean / data.std),
+    ``load(cfg) -> (training pool, official test split or None)`` and, when it has random
+    training transforms, ``augmentation(cfg, info) -> [transform, ...]``. Hooks rather than
+    subclasses: module-level functions pickle (spawned workers, ddp_spawn)."""
 
-    #: data set defaults, overridden by data.mean / data.std
-    mean: Sequence[float] = (0.5,)
-    std: Sequence[float] = (0.5,)
+    def __init__(self, cfg, *, num_classes: int,
+                 load: Callable[[Any], tuple[Split, Optional[Split]]],
+                 mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,),
+                 augmentation: Optional[Callable[[Any, DataInfo], list]] = None):
+        super().__init__(cfg)
+        self.num_classes = num_classes
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._load = load
+        self._augmentation = augmentation
 
     def load(self) -> tuple[Split, Optional[Split]]:
-        raise NotImplementedError
+        return self._load(self.cfg)
 
     @property
     def info(self) -> DataInfo:
@@ -302,8 +318,8 @@ class ImageClassificationData(ClassificationData):
         return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
     def augmentation(self) -> list[v2.Transform]:
-        """Training-only random transforms; CIFAR overrides with crop + flip."""
-        return []
+        """Training-only random transforms (the data set's; CIFAR: crop + flip)."""
+        return self._augmentation(self.cfg, self.info) if self._augmentation else []
 
     @property
     def deterministic_train_transform(self) -> bool:

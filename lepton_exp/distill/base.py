@@ -13,6 +13,7 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import nn
 
+from lepton_exp.distill.layers import check_heads
 from lepton_exp.models.taps import Taps
 
 
@@ -61,8 +62,6 @@ class AttentionTerm(DistillTerm):
         self.heads = heads
 
     def bind(self, student: Taps, teacher: Taps, pairs: list[tuple[int, int]]) -> None:
-        from lepton_exp.distill.layers import check_heads
-
         super().bind(student, teacher, pairs)
         check_heads(self.name, self.heads, student.scores, teacher.scores, pairs)
 

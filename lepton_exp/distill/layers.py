@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 
 AUTO = "auto"
 UNIFORM = "uniform"  # the same as auto

@@ -1,54 +1,35 @@
-"""Models by name through timm; importing this registers the CIFAR-style ResNets with timm."""
+"""Models by name: ``build_model`` finds the family whose ``matches`` the model config
+(``lepton_exp/models/families``: CIFAR ResNets/WRNs registered with timm, any timm model,
+BERT from transformers), adapted to the data's classes and channels (or vocabulary)."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
-import timm
 from torch import nn
 
-from lepton_exp.config import ConfigError, one_line
+from lepton_exp.config.registries import MODELS
 from lepton_exp.data.base import DataInfo
-from lepton_exp.models import cifar_resnet  # noqa: F401 - registers resnet8 ... wrn_40_2
+from lepton_exp.errors import ConfigError
+from lepton_exp.models.families.cifar_resnet import CIFAR_MODEL_NAMES
 
-CIFAR_MODEL_NAMES = cifar_resnet.CIFAR_MODEL_NAMES
+FALLBACK = "timm"  # builds any timm name, or says which names are close
 
 
 def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
-    """A classifier for `info`'s classes and channels, built by timm from `cfg.name` (or by
-    transformers for text models, models/text.py); `key` is where `cfg` sits in the config
-    (for errors: model, teacher.model)."""
-    from lepton_exp.models.text import BERT_SIZES, build_text_model, is_text_model
-
-    if is_text_model(cfg) != info.is_text:
+    """A classifier for `info`'s classes and channels (text: vocabulary), built by the
+    family that matches `cfg`; `key` is where `cfg` sits in the config (for errors: model,
+    teacher.model)."""
+    families = [MODELS.get(name) for name in MODELS.names()]  # importing registers with timm
+    family = next((f for f in families if f.matches(cfg)), MODELS.get(FALLBACK))
+    if family.TEXT != info.is_text:
         kind = "text" if info.is_text else "images"
-        choices = ", ".join(BERT_SIZES) + " or a pretrained_path" if info.is_text else (
+        text_names = [n for f in families if f.TEXT for n in getattr(f, "NAMES", ())]
+        choices = ", ".join(text_names) + " or a pretrained_path" if info.is_text else (
             "a CNN such as resnet8")
         raise ConfigError(f"{key}.name={cfg.name} does not fit the data ({kind}): use "
                           f"{choices} for {key}")
-    if info.is_text:
-        return build_text_model(cfg, info, key)
-    if not timm.is_model(cfg.name):
-        close = difflib.get_close_matches(cfg.name, timm.list_models(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown {key}.name '{cfg.name}'{hint}: use a conf/model option "
-                          "or any name from timm.list_models()")
-    kwargs = dict(cfg.kwargs or {})
-    try:
-        return timm.create_model(cfg.name, pretrained=cfg.pretrained,
-                                 num_classes=info.num_classes, in_chans=info.in_chans,
-                                 drop_rate=cfg.drop_rate, **kwargs)
-    except (ValueError, TypeError) as error:  # e.g. a model.kwargs key the model doesn't take
-        raise ConfigError(f"cannot build model '{cfg.name}': {one_line(error)}") from error
-    except (OSError, RuntimeError) as error:
-        if cfg.pretrained:
-            raise ConfigError(
-                f"could not fetch pretrained weights for '{cfg.name}' ({type(error).__name__}):"
-                f" set {key}.pretrained=false, or run once with network access to cache them"
-                " (offline, HF_HUB_OFFLINE=1 skips the download retries)"
-            ) from error
-        raise
+    return family.build(cfg, info, key)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -62,15 +43,4 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     partial.replace(path)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def model_size_bytes(model: nn.Module) -> int:
-    """Bytes of all parameters and buffers as stored in memory (dense)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-__all__ = ["CIFAR_MODEL_NAMES", "build_model", "count_parameters", "model_size_bytes",
-           "save_weights"]
+__all__ = ["CIFAR_MODEL_NAMES", "build_model", "save_weights"]

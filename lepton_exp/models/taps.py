@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 
 
 @dataclass

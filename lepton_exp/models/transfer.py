@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from torch import nn
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 
 # "layer1.2.conv1.weight" / "bert.encoder.layer.3.attention..." -> (prefix, block index, rest)
 _NUMBERED = re.compile(r"^(.*?)\.(\d+)\.(.*)$")

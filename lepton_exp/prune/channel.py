@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lepton_exp.config import ConfigError, one_line
+from lepton_exp.errors import ConfigError, one_line
 
 IMPORTANCES = ("l1", "l2", "bn")
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lepton_exp.prune.magnitude import make_permanent
+from lepton_exp.prune.magnitude import attach_masks, make_permanent, refresh_masked
 
 FORMAT = "lepton-exp/pruned-model/1"
 
@@ -89,6 +89,29 @@ def load_pruned(path: Path) -> nn.Module:
         import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
 
         model = timm.create_model(metadata["model"], **json.loads(metadata["create_kwargs"]))
+    _shape_and_load(model, state, metadata)
+    return model.eval()
+
+
+def load_pruned_into(model: nn.Module, path: Path) -> None:
+    """Give ``model`` (the architecture the file was pruned from) the shapes, masks and
+    weights saved in ``path`` by :func:`save_snapshot`, in place."""
+    from safetensors.torch import load_file
+
+    _shape_and_load(model, load_file(str(path)), _metadata(path))
+
+
+def save_snapshot(model: nn.Module, path: Path, model_name: str) -> None:
+    """``model`` as it is (masks still attached) with its rebuild recipe: what a later
+    attempt restores with :func:`load_pruned_into` to continue from this point."""
+    from lepton_exp.models import save_weights
+
+    save_weights(model, path, pruned_metadata(model, model_name))
+
+
+def _shape_and_load(model: nn.Module, state: dict[str, torch.Tensor],
+                    metadata: dict[str, str]) -> None:
+    """Resize ``model``'s layers to ``state``'s tensors, attach its masks, load it strictly."""
     groups = json.loads(metadata["groups"])
     for name, module in model.named_modules():
         _resize(module, name, state, groups)
@@ -96,8 +119,9 @@ def load_pruned(path: Path) -> nn.Module:
         from lepton_exp.prune.heads import sync_head_counts
 
         sync_head_counts(model)
+    attach_masks(model, state)
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    refresh_masked(model)
 
 
 def _resize(module: nn.Module, name: str, state: dict[str, torch.Tensor],

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from torch import nn
 
-from lepton_exp.prune.magnitude import prune_unstructured
+from lepton_exp.prune.magnitude import prune_unstructured, refresh_masked
 from lepton_exp.prune.schedule import cubic_sparsity
-from lepton_exp.training.trainer import training_horizon
 
 
 class GradualPruning(pl.Callback):
@@ -35,7 +34,8 @@ class GradualPruning(pl.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
-        total, _ = training_horizon(trainer)
+        # optimiser steps of the coming fit (what the lr schedule is laid out over too)
+        total = max(1, int(trainer.estimated_stepping_batches))
         # Whatever the schedule, the last training step starts at the final sparsity, so the
         # final epoch (its validation and its checkpoint) is at the final sparsity.
         self.last_step = total - 1
@@ -55,6 +55,18 @@ class GradualPruning(pl.Callback):
         if due and target > self.current:
             prune_unstructured(self.layers, target, scope=self.scope)
             self.current = target
+
+    # Saved in checkpoints: a resumed fit continues from the sparsity reached (the masks
+    # themselves are in the model's state).
+    def state_dict(self) -> dict[str, float]:
+        return {"current": self.current}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.current = state_dict["current"]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # a resumed fit loaded the masked weights' parts: rank what they make, not stale ones
+        refresh_masked(pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         step = trainer.global_step

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError
 
 METHODS = ("magnitude", "random")
 SCOPES = ("layer", "global")
@@ -57,17 +57,28 @@ def make_permanent(model: nn.Module) -> None:
                 prune.remove(module, name)
 
 
-def fold_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A checkpoint taken while pruning masks were attached (``<w>_orig``, ``<w>_mask``)
-    as the plain state dict of the masked model (``<w> = <w>_orig * <w>_mask``)."""
-    folded = {}
-    for name, tensor in state.items():
-        base = name.removesuffix("_orig")
-        if name.endswith("_orig") and f"{base}_mask" in state:
-            folded[base] = tensor * state[f"{base}_mask"]
-        elif not (name.endswith("_mask") and f"{name.removesuffix('_mask')}_orig" in state):
-            folded[name] = tensor
-    return folded
+def attach_masks(model: nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Attach the pruning masks found in ``state`` (``<prefix><module>.<w>_mask``) to the
+    modules of ``model`` that have none yet, so that ``state`` -- a checkpoint taken while
+    masks were attached -- loads strictly into it."""
+    modules = dict(model.named_modules())
+    for key, mask in state.items():
+        if not (key.startswith(prefix) and key.endswith("_mask")):
+            continue
+        path, _, tensor_name = key.removeprefix(prefix).removesuffix("_mask").rpartition(".")
+        module = modules.get(path)
+        if module is not None and not hasattr(module, f"{tensor_name}_mask"):
+            prune.custom_from_mask(module, tensor_name, mask.to(torch.bool).to(mask.dtype))
+
+
+def refresh_masked(model: nn.Module) -> None:
+    """Recompute every masked tensor (``<w> = <w>_orig * <w>_mask``) from its parts, as a
+    forward pass would: after loading the parts, the tensor the next pruning step ranks is
+    otherwise the one from before the load."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                hook(module, None)
 
 
 def masks(model: nn.Module) -> dict[str, torch.Tensor]:

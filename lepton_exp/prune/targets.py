@@ -6,9 +6,9 @@ from typing import Sequence
 
 from torch import nn
 
-from lepton_exp.config import ConfigError, did_you_mean
+from lepton_exp.errors import ConfigError, did_you_mean
+from lepton_exp.measure import PRUNABLE
 
-PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
 def first_and_last(model: nn.Module) -> list[str]:

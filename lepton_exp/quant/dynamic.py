@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lepton_exp.prune.targets import PRUNABLE
+from lepton_exp.measure import PRUNABLE
 
 
 def quantize_dynamic_linear(model: nn.Module, skip: Sequence[str] = ()) -> nn.Module:

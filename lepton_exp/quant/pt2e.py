@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lepton_exp.config import LeptonError, one_line
+from lepton_exp.errors import LeptonError, one_line
 from lepton_exp.models.taps import repeat_batch
 
 MAX_BATCH = 1 << 16

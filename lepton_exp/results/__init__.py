@@ -10,7 +10,8 @@ Modules, in the order data flows through them:
 - ``report``: the Markdown document; ``cli``: the command line
 """
 
-from lepton_exp.results.collect import ResultsError, Run, collect_records
+from lepton_exp.results.collect import collect_records
+from lepton_exp.results.run import ResultsError, Run
 from lepton_exp.results.sweep import expected_jobs, find_problems, load_grid
 from lepton_exp.results.table import build_table
 

@@ -19,15 +19,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from lepton_exp.tracking.record import atomic_file
-from lepton_exp.results.collect import (
-    MISSING,
-    RECORD_NAME,
-    ResultsError,
-    Run,
-    collect_records,
-    config_diff,
-)
+from lepton_exp.results.collect import collect_records, config_diff
+from lepton_exp.results.run import MISSING, ResultsError, Run
+from lepton_exp.tracking.record import RECORD_NAME, atomic_file
 from lepton_exp.results.plots import plot_metric, plot_path
 from lepton_exp.results.report import render_report
 from lepton_exp.results.sweep import find_grids, find_problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_exp.results.collect import Run
+from lepton_exp.results.run import Run
 from lepton_exp.results.sweep import Problems
 from lepton_exp.results.table import Table, data_runs, markdown_tables
 

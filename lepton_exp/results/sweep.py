@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lepton_exp.results.collect import MISSING, Run
+from lepton_exp.results.run import MISSING, Run
 
 SWEEP_CONFIG = "multirun.yaml"
 NOT_FINISHED = {"failed": "failed", "interrupted": "interrupted", "running": "incomplete"}

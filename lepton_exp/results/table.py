@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lepton_exp.tracking.record import atomic_file
-from lepton_exp.results.collect import MISSING, Run
+from lepton_exp.results.run import MISSING, Run
 from lepton_exp.results.sweep import normalise_value, override_values
 
 # Settings that may differ inside a cell without making it a mix of different experiments.

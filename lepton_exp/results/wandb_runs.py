@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lepton_exp.results.collect import ResultsError, Run, unflatten
+from lepton_exp.results.run import ResultsError, Run, unflatten
 
 # W&B run states -> run record statuses.
 STATES = {"finished": "completed", "failed": "failed", "crashed": "failed",

@@ -1,42 +1,58 @@
-"""Stages by name (`stage=teacher`); one run is one stage.
+"""Stages by name (``stage=teacher``): one run is one stage.
 
-Adding a stage: a module with ``run_<stage>(ctx) -> StageOutput`` (and optionally a
-``prepare_<stage>(cfg, datamodule)`` that runs before the run's loggers start, e.g. to train
-a missing teacher in its own run) and an entry here. Imports are lazy so the stage names
-can be listed without torch (config validation).
+Each module here is one stage (an entry of ``lepton_exp.config.registries.STAGES``) that
+defines ``STAGE``, an instance of a :class:`Stage` subclass. Adding a stage is that module
+(plus its presets in ``conf/experiment/``); the runner (``lepton_exp.app.runner``) does the
+rest: data, loggers, the run record, resume, quantization, export, the report. Stage modules
+import torch and friends inside their methods, so listing and checking stages stays light.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
-from lepton_exp.stages.context import StageContext, StageOutput
+from lepton_exp.training.context import StageContext, StageOutput, TrainRun
 
-
-@dataclass(frozen=True)
 class Stage:
-    module: str
-    has_prepare: bool = False
+    """What the runner asks of a stage."""
 
-    def _function(self, prefix: str) -> Callable:
-        name = self.module.rsplit(".", 1)[1]
-        return getattr(importlib.import_module(self.module), f"{prefix}_{name}")
+    def check(self, cfg) -> Iterable[Optional[str]]:
+        """Problems with ``cfg`` for this stage, one line each (run by config validation)."""
+        return ()
 
-    def prepare(self, cfg, datamodule) -> Optional[Any]:
-        return self._function("prepare")(cfg, datamodule) if self.has_prepare else None
+    def run_name(self, model: str, data: str, method: str, prune: str, sparsity: Any) -> str:
+        """The default run name (``method``: the distillation terms, ``none`` without)."""
+        return f"{type(self).__name__.lower()}-{model}-{data}"
+
+    def prepare(self, cfg, datamodule, train: TrainRun) -> Any:
+        """Before the run's loggers start: what the run needs from other runs (teachers, a
+        dense model), trained by ``train`` in runs of their own when missing."""
+        return None
 
     def run(self, ctx: StageContext) -> StageOutput:
-        return self._function("run")(ctx)
+        raise NotImplementedError
+
+    def resume_point(self, cfg, run_dir: Path) -> Optional[Path]:
+        """What an unfinished attempt in ``run_dir`` continues from (its last checkpoint);
+        None: nothing to continue, the run starts over."""
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+
+    # In a pipeline (lepton_exp.app.pipeline), each step is a stage's run.
+    exports_model = True  # a later step may name this step's model (`key=step:<name>`)
+
+    def step_config(self, cfg):
+        """The config this stage runs as a pipeline step."""
+        return cfg
+
+    def run_step(self, cfg, run_dir, overrides: list[str], run: TrainRun) -> dict[str, Any]:
+        """The step's record: by default the stage run in ``run_dir``."""
+        return run(cfg, run_dir=run_dir, overrides=overrides)
+
+    def table_row(self, cfg) -> dict[str, Any]:
+        """This stage's own columns in the pipeline table (beyond model, metrics, sizes)."""
+        return {}
 
 
-STAGES: dict[str, Stage] = {
-    "teacher": Stage("lepton_exp.stages.teacher"),
-    "distill": Stage("lepton_exp.stages.distill", has_prepare=True),
-    "prune": Stage("lepton_exp.stages.prune", has_prepare=True),
-    # A chain of the stages above, each its own run (conf/experiment/quickstart.yaml).
-    "pipeline": Stage("lepton_exp.stages.pipeline"),
-}
-
-__all__ = ["STAGES", "Stage", "StageContext", "StageOutput"]
+__all__ = ["Stage", "StageContext", "StageOutput", "TrainRun"]

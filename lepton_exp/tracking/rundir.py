@@ -1,5 +1,5 @@
-"""Run directories: which settings make two runs the same run, the lock held while a process
-runs a directory, and the unfinished run a re-run of the same command continues.
+"""Run directories: the lock held while a process runs a directory, and the unfinished run a
+re-run of the same command continues (same run: same computed settings, config.identity).
 
 Imported by the CLI before Hydra sets up logging, so nothing here imports Lightning.
 """
@@ -8,35 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from lepton_exp.config import ConfigError, one_line, to_container
+from lepton_exp.config.identity import computed_settings, to_container
+from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.tracking.record import RECORD_NAME, read_record
 
 LOCK_NAME = ".lock"  # held by the process running a run directory (run_lock)
-
-# Settings that do not change what a run computes: a re-run differing only in these is the
-# same run (how it is logged, shown or loaded, and the resume switch itself).
-NOT_COMPUTED = ("resume", "checkpoint_every_minutes", "logger", "trainer.enable_progress_bar",
-                 "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
-                 "data.eval_batch_size")
-
-
-def computed_settings(config: dict) -> dict:
-    """``config`` without the settings in ``NOT_COMPUTED``."""
-    config = json.loads(json.dumps(config, default=str))
-    for key in NOT_COMPUTED:
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return config
 
 
 def _try_lock(run_dir: Path):

@@ -19,11 +19,12 @@ import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from lepton_exp.config import ConfigError
+from lepton_exp.errors import ConfigError, LeptonError
+from lepton_exp.processes import WORKER_ENV, cores, started_externally
+from lepton_exp.tracking.record import RECORD_NAME, read_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-WORKER_ENV = "LEPTON_DDP_WORKER"  # set in the worker processes this module starts
 
 
 def process_count(trainer_cfg) -> int:
@@ -45,14 +46,6 @@ def process_count(trainer_cfg) -> int:
                       "the number of processes per node, e.g. trainer.devices=4")
 
 
-def started_externally() -> bool:
-    """Whether this process is one rank of several started by someone else (our own launch,
-    torchrun, or SLURM tasks): then it runs the stage itself instead of launching."""
-    if os.environ.get(WORKER_ENV) or os.environ.get("TORCHELASTIC_RUN_ID"):
-        return True
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1
-
-
 def needs_launch(cfg) -> bool:
     """True when this job must start DDP worker processes before running the stage."""
     processes = process_count(cfg.trainer)
@@ -65,12 +58,6 @@ def needs_launch(cfg) -> bool:
     return True
 
 
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def parallel_jobs() -> int:
     """Jobs the Hydra launcher runs at once on this machine (1 outside a local parallel one)."""
     from hydra.core.hydra_config import HydraConfig
@@ -81,14 +68,14 @@ def parallel_jobs() -> int:
     if "joblib" not in str(launcher.get("_target_", "")):
         return 1
     jobs = int(launcher.get("n_jobs") or 1)
-    return _cores() if jobs < 0 else jobs  # joblib: -1 means one job per core
+    return cores() if jobs < 0 else jobs  # joblib: -1 means one job per core
 
 
 def threads_per_process(processes: int) -> int | None:
     """Torch threads for each of ``processes`` sharing this machine's cores (None: one
     process, torch's default). Two 2-thread processes on 2 cores ran 10-100x slower than
     two 1-thread ones (../shared/INSTALL_NOTES.md)."""
-    return None if processes <= 1 else max(1, _cores() // processes)
+    return None if processes <= 1 else max(1, cores() // processes)
 
 
 def configure_threads() -> int:
@@ -117,7 +104,7 @@ def measured_alone(measure: Callable[[], T]) -> T:
     box: list[Any] = [None]
     if dist.get_rank() == 0:
         threads = torch.get_num_threads()
-        torch.set_num_threads(_cores())
+        torch.set_num_threads(cores())
         try:
             box[0] = measure()
         finally:
@@ -127,14 +114,14 @@ def measured_alone(measure: Callable[[], T]) -> T:
 
 
 # ------------------------------------------------------------------------------ launching
-def launch(cfg, run_dir: Path, overrides: list[str] | None, resume: Path | None
-           ) -> dict[str, Any]:
-    """Run the stage in ``trainer.devices`` worker processes; rank zero's run record."""
+def launch(run: Callable[..., dict[str, Any]], cfg, run_dir: Path,
+           overrides: list[str] | None, resume: Path | None) -> dict[str, Any]:
+    """``run(cfg, run_dir=..., overrides=..., resume=...)`` in ``trainer.devices`` worker
+    processes (``run`` a module-level function: it travels to them by reference); rank
+    zero's run record."""
     from omegaconf import OmegaConf
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    from lepton_exp.config import LeptonError
 
     processes = process_count(cfg.trainer)
     threads = threads_per_process(parallel_jobs() * processes)
@@ -149,11 +136,9 @@ def launch(cfg, run_dir: Path, overrides: list[str] | None, resume: Path | None
         monitor_interval=0.5, start_method="spawn")
     log.info("DDP: starting %d worker processes for %s", processes, run_dir)
     try:
-        results = elastic_launch(launch_cfg, _worker)(config, str(run_dir), overrides,
+        results = elastic_launch(launch_cfg, _worker)(run, config, str(run_dir), overrides,
                                                       threads, resume)
     except ChildFailedError as error:
-        from lepton_exp.tracking.record import RECORD_NAME, read_record
-
         record = read_record(run_dir) if (run_dir / RECORD_NAME).exists() else {}
         codes = ", ".join(f"rank {r} exit code {f.exitcode}" for r, f in error.failures.items())
         raise LeptonError(f"DDP run failed: {record.get('error') or codes} (see {run_dir})"
@@ -163,22 +148,20 @@ def launch(cfg, run_dir: Path, overrides: list[str] | None, resume: Path | None
     return results[0]
 
 
-def _worker(config: dict, run_dir: str, overrides: list[str] | None, threads: int | None,
-            resume: Path | None) -> dict[str, Any]:
+def _worker(run: Callable[..., dict[str, Any]], config: dict, run_dir: str,
+            overrides: list[str] | None, threads: int | None, resume: Path | None
+            ) -> dict[str, Any]:
     """One rank: the whole stage, in a fresh interpreter."""
     import sys
 
     import torch
     from omegaconf import OmegaConf
 
-    from lepton_exp.config import LeptonError
-    from lepton_exp.stages.runner import run_stage
-
     os.environ[WORKER_ENV] = "1"
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return run_stage(OmegaConf.create(config), run_dir=Path(run_dir), overrides=overrides,
-                         resume=resume or False)
+        return run(OmegaConf.create(config), run_dir=Path(run_dir), overrides=overrides,
+                   resume=resume or False)
     except LeptonError:  # in the run record; the parent reports it in one line
         sys.exit(2)

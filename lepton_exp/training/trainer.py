@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from lepton_exp.config import ConfigError, one_line
+from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume
 from lepton_exp.training.timing import TrainTimer
 

@@ -1,0 +1,27 @@
+"""Errors a user can fix, and how they are shown: one line that says what to change.
+
+The bottom of the package: it imports nothing of lepton_exp, so every layer can raise these.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class LeptonError(Exception):
+    """An error the user can fix; shown as one line (stack trace with HYDRA_FULL_ERROR=1)."""
+
+
+class ConfigError(LeptonError):
+    """A setting that cannot work: the message names the key and the fix."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message with its whitespace (line breaks included) folded."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,1 @@
+"""Teachers: the train-once cache (``cache``) and loading from files, W&B or the cache (``load``)."""

@@ -1,0 +1,1 @@
+"""Tracking: run records, W&B and CSV loggers, run directories, the console report."""
