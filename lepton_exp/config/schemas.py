@@ -206,9 +206,7 @@ class DenseConfig:
 
 @dataclass
 class PruneConfig:
-    # none | magnitude | random (unstructured masks) | channel (structured, CNNs) |
-    # gradual (cubic schedule) | heads, ffn (structured, transformers)
-    method: str = "none"
+    method: str = "none"  # an entry of lepton_exp/prune/methods (conf/prune: `prune=<method>`)
     # Fraction of the prunable weights set to zero (magnitude, random, gradual), or of each
     # prunable layer's output channels (channel), attention heads (heads) or FFN neurons
     # (ffn) removed. What was obtained is measured.
@@ -229,10 +227,7 @@ class PruneConfig:
 class QuantConfig:
     """int8 quantization of the stage's trained model, its last step (lepton_exp/quant)."""
 
-    # none | dynamic_int8 (Linear weights int8, activations quantized per batch: BERT) |
-    # static_int8 (weights and activations int8, calibrated: CNNs) | qat (static_int8's
-    # scheme simulated while finetuning, then converted)
-    method: str = "none"
+    method: str = "none"  # an entry of lepton_exp/quant/methods (conf/quant: `quant=<method>`)
     skip: List[str] = field(default_factory=list)  # modules kept float, e.g. [conv1, fc]
     latency_batch: int = 64  # CPU latency at batch 1 and at this batch size, float vs int8
 

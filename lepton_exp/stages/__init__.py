@@ -17,6 +17,8 @@ from lepton_exp.training.context import StageContext, StageOutput, TrainRun
 class Stage:
     """What the runner asks of a stage."""
 
+    prunes = False  # runs the configured prune method (other stages refuse one)
+
     def check(self, cfg) -> Iterable[Optional[str]]:
         """Problems with ``cfg`` for this stage, one line each (run by config validation)."""
         return ()

@@ -21,6 +21,8 @@ from lepton_exp.stages import Stage, StageContext, StageOutput, TrainRun
 
 
 class PruneStage(Stage):
+    prunes = True
+
     def check(self, cfg) -> Iterable[Optional[str]]:
         prune = cfg.prune
         if prune.method == "none":

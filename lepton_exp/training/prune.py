@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from lepton_exp.config.checks import finetune_epochs
@@ -100,8 +101,12 @@ def _finetune_cfg(cfg):
     return finetune_cfg
 
 
-ROUND_STATE = "round.pt"  # written last when a round ends: the RNG states and sparsity reached
 SNAPSHOT = "pruned.safetensors"  # a finished round's model: shapes, masks and weights
+ROUND_STATE = "round.pt"  # written last when a round ends: the sparsity reached, rank 0's RNG
+
+
+def _rng_file(rank: int) -> str:
+    return ROUND_STATE if rank == 0 else f"round-rank{rank}.pt"  # each DDP rank's own RNG
 
 
 def _round_dir(run_dir: Path, index: int, last: bool) -> Path:
@@ -117,15 +122,20 @@ def finished_rounds(run_dir: Path, rounds: int) -> int:
 
 
 def _save_round(model: nn.Module, directory: Path, model_name: str, sparsity: float) -> None:
-    save_snapshot(model, directory / SNAPSHOT, model_name)
-    with atomic_file(directory / ROUND_STATE, "wb") as handle:
+    """Rank zero writes the model (the ranks hold the same one); every rank its RNG states."""
+    rank = rank_zero_only.rank
+    if rank == 0:
+        save_snapshot(model, directory / SNAPSHOT, model_name)
+    with atomic_file(directory / _rng_file(rank), "wb") as handle:
         torch.save({"rng": rng_states(), "sparsity": sparsity}, handle)
 
 
 def _restore_round(model: nn.Module, directory: Path) -> float:
     """The model and the RNG states as that round left them; the sparsity it reached."""
     load_pruned_into(model, directory / SNAPSHOT)
-    state = torch.load(directory / ROUND_STATE, map_location="cpu", weights_only=True)
+    own = directory / _rng_file(rank_zero_only.rank)
+    state = torch.load(own if own.is_file() else directory / ROUND_STATE, map_location="cpu",
+                       weights_only=True)
     set_rng_states(state["rng"])
     return state["sparsity"]
 

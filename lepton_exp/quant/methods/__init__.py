@@ -6,7 +6,8 @@ quantizes:
 
 - ``quantize(model, quant, datamodule, finetune) -> (quantized, layers)``: the int8 model of
   the float ``model`` (a CPU copy in eval mode, free to change) with ``quant`` = cfg.quant,
-  and which layers run int8 or stay float, and why. A method that trains calls
+  and which layers run int8 or stay float, and why (``{name: {"runs": "int8" | "float",
+  "why": ..., "fallback": ...}}``, "fallback" for float layers). A method that trains calls
   ``finetune(model, lr=, epochs=, distill=, directory=)``: the training layer's finetuning
   (the stage's optimiser and logit distillation terms), so nothing here imports training code;
 - ``lower(quantized, inputs)``: the model as it runs fast on this CPU for inputs of that
