@@ -14,8 +14,16 @@ import torch
 from safetensors.torch import load_file
 
 from benchmarks import cifar_setup
-from benchmarks.common import (Options, Section, Target, command_text, main_for, markdown_table,
-                               records, run_cli)
+from benchmarks.common import (
+    Options,
+    Section,
+    Target,
+    command_text,
+    main_for,
+    markdown_table,
+    records,
+    run_cli,
+)
 
 SPARSITIES = ["0.5", "0.7", "0.9"]
 PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -43,10 +51,9 @@ def sweeps(options: Options, weights) -> dict[str, list[str]]:
 def latencies(options: Options, dense_weights, pruned: dict[str, str]) -> dict[str, float]:
     """Median batch-64 forward time (ms) of the dense model and the channel-pruned exports,
     timed in turns in this process, with all cores."""
-    from lepton_exp.prune.export import load_pruned
-    from lepton_exp.measure import latencies_ms
-
     import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
+    from lepton_exp.measure import latencies_ms
+    from lepton_exp.prune.export import load_pruned
 
     s = cifar_setup.settings(options)
     dense = timm.create_model(s["teacher"], num_classes=10)

@@ -27,14 +27,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmarks.common import (Options, Section, Target, interleaved, main_for, markdown_table,
-                               median)
+from benchmarks.common import (
+    Options,
+    Section,
+    Target,
+    interleaved,
+    main_for,
+    markdown_table,
+    median,
+)
+from lepton_exp.config.compose import compose_config
 from lepton_exp.data.base import DataInfo
 from lepton_exp.distill.objective import build_objective
 from lepton_exp.models import build_model
 from lepton_exp.teachers.cache import Teacher
 from lepton_exp.training.distill import DistillationModule, bind_objective
-from lepton_exp.config.compose import compose_config
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume
 from lepton_exp.training.timing import TrainTimer
 

@@ -23,8 +23,15 @@ import sysconfig
 from pathlib import Path
 
 from benchmarks import cifar_setup
-from benchmarks.common import (Options, Section, command_text, main_for, markdown_table,
-                               records, run_cli)
+from benchmarks.common import (
+    Options,
+    Section,
+    command_text,
+    main_for,
+    markdown_table,
+    records,
+    run_cli,
+)
 
 KEY, TITLE = "peer", "A peer side by side: torchdistill"
 PACKAGE = "torchdistill==1.1.5"  # pinned: the driver uses its DistillationBox API

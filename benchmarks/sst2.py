@@ -24,11 +24,11 @@ STEPS = {"teacher": "teacher: MiniLM-L6 (pretrained), finetuned",
 def latencies(options: Options, overrides: list[str], repeats: int) -> dict[str, dict]:
     """Median forward time (ms) of the teacher and the student architecture at batch 1 and
     32 (speed depends on shapes, not on weight values: the configs' models are timed)."""
+    from lepton_exp.config.compose import compose_config
     from lepton_exp.data import build_datamodule
+    from lepton_exp.measure import latencies_ms
     from lepton_exp.models import build_model
     from lepton_exp.models.taps import repeat_batch
-    from lepton_exp.measure import latencies_ms
-    from lepton_exp.config.compose import compose_config
 
     cfg = compose_config([*overrides, f"data.root={options.data_dir / 'sst2'}",
                           f"paths.output_dir={options.work_dir / 'outputs'}"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton_exp.errors import ConfigError
 from lepton_exp.app.runner import run_stage
+from lepton_exp.errors import ConfigError
 from lepton_exp.teachers.cache import cache_key, ensure_cached, teacher_run_config
 from lepton_exp.teachers.load import read_state_dict, resolve_teachers
 

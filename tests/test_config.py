@@ -6,13 +6,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from lepton_exp.config import CONF_DIR
-
 from lepton_exp.config.identity import flatten
-
-from lepton_exp.config.validate import validate
-
-from lepton_exp.errors import ConfigError
 from lepton_exp.config.preflight import PreflightError, preflight
+from lepton_exp.config.validate import validate
+from lepton_exp.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, option.stem) for group in GROUPS

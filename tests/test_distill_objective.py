@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from lepton_exp.errors import ConfigError
 from lepton_exp.distill import kd_loss
 from lepton_exp.distill.layers import resolve_pairs, uniform_taps
 from lepton_exp.distill.objective import DistillationObjective, build_objective
 from lepton_exp.distill.registry import build_term, check_options, method_names
 from lepton_exp.distill.schedules import scheduled, warmup_factor
-from lepton_exp.models.taps import Taps, Tapper
+from lepton_exp.errors import ConfigError
+from lepton_exp.models.taps import Tapper, Taps
 
 
 def distill_cfg(**overrides):

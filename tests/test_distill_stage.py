@@ -13,10 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lepton_exp.config import CONF_DIR
-
-from lepton_exp.errors import ConfigError
 from lepton_exp.app.runner import run_stage
+from lepton_exp.config import CONF_DIR
+from lepton_exp.errors import ConfigError
 
 FAST = ["data=synthetic", "trainer.max_epochs=1", "logger=none",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -119,8 +118,8 @@ def test_pipeline_with_a_given_teacher_checkpoint_tests_it_instead_of_training_o
 
 def test_teacher_stays_frozen_in_eval_mode_with_bn_statistics_untouched(compose_cfg, tmp_path,
                                                                         cache_dir):
-    from lepton_exp.data import build_datamodule
     from lepton_exp.app.runner import run_stage
+    from lepton_exp.data import build_datamodule
     from lepton_exp.stages import StageContext
     from lepton_exp.stages.distill import STAGE
 

@@ -8,9 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from lepton_exp.config.schemas import ModelConfig
-
-from lepton_exp.errors import ConfigError
 from lepton_exp.data import DataInfo
+from lepton_exp.errors import ConfigError
 from lepton_exp.measure import count_parameters, model_size_bytes
 from lepton_exp.models import CIFAR_MODEL_NAMES, build_model
 

@@ -7,8 +7,12 @@ import torch
 from omegaconf import OmegaConf
 
 from lepton_exp.config.schemas import OptimConfig, SchedulerConfig
-from lepton_exp.training.optim import (build_optimizer, build_scheduler, cosine_factor,
-                                       milestone_epochs)
+from lepton_exp.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    cosine_factor,
+    milestone_epochs,
+)
 
 
 def _sgd(lr=0.1):

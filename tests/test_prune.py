@@ -9,10 +9,15 @@ import torch
 from torch import nn
 
 import lepton_exp.models  # noqa: F401 - registers the CIFAR ResNets with timm
+from lepton_exp.measure import (
+    count_macs,
+    latency_ms,
+    size_bytes,
+    sparse_tensor_bytes,
+    sparsity_report,
+)
 from lepton_exp.prune.channel import prune_channels
 from lepton_exp.prune.magnitude import make_permanent, masks, prune_unstructured
-from lepton_exp.measure import (count_macs, latency_ms, size_bytes, sparse_tensor_bytes,
-                                      sparsity_report)
 from lepton_exp.prune.schedule import cubic_sparsity
 from lepton_exp.prune.targets import first_and_last, prunable_layers
 

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton_exp.config import CONF_DIR
-
-from lepton_exp.errors import ConfigError
-from lepton_exp.prune.export import load_pruned
-from lepton_exp.measure import compression_report
 from lepton_exp.app.runner import run_stage
+from lepton_exp.config import CONF_DIR
+from lepton_exp.errors import ConfigError
+from lepton_exp.measure import compression_report
+from lepton_exp.prune.export import load_pruned
 
 FAST = ["data=synthetic", "trainer.max_epochs=1", "logger=none", "model=resnet8",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -271,12 +270,13 @@ def test_wandb_summary_holds_the_compression_report(prune_run):
 
 
 def test_a_checkpoint_taken_with_masks_loads_as_the_masked_model(tmp_path):
+    from omegaconf import OmegaConf
+
     from lepton_exp.data.base import DataInfo
     from lepton_exp.models import build_model
     from lepton_exp.prune.magnitude import prune_unstructured
     from lepton_exp.prune.targets import prunable_layers
     from lepton_exp.teachers.load import load_weights
-    from omegaconf import OmegaConf
 
     spec = OmegaConf.create({"name": "resnet8", "pretrained": False, "drop_rate": 0.0,
                              "kwargs": {}})

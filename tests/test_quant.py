@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from lepton_exp.errors import ConfigError
-from lepton_exp.quant import dynamic, pt2e
-from lepton_exp.quant.export import export_quantized, load_quantized, positional
-from lepton_exp.measure import state_bytes
-from lepton_exp.quant.coverage import coverage_summary
 from lepton_exp.app.runner import run_stage
+from lepton_exp.errors import ConfigError
+from lepton_exp.measure import state_bytes
+from lepton_exp.quant import dynamic, pt2e
+from lepton_exp.quant.coverage import coverage_summary
+from lepton_exp.quant.export import export_quantized, load_quantized, positional
 
 
 def small_cnn() -> nn.Module:

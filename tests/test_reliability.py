@@ -115,10 +115,9 @@ class _NotAWeight:
 def test_a_damaged_or_unsafe_last_checkpoint_is_a_clear_error(tmp_path, compose_cfg, content):
     import torch
 
-    from lepton_exp.config.identity import to_container
-
-    from lepton_exp.errors import ConfigError
     from lepton_exp.app.runner import previous_run
+    from lepton_exp.config.identity import to_container
+    from lepton_exp.errors import ConfigError
     from lepton_exp.tracking.record import write_json_atomic
 
     cfg = compose_cfg("data=synthetic")
@@ -167,8 +166,8 @@ def test_a_nan_loss_stops_the_run_names_the_term_and_keeps_the_last_good_checkpo
 
     import torch
 
-    from lepton_exp.training.classify import NonFiniteLossError
     from lepton_exp.app.runner import run_stage
+    from lepton_exp.training.classify import NonFiniteLossError
 
     cfg = compose_cfg("data=synthetic", "data.num_samples=300", "trainer.max_epochs=3",
                       "distill=kd", "logger=none", "trainer.enable_progress_bar=false",

@@ -15,8 +15,8 @@ import time
 import pytest
 import torch
 
-from lepton_exp.training.classify import ClassificationModule
 from lepton_exp.app.runner import run_stage
+from lepton_exp.training.classify import ClassificationModule
 from lepton_exp.training.resume import batches_done_in_epoch
 
 FAST = ["data=synthetic", "data.num_samples=600", "trainer.max_epochs=3",

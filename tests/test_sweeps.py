@@ -125,8 +125,8 @@ def test_submitit_launcher_runs_the_sweep_jobs(tmp_path):
 
 
 def test_previous_run_decides_skip_resume_or_fresh(compose_cfg, tmp_path):
-    from lepton_exp.config.identity import to_container
     from lepton_exp.app.runner import previous_run
+    from lepton_exp.config.identity import to_container
     from lepton_exp.tracking.record import write_json_atomic
 
     cfg = compose_cfg("data=synthetic")

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lepton_exp.errors import ConfigError
 from lepton_exp.distill.layers import check_heads, reduce_heads, resolve_pairs
 from lepton_exp.distill.methods.attn_kl import attention_kl_loss
 from lepton_exp.distill.methods.attn_mse import attention_score_loss
 from lepton_exp.distill.methods.hidden import hidden_state_loss
+from lepton_exp.errors import ConfigError
 from tests.conftest import SHARED_DATA
 
 MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # two sentences, padded to 4 tokens
@@ -298,8 +298,8 @@ def test_head_pruning_removes_the_weakest_heads_and_keeps_outputs_shaped(tmp_pat
 
 @pytest.mark.parametrize("method", ["heads", "ffn"])
 def test_structured_transformer_pruning_runs_as_a_stage(compose_cfg, tmp_path, method):
-    from lepton_exp.prune.export import load_pruned
     from lepton_exp.app.runner import run_stage
+    from lepton_exp.prune.export import load_pruned
 
     cfg = compose_cfg(*FAST_TEXT, "model=bert_mini", f"prune={method}", "prune.latency_batch=4",
                       "distill=kd", "prune.teacher=dense", f"paths.cache_dir={tmp_path / 'c'}")

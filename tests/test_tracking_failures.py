@@ -13,8 +13,8 @@ import wandb
 from wandb.sdk.wandb_run import Run
 from wandb.sdk.wandb_summary import SummaryDict
 
-from lepton_exp.config.identity import flatten, to_container
 from lepton_exp.app.runner import run_stage
+from lepton_exp.config.identity import flatten, to_container
 from lepton_exp.tracking import loggers as tracking
 
 FAST = ["data=synthetic", "model=resnet8", "logger=wandb", "trainer.max_epochs=1",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton_exp.errors import ConfigError
 from lepton_exp.app.runner import run_stage
+from lepton_exp.errors import ConfigError
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false"]
@@ -187,8 +187,8 @@ def test_quickstart_pipeline_trains_teacher_once_then_students_then_prunes_the_k
         steps["kd"]["metrics"]["test_best/acc"], abs=1e-6)  # the kd step's exported weights
     assert prune_record["teachers"][0]["cache"] == "hit" and steps["prune"]["distill_terms"] == [
         "kd"]
-    from lepton_exp.prune.export import load_pruned
     from lepton_exp.measure import sparsity_report
+    from lepton_exp.prune.export import load_pruned
 
     exported = load_pruned(tmp_path / "quickstart" / "prune" / "model.safetensors")
     assert steps["prune"]["metrics"]["compress/sparsity"] == pytest.approx(

@@ -14,8 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lepton_exp.app.runner import (EXPORT_NAME, failure, locate, new_record, run_stage,
-                                   stage_of)
+from lepton_exp.app.runner import EXPORT_NAME, failure, locate, new_record, run_stage, stage_of
 from lepton_exp.config.compose import compose_config
 from lepton_exp.config.identity import to_container
 from lepton_exp.config.validate import PIPELINE, validate
@@ -24,7 +23,6 @@ from lepton_exp.errors import ConfigError
 from lepton_exp.tracking.record import RECORD_NAME, write_json_atomic
 from lepton_exp.tracking.report import print_pipeline
 from lepton_exp.training.quantize import quant_summary
-
 
 STEP_REFERENCE = "step:"  # `prune.dense.checkpoint=step:kd`: the model exported by step kd
 

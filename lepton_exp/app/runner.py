@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_only
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from lepton_exp.config.identity import computed_settings, flatten, to_container
 from lepton_exp.config.naming import method_label
@@ -22,10 +22,20 @@ from lepton_exp.errors import LeptonError
 from lepton_exp.measure import count_parameters, model_size_bytes
 from lepton_exp.models import save_weights
 from lepton_exp.stages import Stage, StageContext
-from lepton_exp.tracking.loggers import (build_loggers, close_failed_loggers, finish_loggers,
-                                         sweep_group, wandb_run_info)
-from lepton_exp.tracking.record import (RECORD_NAME, git_state, library_versions,
-                                        read_record, write_json_atomic)
+from lepton_exp.tracking.loggers import (
+    build_loggers,
+    close_failed_loggers,
+    finish_loggers,
+    sweep_group,
+    wandb_run_info,
+)
+from lepton_exp.tracking.record import (
+    RECORD_NAME,
+    git_state,
+    library_versions,
+    read_record,
+    write_json_atomic,
+)
 from lepton_exp.tracking.report import print_summary
 from lepton_exp.tracking.rundir import check_checkpoint, earlier_record, run_lock
 from lepton_exp.training import parallel

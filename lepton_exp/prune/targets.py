@@ -10,7 +10,6 @@ from lepton_exp.errors import ConfigError, did_you_mean
 from lepton_exp.measure import PRUNABLE
 
 
-
 def first_and_last(model: nn.Module) -> list[str]:
     """Names of the first conv/linear layer and the classifier: kept dense by default (they
     hold few weights and pruning them costs the most accuracy)."""

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from lepton_exp.results.collect import collect_records, config_diff
-from lepton_exp.results.run import MISSING, ResultsError, Run
-from lepton_exp.tracking.record import RECORD_NAME, atomic_file
 from lepton_exp.results.plots import plot_metric, plot_path
 from lepton_exp.results.report import render_report
+from lepton_exp.results.run import MISSING, ResultsError, Run
 from lepton_exp.results.sweep import find_grids, find_problems
 from lepton_exp.results.table import build_table, data_runs, is_number, write_csv
+from lepton_exp.tracking.record import RECORD_NAME, atomic_file
 
 PROG = "lepton-exp-results"
 DEFAULT_METRIC = "test/acc"

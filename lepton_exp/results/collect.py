@@ -30,6 +30,7 @@ from lepton_exp.results.run import MISSING, ResultsError, Run
 from lepton_exp.results.wandb_runs import read_offline_run
 from lepton_exp.tracking.record import RECORD_NAME
 
+
 def collect_records(paths: Iterable[str | Path], offline_wandb: bool = False,
                     int8_views: bool = False) -> list[Run]:
     """Every run record under ``paths`` (sweep dirs, run dirs, parents of either, or files).

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from lepton_exp.tracking.record import atomic_file
 from lepton_exp.results.run import MEASURED_KEYS, MISSING, Run
 from lepton_exp.results.table import data_runs, group_runs, is_number, show, sort_key
+from lepton_exp.tracking.record import atomic_file
 
 # Record fields that are measurements (seed, stage, name are settings).
 MEASURED_FIELDS = ("num_params", "model_size_bytes", "wall_time_s")

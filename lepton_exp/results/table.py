@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from lepton_exp.tracking.record import atomic_file
 from lepton_exp.results.run import MISSING, Run
 from lepton_exp.results.sweep import normalise_value, override_values
+from lepton_exp.tracking.record import atomic_file
 
 # Settings that may differ inside a cell without making it a mix of different experiments.
 _BOOKKEEPING = ("name", "tags", "paths.", "logger.", "hydra.", "trainer.enable_progress_bar",

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 
 from lepton_exp.training.context import StageContext, StageOutput, TrainRun
 
+
 class Stage:
     """What the runner asks of a stage."""
 

@@ -1,1 +1,2 @@
-"""Teachers: the train-once cache (``cache``) and loading from files, W&B or the cache (``load``)."""
+"""Teachers: the train-once cache (``cache``) and loading them from files, W&B or the cache
+(``load``)."""

@@ -1,1 +1,2 @@
-"""Training: Lightning modules (classification, distillation), trainer set-up, resume, DDP launch, and\nthe training work of the stages (pruning + finetuning, quantization)."""
+"""Training: Lightning modules (classification, distillation), trainer set-up, resume, DDP
+launch, and the training work of the stages (pruning + finetuning, quantization)."""

@@ -7,11 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score,
-                                         MulticlassMatthewsCorrCoef)
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassMatthewsCorrCoef,
+)
 
-from lepton_exp.errors import LeptonError
 from lepton_exp.data.base import DataInfo
+from lepton_exp.errors import LeptonError
 from lepton_exp.models.taps import model_logits
 from lepton_exp.training.optim import build_optimizer, build_scheduler
 from lepton_exp.training.trainer import training_horizon

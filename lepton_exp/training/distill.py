@@ -15,12 +15,12 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from lepton_exp.errors import ConfigError
 from lepton_exp.data.base import DataInfo
 from lepton_exp.distill.objective import DistillationObjective, build_objective
 from lepton_exp.distill.output_cache import TeacherOutputCache, bytes_per_sample
+from lepton_exp.errors import ConfigError
 from lepton_exp.models import build_model
-from lepton_exp.models.taps import Taps, Tapper
+from lepton_exp.models.taps import Tapper, Taps
 from lepton_exp.models.transfer import init_from_teacher
 from lepton_exp.teachers.load import Teacher
 from lepton_exp.training.classify import ClassificationModule

@@ -27,8 +27,11 @@ def matches(cfg) -> bool:
 
 
 def build(cfg, info, key: str = "model") -> nn.Module:
-    from transformers import AutoModelForSequenceClassification, BertConfig
-    from transformers import BertForSequenceClassification
+    from transformers import (
+        AutoModelForSequenceClassification,
+        BertConfig,
+        BertForSequenceClassification,
+    )
 
     if cfg.get("pretrained_path"):
         path = resolve_pretrained(cfg.pretrained_path, f"{key}.pretrained_path")

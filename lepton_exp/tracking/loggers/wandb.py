@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lepton_exp.tracking.loggers import csv, run_tags
-from lepton_exp.tracking.loggers._safe_wandb import (_describe, _has_netrc_key,
-                                                     safe_wandb_logger_class)
+from lepton_exp.tracking.loggers._safe_wandb import (
+    _describe,
+    _has_netrc_key,
+    safe_wandb_logger_class,
+)
 
 if TYPE_CHECKING:
     from pytorch_lightning.loggers import Logger
