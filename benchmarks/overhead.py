@@ -40,7 +40,7 @@ from lepton_exp.config.compose import compose_config
 from lepton_exp.data.base import DataInfo
 from lepton_exp.distill.objective import build_objective
 from lepton_exp.models import build_model
-from lepton_exp.teachers.cache import Teacher
+from lepton_exp.teachers.load import Teacher
 from lepton_exp.training.distill import DistillationModule, bind_objective
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume
 from lepton_exp.training.timing import TrainTimer

@@ -20,7 +20,7 @@ from lepton_exp.config.compose import compose_config
 from lepton_exp.data import build_datamodule
 from lepton_exp.distill.objective import build_objective
 from lepton_exp.models import build_model
-from lepton_exp.teachers.cache import Teacher
+from lepton_exp.teachers.load import Teacher
 from lepton_exp.training.distill import DistillationModule, bind_objective, teacher_output_cache
 
 
