@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from types import ModuleType
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from lepton_exp.errors import ConfigError, did_you_mean
 
@@ -75,6 +75,3 @@ class Registry:
         check = getattr(self.get(name), "check", None)
         return list(check(cfg)) if check is not None else []
 
-
-def first_problem(problems: Iterable[Optional[str]]) -> Optional[str]:
-    return next((problem for problem in problems if problem), None)

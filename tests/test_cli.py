@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 EXE = shutil.which("lepton-exp") or str(Path(sys.executable).parent / "lepton-exp")
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "logger=none"]

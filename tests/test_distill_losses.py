@@ -9,8 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lepton_exp.distill import (attention_map, attention_transfer_loss, dkd_loss,
-                                hard_target_loss, hint_loss, kd_loss, soft_targets)
+from lepton_exp.distill import (
+    attention_map,
+    attention_transfer_loss,
+    dkd_loss,
+    hard_target_loss,
+    hint_loss,
+    kd_loss,
+    soft_targets,
+)
 
 LN3 = math.log(3.0)
 

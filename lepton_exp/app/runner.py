@@ -15,7 +15,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from lepton_exp.config.identity import computed_settings, flatten, to_container
 from lepton_exp.config.naming import method_label
-from lepton_exp.config.registries import STAGES
+from lepton_exp.config.registries import QUANT_METHODS, STAGES
 from lepton_exp.config.validate import validate
 from lepton_exp.data import build_datamodule
 from lepton_exp.errors import LeptonError
@@ -39,7 +39,7 @@ from lepton_exp.tracking.record import (
 from lepton_exp.tracking.report import print_summary
 from lepton_exp.tracking.rundir import check_checkpoint, earlier_record, run_lock
 from lepton_exp.training import parallel
-from lepton_exp.training.quantize import quantize_output
+from lepton_exp.training.quantize import EXPORT_STEM, quantize_output
 
 log = logging.getLogger(__name__)
 EXPORT_NAME = "model.safetensors"  # the trained model of every run, for reuse without code
@@ -184,7 +184,7 @@ def _execute(cfg: DictConfig, run_dir: Path, resume: Path | bool | None,
         write_json_atomic(run_dir / RECORD_NAME, record)
     context = StageContext(cfg, run_dir, datamodule, loggers, prepared, resume or None)
     output = stage.run(context)
-    if cfg.quant.method != "none":  # the trained float model becomes int8 (and stays)
+    if hasattr(QUANT_METHODS.get(cfg.quant.method), "quantize"):  # the model becomes int8
         output = quantize_output(context, output)
     if is_rank_zero:
         save_weights(output.model, run_dir / EXPORT_NAME, output.export_metadata)
@@ -216,10 +216,17 @@ def _close(record: dict[str, Any], loggers: list, run_dir: Path,
         "wall_time_s": record["wall_time_s"], **summary})
 
 
-# What a run directory keeps when an earlier attempt is set aside: this job's Hydra config and
-# log, the lock, and earlier set-asides. Everything else (record, checkpoints, rounds, QAT,
-# exports, loggers' files) moves, so a stale file is never continued by a later re-run.
-_KEPT = (".hydra", ".lock", "replaced-")
+# What an earlier attempt of another config leaves in a run directory, set aside before
+# this one starts (a stale checkpoint must never be continued by a later re-run): the files
+# every run writes, the int8 export, and what any stage or quant method declares it writes.
+_RUN_ARTEFACTS = (RECORD_NAME, "checkpoints", EXPORT_NAME, "wandb", "csv", f"{EXPORT_STEM}.*")
+
+
+def run_artefacts() -> tuple[str, ...]:
+    """Glob patterns of everything runs write into their directory."""
+    declared = [pattern for registry in (STAGES, QUANT_METHODS) for name in registry
+                for pattern in getattr(registry.get(name), "ARTEFACTS", ())]
+    return (*_RUN_ARTEFACTS, *declared)
 
 
 def previous_run(cfg: DictConfig, run_dir: Path, config: dict
@@ -253,8 +260,8 @@ def _set_aside(run_dir: Path) -> Path:
 
     aside = Path(tempfile.mkdtemp(prefix=f"replaced-{time.strftime('%Y%m%d-%H%M%S')}-",
                                   dir=run_dir))
-    for path in run_dir.iterdir():
-        if path != aside and not path.name.startswith(_KEPT) and path.suffix != ".log":
+    for pattern in run_artefacts():
+        for path in run_dir.glob(pattern):
             path.rename(aside / path.name)
     return aside
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from omegaconf import DictConfig
 
-from lepton_exp.config.registries import DISTILL_METHODS, STAGES
+from lepton_exp.config.registries import DISTILL_METHODS, NONE, STAGES
 from lepton_exp.errors import ConfigError, did_you_mean
 
 SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
@@ -113,6 +113,13 @@ def common_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
         yield "data.mean and data.std must have one value per channel each"
 
 
+def text_data_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
+    """The checks of the options every text data set has (TextDataConfig)."""
+    for key in ("val_subset", "test_subset"):
+        yield check_range(f"data.{key}", cfg.data[key], 1)
+    yield check_range("data.max_length", cfg.data.max_length, 8)
+
+
 def _trainer_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
     trainer = cfg.trainer
     yield from (
@@ -126,6 +133,7 @@ def _trainer_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
         check_range("trainer.log_every_n_steps", trainer.log_every_n_steps, 1),
         check_range("trainer.num_sanity_val_steps", trainer.num_sanity_val_steps, -1),
         check_range("model.drop_rate", cfg.model.drop_rate, 0, 1),
+        check_range("quant.latency_batch", cfg.quant.latency_batch, 1),
         check_range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
         check_range("checkpoint_every_minutes", cfg.get("checkpoint_every_minutes"), 0,
                     low_open=True),
@@ -232,11 +240,10 @@ def prune_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
         check_range("prune.dense.seed", dense.seed, 0, SEED_LIMIT),
         check_range("prune.dense.max_epochs", dense.max_epochs, 1),
         check_range("prune.dense.lr", dense.lr, 0, low_open=True),
-        check_range("quant.latency_batch", cfg.quant.latency_batch, 1),
     )
     if dense.checkpoint and dense.artifact:
         yield "prune.dense.checkpoint and prune.dense.artifact are both set: keep one"
     pruning = [name for name in STAGES.names() if STAGES.attribute(name, "STAGE").prunes]
-    if cfg.stage not in (*pruning, PIPELINE) and prune.method != "none":
+    if cfg.stage not in (*pruning, PIPELINE) and prune.method != NONE:
         yield (f"prune={prune.method} applies to stage={'|'.join(pruning)}, but "
                f"stage={cfg.stage}: drop the stage override (or prune=none)")

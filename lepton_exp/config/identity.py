@@ -1,8 +1,9 @@
 """Which settings make two runs the same run, derived from the schemas' ``not_result`` marks.
 
 Run identity (a re-run continues or skips the earlier run of the same computed settings) and
-the teacher-cache key (a teacher is reused by every run whose teacher settings compute the
-same weights) are both :func:`computed_settings`, so they cannot disagree.
+the teacher-cache key (a teacher is reused by every run whose teacher settings train the same
+weights) both read the schemas' marks, so they cannot disagree: the key leaves out what
+identity leaves out, and also what changes only the measurement (``not_trained``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from lepton_exp.config.registries import SCHEMA_GROUPS
-from lepton_exp.config.schemas import RESULT, RootConfig
+from lepton_exp.config.schemas import RESULT, TRAINED, RootConfig
 
 
 def to_container(cfg: DictConfig) -> dict:
@@ -46,30 +47,27 @@ def _group_schema(key: str, node: Any) -> type | None:
     return getattr(registry.get(name), "Schema", None) if name in registry else None
 
 
-def _not_result(schema: type, node: dict, prefix: str) -> Iterator[str]:
+def _marked(schema: type, node: dict, prefix: str, mark: str) -> Iterator[str]:
+    """Dotted keys of ``node`` whose field is marked ``mark: False``, and the keys a group's
+    selected option does not declare (an earlier version's fields, e.g. in an old record)."""
     hints = _hints(schema)
+    declared = {spec.name for spec in dataclasses.fields(schema)}
+    yield from (f"{prefix}{key}" for key in node if key not in declared)
     for spec in dataclasses.fields(schema):
         key = f"{prefix}{spec.name}"
-        if spec.metadata.get(RESULT) is False:
+        if spec.metadata.get(mark) is False:
             yield key
             continue
         value = node.get(spec.name)
         child = (_group_schema(key, value) if key in SCHEMA_GROUPS
                  else hints.get(spec.name))
         if isinstance(value, dict) and dataclasses.is_dataclass(child):
-            yield from _not_result(child, value, f"{key}.")
+            yield from _marked(child, value, f"{key}.", mark)
 
 
-def not_result_keys(config: dict) -> list[str]:
-    """Dotted keys of ``config`` (a root config as plain containers) that do not change what
-    the run computes."""
-    return list(_not_result(RootConfig, config, ""))
-
-
-def computed_settings(config: dict) -> dict:
-    """``config`` without the settings that do not change what a run computes."""
+def _without(config: dict, mark: str) -> dict:
     config = json.loads(json.dumps(config, default=str))
-    for key in not_result_keys(config):
+    for key in list(_marked(RootConfig, config, "", mark)):
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
@@ -79,11 +77,18 @@ def computed_settings(config: dict) -> dict:
     return config
 
 
+def computed_settings(config: dict) -> dict:
+    """``config`` (a root config as plain containers) without the settings that do not change
+    what a run computes: two runs are the same run when these are equal."""
+    return _without(config, RESULT)
+
+
 # What trains a teacher (or a dense model): its data, architecture, optimisation and seed.
 TEACHER_SECTIONS = ("data", "model", "optim", "scheduler", "seed", "trainer")
 
 
 def teacher_settings(config: dict) -> dict:
-    """The computed settings that determine a trained teacher's weights (its cache key)."""
-    computed = computed_settings(config)
-    return {section: computed.get(section) for section in TEACHER_SECTIONS}
+    """The settings that determine a trained teacher's weights (its cache key): the computed
+    settings of its sections, less those that change only what is measured or where."""
+    trained = _without(config, TRAINED)
+    return {section: trained.get(section) for section in TEACHER_SECTIONS}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lepton_exp.config.registries import STAGES
+from lepton_exp.config.registries import NONE, STAGES
 
 
 def method_label(terms: Any) -> str:
@@ -19,7 +19,7 @@ def run_name(stage: str, model: str, data: str, terms: Any, prune: Any = None,
     `teacher-resnet20-cifar10`, `prune-magnitude0.5+kd-resnet8-digits`); quantized runs end
     in `-<quant method>`."""
     distilled = "+".join(terms) if terms else "none"
-    suffix = "" if quant in (None, "none") else f"-{quant}"
+    suffix = "" if quant in (None, NONE) else f"-{quant}"
     if stage not in STAGES:  # a pipeline (named by its preset), or a typo validation reports
         return f"{stage}-{model}-{data}{suffix}"
     name = STAGES.attribute(stage, "STAGE").run_name(model, data, distilled, prune, sparsity)
@@ -29,6 +29,6 @@ def run_name(stage: str, model: str, data: str, terms: Any, prune: Any = None,
 def stage_for(terms: Any, prune: Any = "none") -> str:
     """Default stage: `prune` when a prune method is chosen, `distill` when a distillation
     term is (prune + distill: finetuning with distillation), else `teacher`."""
-    if prune not in (None, "none"):
+    if prune not in (None, NONE):
         return "prune"
     return "distill" if terms else "teacher"

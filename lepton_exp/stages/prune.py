@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from lepton_exp.config.checks import finetune_epochs
+from lepton_exp.config.registries import NONE, PRUNE_METHODS
 from lepton_exp.stages import Stage, StageContext, StageOutput, TrainRun
 
 
@@ -25,10 +26,8 @@ class PruneStage(Stage):
 
     def check(self, cfg) -> Iterable[Optional[str]]:
         prune = cfg.prune
-        if prune.method == "none":
-            from lepton_exp.config.registries import PRUNE_METHODS
-
-            methods = [name for name in PRUNE_METHODS.names() if name != "none"]
+        if prune.method == NONE:
+            methods = [name for name in PRUNE_METHODS.names() if name != NONE]
             yield (f"stage=prune needs a prune method: add prune=<method>, one of "
                    f"{', '.join(methods)}")
         if cfg.distill.student_init != "scratch":
@@ -57,20 +56,11 @@ class PruneStage(Stage):
         return {"prune": f"{cfg.prune.method} {cfg.prune.sparsity:g}"}
 
     def resume_point(self, cfg, run_dir: Path) -> Optional[Path]:
-        """The last round's checkpoint, else the newest an earlier round left (a round's
-        checkpoint, or the snapshot of a finished round)."""
-        from lepton_exp.training.prune import ROUND_STATE
+        from lepton_exp.training.prune import resume_point
 
-        found = super().resume_point(cfg, run_dir)
-        # (a round's end state before its checkpoint: max() keeps the first of equals)
-        rounds = [*run_dir.glob(f"round*/{ROUND_STATE}"),
-                  *run_dir.glob("round*/checkpoints/last.ckpt")]
-        return found or max(rounds, key=_round_number, default=None)
+        return super().resume_point(cfg, run_dir) or resume_point(run_dir)
 
 
-def _round_number(path: Path) -> int:
-    return next(int(part.removeprefix("round")) for part in path.parts
-                if part.startswith("round") and part[5:].isdigit())
-
+ARTEFACTS = ("round*",)  # the rounds before the last (lepton_exp.training.prune)
 
 STAGE = PruneStage()

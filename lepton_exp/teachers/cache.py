@@ -17,28 +17,27 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lepton_exp.config.identity import teacher_settings, to_container
+from lepton_exp.config.naming import run_name
+from lepton_exp.config.registries import NONE, PRUNE_METHODS, QUANT_METHODS
+from lepton_exp.config.schemas import DistillConfig
 from lepton_exp.digest import short_hash
 from lepton_exp.errors import ConfigError, LeptonError
 from lepton_exp.models import save_weights
 from lepton_exp.processes import started_externally
+from lepton_exp.teachers import TrainRun
 from lepton_exp.tracking.record import read_record, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-# Bump when what a cached teacher means changes. 2: the key is the teacher's computed
-# settings (lepton_exp.config.identity), the same definition run identity uses.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 1  # bump when what a cached teacher means changes
 WEIGHTS_NAME = "model.safetensors"
 ENTRY_NAME = "teacher.json"
-# Trains a config in a run directory and returns its record (lepton_exp.app.runner.run_stage,
-# handed down by the caller: the cache sits below the code that runs stages).
-TrainRun = Callable[..., dict]  # = lepton_exp.training.context.TrainRun
 
 
 # ------------------------------------------------------------------------------- cache key
@@ -54,12 +53,14 @@ def teacher_run_config(cfg: DictConfig, spec: DictConfig,
         run_cfg.optim.lr = spec.lr
     if spec.max_epochs is not None:
         run_cfg.trainer.max_epochs = spec.max_epochs
-    run_cfg.distill.terms = {}
-    run_cfg.prune.method = "none"
-    run_cfg.quant.method = "none"  # teachers and dense models stay float
+    # Not distilled, not pruned, float: whatever run asks for it, the same teacher run (an
+    # interrupted one is continued whichever method asks for it next).
+    run_cfg.distill = OmegaConf.structured(DistillConfig)
+    run_cfg.prune = OmegaConf.structured(PRUNE_METHODS.get(NONE).Schema(method=NONE))
+    run_cfg.quant = OmegaConf.structured(QUANT_METHODS.get(NONE).Schema(method=NONE))
     run_cfg.pipeline = {}
     run_cfg.extra_teachers = []
-    run_cfg.name = f"teacher-{run_cfg.model.name}-{cfg.data.name}"
+    run_cfg.name = run_name(run_cfg.stage, run_cfg.model.name, cfg.data.name, {})
     return run_cfg
 
 

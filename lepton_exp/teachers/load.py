@@ -17,9 +17,9 @@ from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.measure import fold_masks
 from lepton_exp.models import build_model
 from lepton_exp.prune.export import load_pruned, pruned_recipe
+from lepton_exp.teachers import TrainRun
 from lepton_exp.teachers.cache import (
     WEIGHTS_NAME,
-    TrainRun,
     cached_record,
     ensure_cached,
     teacher_run_config,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+
+from lepton_exp.teachers import TrainRun
 
 if TYPE_CHECKING:  # keeps this importable without torch (stage listing, config checks)
     from torch import nn
 
-# Runs a config to completion in a run directory and returns its record (the runner's
-# ``run_stage``): how a stage has a missing teacher or dense model trained, in its own run.
-TrainRun = Callable[..., dict]
+__all__ = ["StageContext", "StageOutput", "TrainRun"]
 
 
 @dataclass

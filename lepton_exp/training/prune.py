@@ -24,6 +24,7 @@ from lepton_exp.prune.magnitude import attach_masks, make_permanent
 from lepton_exp.prune.targets import prunable_layers
 from lepton_exp.teachers.load import Teacher, load_trained, resolve_teachers
 from lepton_exp.tracking.record import atomic_file
+from lepton_exp.tracking.rundir import check_checkpoint
 from lepton_exp.training.classify import ClassificationModule
 from lepton_exp.training.context import StageContext, StageOutput, TrainRun
 from lepton_exp.training.distill import check_compatible, distillation_module, fit_distillation
@@ -102,42 +103,60 @@ def _finetune_cfg(cfg):
 
 
 SNAPSHOT = "pruned.safetensors"  # a finished round's model: shapes, masks and weights
-ROUND_STATE = "round.pt"  # written last when a round ends: the sparsity reached, rank 0's RNG
-
-
-def _rng_file(rank: int) -> str:
-    return ROUND_STATE if rank == 0 else f"round-rank{rank}.pt"  # each DDP rank's own RNG
+ROUND_DONE = "round.pt"  # written last, by rank zero, when a round ends: the sparsity reached
 
 
 def _round_dir(run_dir: Path, index: int, last: bool) -> Path:
+    """Where round ``index`` (0-based) finetunes: its own directory, the run's for the last."""
     return run_dir if last else run_dir / f"round{index + 1}"
+
+
+def _rng_file(directory: Path, rank: int) -> Path:
+    return directory / f"rng-rank{rank}.pt"  # each DDP rank's RNG states at the round's end
 
 
 def finished_rounds(run_dir: Path, rounds: int) -> int:
     """Rounds before the last that an earlier attempt in ``run_dir`` finished."""
     done = 0
-    while done < rounds - 1 and (_round_dir(run_dir, done, False) / ROUND_STATE).is_file():
+    while done < rounds - 1 and (_round_dir(run_dir, done, False) / ROUND_DONE).is_file():
         done += 1
     return done
 
 
+def resume_point(run_dir: Path) -> Path | None:
+    """The newest state an earlier attempt left in the rounds before the last: a finished
+    round's end, else the checkpoint of the round it stopped in."""
+    def number(path: Path) -> int:
+        return int(path.relative_to(run_dir).parts[0].removeprefix("round"))
+
+    # (a round's end before its own checkpoint: max() keeps the first of equals)
+    found = [*run_dir.glob(f"round*/{ROUND_DONE}"), *run_dir.glob("round*/checkpoints/last.ckpt")]
+    return max(found, key=number, default=None)
+
+
 def _save_round(model: nn.Module, directory: Path, model_name: str, sparsity: float) -> None:
-    """Rank zero writes the model (the ranks hold the same one); every rank its RNG states."""
+    """Every rank its RNG states, then (once all have) rank zero the model, which the ranks
+    hold alike, and the mark that the round is done."""
     rank = rank_zero_only.rank
+    with atomic_file(_rng_file(directory, rank), "wb") as handle:
+        torch.save(rng_states(), handle)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
     if rank == 0:
         save_snapshot(model, directory / SNAPSHOT, model_name)
-    with atomic_file(directory / _rng_file(rank), "wb") as handle:
-        torch.save({"rng": rng_states(), "sparsity": sparsity}, handle)
+        with atomic_file(directory / ROUND_DONE, "wb") as handle:
+            torch.save({"sparsity": sparsity}, handle)
 
 
 def _restore_round(model: nn.Module, directory: Path) -> float:
-    """The model and the RNG states as that round left them; the sparsity it reached."""
+    """The model and this rank's RNG states as the round left them; the sparsity reached."""
+    for path in (directory / ROUND_DONE, _rng_file(directory, rank_zero_only.rank)):
+        check_checkpoint(path)
     load_pruned_into(model, directory / SNAPSHOT)
-    own = directory / _rng_file(rank_zero_only.rank)
-    state = torch.load(own if own.is_file() else directory / ROUND_STATE, map_location="cpu",
-                       weights_only=True)
-    set_rng_states(state["rng"])
-    return state["sparsity"]
+    set_rng_states(torch.load(_rng_file(directory, rank_zero_only.rank), map_location="cpu",
+                              weights_only=True))
+    return torch.load(directory / ROUND_DONE, map_location="cpu",
+                      weights_only=True)["sparsity"]
 
 
 def _continue_from(model: nn.Module, directory: Path, resuming: bool) -> Path | None:
@@ -146,6 +165,7 @@ def _continue_from(model: nn.Module, directory: Path, resuming: bool) -> Path | 
     last = directory / "checkpoints" / "last.ckpt"
     if not (resuming and last.is_file()):
         return None
+    check_checkpoint(last)
     state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
     attach_masks(model, state, prefix="model.")
     return last

@@ -29,6 +29,7 @@ from lepton_exp.measure import latencies_ms, state_bytes
 from lepton_exp.models.taps import repeat_batch
 from lepton_exp.quant.coverage import coverage_summary
 from lepton_exp.quant.export import export_path, export_quantized
+from lepton_exp.tracking.rundir import check_checkpoint
 from lepton_exp.training.classify import ClassificationModule
 from lepton_exp.training.context import StageContext, StageOutput
 from lepton_exp.training.distill import distillation_module, fit_distillation
@@ -78,6 +79,8 @@ def _finetune(ctx: StageContext, teachers: list, model: torch.nn.Module, *, lr: 
     # An attempt stopped while finetuning (the model it starts from is the same: the stage's
     # own resume restored it) continues from its last checkpoint.
     last = ctx.run_dir / directory / "checkpoints" / "last.ckpt"
+    if ctx.resume_from and last.is_file():
+        check_checkpoint(last)
     trainer, checkpoints = build_trainer(
         cfg, ctx.run_dir / directory, ctx.loggers, max_epochs=epochs,
         callbacks=[GraphTrainMode()],

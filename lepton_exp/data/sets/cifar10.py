@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from lepton_exp.config.checks import check_range
-from lepton_exp.config.schemas import DataConfig, not_result
+from lepton_exp.config.schemas import DataConfig
 from lepton_exp.errors import ConfigError, one_line
 
 # The normalisation CIFAR models are trained with (lepton_exp.models.families.cifar_resnet too).
@@ -30,7 +30,7 @@ _NPZ_LAYOUT = "'x' (N x 32 x 32 x 3 uint8 images, HWC RGB) and 'y' (N integer la
 @dataclass
 class Schema(DataConfig):
     root: Optional[str] = None  # npz dir (train.npz/test.npz) or torchvision's layout
-    download: bool = not_result(False)  # let torchvision download into `root` when it is empty
+    download: bool = False  # let torchvision download into `root` when it is empty
     val_subset: Optional[int] = None  # stratified subsets of the val/test splits (CPU-sized runs)
     test_subset: Optional[int] = None
     crop_padding: int = 4

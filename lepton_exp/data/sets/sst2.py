@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lepton_exp.config.checks import check_range
+from lepton_exp.config.checks import text_data_checks
 from lepton_exp.config.schemas import TextDataConfig
 from lepton_exp.errors import ConfigError, one_line
 
@@ -29,10 +29,7 @@ class Schema(TextDataConfig):
 
 
 def check(cfg):
-    data = cfg.data
-    for key in ("val_subset", "test_subset"):
-        yield check_range(f"data.{key}", data[key], 1)
-    yield check_range("data.max_length", data.max_length, 8)
+    yield from text_data_checks(cfg)
 
 
 def build(cfg):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from lepton_exp.config.checks import check_range
+from lepton_exp.config.checks import check_range, text_data_checks
 from lepton_exp.config.schemas import TextDataConfig
 
 FILLER = 40  # filler words w0 ... w39
@@ -25,10 +25,9 @@ class Schema(TextDataConfig):
 def check(cfg):
     data = cfg.data
     yield check_range("data.test_size", data.test_size, 0, 1, low_open=True)
-    for key in ("val_subset", "test_subset", "num_samples"):
-        yield check_range(f"data.{key}", data[key], 1)
+    yield from text_data_checks(cfg)
+    yield check_range("data.num_samples", data.num_samples, 1)
     yield check_range("data.num_classes", data.num_classes, 2)
-    yield check_range("data.max_length", data.max_length, 8)
     yield check_range("data.min_words", data.min_words, 1)
     yield check_range("data.max_words", data.max_words, data.min_words or 1)
 

@@ -3,19 +3,11 @@ Not an entry: its name starts with an underscore."""
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
-from lepton_exp.config.schemas import TextDataConfig
-
-
-def is_text(cfg) -> bool:
-    """The run's data set is text (its schema is a TextDataConfig)."""
-    data_type = OmegaConf.get_type(cfg.data)
-    return isinstance(data_type, type) and issubclass(data_type, TextDataConfig)
+from lepton_exp.config.schemas import is_text_data
 
 
 def for_transformers(cfg) -> str | None:
-    if is_text(cfg):
+    if is_text_data(cfg) is not False:
         return None
     return (f"prune={cfg.prune.method} is for transformers: prune CNNs structurally with "
             "prune=channel")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lepton_exp.config.schemas import PruneConfig, choice
-from lepton_exp.prune.methods._structured import is_text, remaining_share
+from lepton_exp.config.schemas import PruneConfig, choice, is_text_data
+from lepton_exp.prune.methods._structured import remaining_share
 
 
 @dataclass
@@ -14,7 +14,7 @@ class Schema(PruneConfig):
 
 
 def check(cfg):
-    if is_text(cfg):
+    if is_text_data(cfg):
         yield ("prune=channel is for CNNs: prune transformers with prune=heads "
                "(attention heads), ffn (FFN neurons), magnitude, random or gradual")
 

@@ -11,6 +11,7 @@ from lepton_exp.config.schemas import QuantConfig
 from lepton_exp.quant.methods.static_int8 import for_cnns, lower  # noqa: F401 - same graph
 
 DIRECTORY = "qat"  # the finetuning's run directory, beside the float training's
+ARTEFACTS = (DIRECTORY,)  # what it writes into the run directory (set aside with the run)
 
 
 @dataclass

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import OmegaConf
-
 from lepton_exp.config.checks import check_range
-from lepton_exp.config.schemas import QuantConfig, TextDataConfig
+from lepton_exp.config.schemas import QuantConfig, is_text_data
 
 
 @dataclass
@@ -23,8 +21,7 @@ def check(cfg):
 
 def for_cnns(cfg) -> str | None:
     """The x86 quantizer's patterns are conv/linear ones: transformers go dynamic."""
-    data_type = OmegaConf.get_type(cfg.data)
-    if isinstance(data_type, type) and issubclass(data_type, TextDataConfig):
+    if is_text_data(cfg):
         return (f"quant={cfg.quant.method} is for CNNs: quantize transformers with "
                 "quant=dynamic_int8 (int8 Linear layers)")
     return None

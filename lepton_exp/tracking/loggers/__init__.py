@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lepton_exp.config.naming import method_label
-from lepton_exp.config.registries import LOGGERS
+from lepton_exp.config.registries import LOGGERS, NONE
 from lepton_exp.tracking.loggers._safe_wandb import _describe, _SafeWandb
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def run_tags(cfg) -> list[str]:
     tags = [f"stage:{cfg.stage}", f"model:{cfg.model.name}", f"data:{cfg.data.name}"]
     if cfg.distill.terms:
         tags.append(f"distill:{method_label(cfg.distill.terms)}")
-    if cfg.prune.method != "none":
+    if cfg.prune.method != NONE:
         tags.append(f"prune:{cfg.prune.method}")
     return [tag[:64] for tag in dict.fromkeys([*cfg.tags, *tags])]  # W&B's limit: 64
 
