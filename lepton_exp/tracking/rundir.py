@@ -73,14 +73,14 @@ def unfinished_run(cfg: DictConfig) -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
-def check_checkpoint(path: Path) -> None:
-    """A clear error for a checkpoint that does not read back whole, or not as tensors and
-    plain values (checkpoints are written by rename, so this means a damaged disk or a file
-    put there by hand)."""
+def check_checkpoint(path: Path) -> Any:
+    """The checkpoint at ``path`` as tensors and plain values (memory-mapped), or a clear error
+    when it does not read back whole or holds more (checkpoints are written by rename, so this
+    means a damaged disk or a file put there by hand)."""
     import torch
 
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - truncated zip, foreign pickle, ...
         raise ConfigError(f"cannot continue from {path} ({one_line(error)[:120]}): it is "
                           "damaged or holds more than tensors and plain values; run with "

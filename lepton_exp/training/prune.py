@@ -150,13 +150,11 @@ def _save_round(model: nn.Module, directory: Path, model_name: str, sparsity: fl
 
 def _restore_round(model: nn.Module, directory: Path) -> float:
     """The model and this rank's RNG states as the round left them; the sparsity reached."""
-    for path in (directory / ROUND_DONE, _rng_file(directory, rank_zero_only.rank)):
-        check_checkpoint(path)
+    done = check_checkpoint(directory / ROUND_DONE)
+    rng = check_checkpoint(_rng_file(directory, rank_zero_only.rank))
     load_pruned_into(model, directory / SNAPSHOT)
-    set_rng_states(torch.load(_rng_file(directory, rank_zero_only.rank), map_location="cpu",
-                              weights_only=True))
-    return torch.load(directory / ROUND_DONE, map_location="cpu",
-                      weights_only=True)["sparsity"]
+    set_rng_states(rng)
+    return done["sparsity"]
 
 
 def _continue_from(model: nn.Module, directory: Path, resuming: bool) -> Path | None:
@@ -165,9 +163,7 @@ def _continue_from(model: nn.Module, directory: Path, resuming: bool) -> Path | 
     last = directory / "checkpoints" / "last.ckpt"
     if not (resuming and last.is_file()):
         return None
-    check_checkpoint(last)
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
-    attach_masks(model, state, prefix="model.")
+    attach_masks(model, check_checkpoint(last)["state_dict"], prefix="model.")
     return last
 
 
