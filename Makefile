@@ -15,9 +15,10 @@ DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
 VENV ?= $(SAFE_ROOT)/venv-$(DEPS_HASH)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
-# test: pytest & co; text: the offline pretrained text teacher; tune: the Optuna sweeper
+# test: pytest & co; text: the offline pretrained text teacher; tune: the Optuna sweeper;
+# stream: sharded streaming data (LitData)
 # (a variable: $(call) splits its arguments on literal commas)
-EXTRAS := test,text,tune
+EXTRAS := test,text,tune,stream
 ARGS ?=
 # pip's own output goes to $(VENV)/install.log and is printed only if an install fails.
 pip_install = @echo '[setup] pip install $(1)'; \

@@ -20,7 +20,7 @@ from lepton_exp.config.validate import validate
 from lepton_exp.data import build_datamodule
 from lepton_exp.errors import LeptonError
 from lepton_exp.measure import count_parameters, model_size_bytes
-from lepton_exp.models import save_weights
+from lepton_exp.models import data_metadata, save_weights
 from lepton_exp.stages import Stage, StageContext
 from lepton_exp.tracking.loggers import (
     build_loggers,
@@ -187,7 +187,8 @@ def _execute(cfg: DictConfig, run_dir: Path, resume: Path | bool | None,
     if hasattr(QUANT_METHODS.get(cfg.quant.method), "quantize"):  # the model becomes int8
         output = quantize_output(context, output)
     if is_rank_zero:
-        save_weights(output.model, run_dir / EXPORT_NAME, output.export_metadata)
+        save_weights(output.model, run_dir / EXPORT_NAME,
+                     {**(output.export_metadata or {}), **data_metadata(datamodule.info)})
     record.update(
         status="completed",
         metrics=output.metrics,

@@ -38,6 +38,15 @@ def check_choice(key: str, value: Any, choices: Iterable[str]) -> Optional[str]:
     return f"{key}={value} is not one of {', '.join(choices)}" + did_you_mean(str(value), choices)
 
 
+def check_workers(key: str, value: Any) -> Optional[str]:
+    """A worker count: a number >= 0 or ``auto``."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{key}={value} is not a number of worker processes: give an integer >= 0 or auto"
+    return check_range(key, value, 0)
+
+
 def term_class(name: str) -> type:
     """The ``Term`` class of distillation method ``name`` (ConfigError when unknown)."""
     if name not in DISTILL_METHODS:
@@ -83,7 +92,7 @@ def common_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
         check_range("data.split_seed", data.split_seed, 0, SEED_LIMIT),
         check_range("data.batch_size", data.batch_size, 1),
         check_range("data.eval_batch_size", data.eval_batch_size, 1),
-        check_range("data.num_workers", data.num_workers, 0),
+        check_workers("data.num_workers", data.num_workers),
         check_range("data.val_size", data.val_size, 0, low_open=True),
         check_range("data.train_subset", data.train_subset, 1),
         *(check_range("data.std", value, 0, low_open=True) for value in data.std or ()),

@@ -55,7 +55,8 @@ class DataConfig:
     name: str = MISSING
     batch_size: int = 128
     eval_batch_size: Optional[int] = not_result(None)  # None: same as batch_size
-    num_workers: int = not_result(0)
+    # DataLoader worker processes: a number, or `auto` (this node's cores per DDP process)
+    num_workers: Any = not_result(0)
     split_seed: int = 0  # fixes the train/val(/test) split, independently of `seed`
     val_size: float = 0.1  # < 1: fraction of the training pool, >= 1: number of samples
     augment: bool = False

@@ -31,6 +31,8 @@ class DataInfo:
     image_size: int = 0
     vocab_size: int = 0
     max_length: int = 0
+    # what class id i means (the record and exported models carry it); () when unnamed
+    class_names: tuple[str, ...] = ()
 
     @property
     def is_text(self) -> bool:
@@ -149,6 +151,20 @@ class ResumableSampler(Sampler):
                 yield index
 
 
+def loader_workers(setting: int | str) -> int:
+    """DataLoader worker processes for ``data.num_workers``: a number, or ``auto`` = the CPU
+    cores this process may use, shared among the DDP processes of this node (at most 8:
+    more rarely helps and each costs memory)."""
+    if setting != "auto":
+        return int(setting)
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, cores // max(1, local_processes)))
+
+
 def shard_sampler(dataset: Dataset, train: bool) -> Optional[Sampler]:
     """This process's share of ``dataset`` (Lightning's sampler replacement is off).
 
@@ -181,6 +197,7 @@ class ClassificationData(pl.LightningDataModule):
     split becomes a dataset (:meth:`dataset`) and batches (:meth:`collate`)."""
 
     num_classes: int = 0
+    class_names: tuple[str, ...] = ()
 
     def __init__(self, cfg):
         super().__init__()
@@ -254,19 +271,25 @@ class ClassificationData(pl.LightningDataModule):
         batch_size = self.cfg.batch_size if train else (
             self.cfg.eval_batch_size or self.cfg.batch_size)
         dataset = self.dataset(split, train)
+        workers = loader_workers(self.cfg.num_workers)
         sampler = shard_sampler(dataset, train)
         if isinstance(sampler, ResumableSampler):
             sampler.pending = self._pending_skip
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler,
             drop_last=train and len(sampler or split) > batch_size,
-            num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
-            collate_fn=self.collate,
+            num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=self._on_gpu(), collate_fn=self.collate,
             # its own generator: making an iterator draws a seed, which must not move the
             # global RNG that dropout and the losses use (an exact resume restores that one)
             generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63) if train
             else None,
         )
+
+    def _on_gpu(self) -> bool:
+        """Whether batches go to a CUDA device (then pinned memory speeds the copy)."""
+        strategy = getattr(self.trainer, "strategy", None)  # None before a Trainer attaches
+        return getattr(getattr(strategy, "root_device", None), "type", "cpu") == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, train=True)
@@ -288,9 +311,11 @@ class ImageClassificationData(ClassificationData):
     def __init__(self, cfg, *, num_classes: int,
                  load: Callable[[Any], tuple[Split, Optional[Split]]],
                  mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,),
-                 augmentation: Optional[Callable[[Any, DataInfo], list]] = None):
+                 augmentation: Optional[Callable[[Any, DataInfo], list]] = None,
+                 class_names: Sequence[str] = ()):
         super().__init__(cfg)
         self.num_classes = num_classes
+        self.class_names = tuple(class_names)
         self.mean, self.std = tuple(mean), tuple(std)
         self._load = load
         self._augmentation = augmentation
@@ -303,7 +328,7 @@ class ImageClassificationData(ClassificationData):
         self.setup()
         images = self.train.images
         return DataInfo(num_classes=self.num_classes, in_chans=images.shape[1],
-                        image_size=images.shape[-1])
+                        image_size=images.shape[-1], class_names=self.class_names)
 
     # -- transforms ------------------------------------------------------------------------
     def _normalize(self) -> v2.Transform:

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -81,9 +81,11 @@ class TextClassificationData(ClassificationData):
     def __init__(self, cfg, *, num_classes: int,
                  sentences: Callable[[Any], dict[str, tuple[list[str], list[int]]]],
                  fingerprint: Callable[[Any], str],
-                 tokenizer: Optional[Callable[[Any], Any]] = None):
+                 tokenizer: Optional[Callable[[Any], Any]] = None,
+                 class_names: Sequence[str] = ()):
         super().__init__(cfg)
         self.num_classes = num_classes
+        self.class_names = tuple(class_names)
         self._sentences = sentences
         self._fingerprint = fingerprint
         self._make_tokenizer = tokenizer or _named_tokenizer
@@ -125,7 +127,7 @@ class TextClassificationData(ClassificationData):
     def info(self) -> DataInfo:
         self.setup()
         return DataInfo(num_classes=self.num_classes, vocab_size=len(self.tokenizer),
-                        max_length=self.cfg.max_length)
+                        max_length=self.cfg.max_length, class_names=self.class_names)
 
     def collate(self, items: list) -> tuple:
         return pad_batch(items, self.tokenizer.pad_token_id or 0)

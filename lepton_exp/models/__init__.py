@@ -32,6 +32,14 @@ def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
     return family.build(cfg, info, key)
 
 
+def data_metadata(info: DataInfo) -> dict[str, str]:
+    """What an exported model's outputs mean, for its safetensors metadata: ``class_names``
+    (a JSON list; output i is class_names[i])."""
+    import json
+
+    return {"class_names": json.dumps(list(info.class_names))} if info.class_names else {}
+
+
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """The model's state dict as safetensors, written atomically (temp file + rename)."""
     from safetensors.torch import save_file
@@ -43,4 +51,4 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     partial.replace(path)
 
 
-__all__ = ["CIFAR_MODEL_NAMES", "build_model", "save_weights"]
+__all__ = ["CIFAR_MODEL_NAMES", "build_model", "data_metadata", "save_weights"]

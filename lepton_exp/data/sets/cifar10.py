@@ -21,6 +21,8 @@ from lepton_exp.errors import ConfigError, one_line
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck")
 _TORCHVISION_DIRS = {10: "cifar-10-batches-py", 100: "cifar-100-python"}
 # What to do about a bad npz file, at the end of every message about one.
 _NPZ_FIX = "re-download it, or point data.root at a directory with train.npz + test.npz"
@@ -43,12 +45,12 @@ def check(cfg):
     yield check_range("data.crop_padding", data.crop_padding, 0)
 
 
-def build(cfg, num_classes: int = 10, mean=MEAN, std=STD):
+def build(cfg, num_classes: int = 10, mean=MEAN, std=STD, class_names=CLASS_NAMES):
     from lepton_exp.data.base import ImageClassificationData
 
     return ImageClassificationData(cfg, num_classes=num_classes, mean=mean, std=std,
                                    load=functools.partial(load, num_classes=num_classes),
-                                   augmentation=augmentation)
+                                   augmentation=augmentation, class_names=class_names)
 
 
 def augmentation(cfg, info) -> list:

@@ -36,7 +36,7 @@ def build(cfg):
     from lepton_exp.data.text import TextClassificationData
 
     return TextClassificationData(cfg, num_classes=2, sentences=sentences,
-                                  fingerprint=fingerprint)
+                                  fingerprint=fingerprint, class_names=("negative", "positive"))
 
 
 def sentences(cfg) -> dict[str, tuple[list[str], list[int]]]:

@@ -50,6 +50,7 @@ def build(cfg, info, key: str = "model") -> nn.Module:
         if positions is not None and info.max_length > positions:
             raise ConfigError(f"data.max_length={info.max_length} is longer than {key} "
                               f"takes ({positions} positions): lower data.max_length")
+        _name_labels(model, info)
         return model.train()  # from_pretrained returns eval mode: dropout off while training
     layers, hidden, heads = BERT_SIZES[cfg.name]
     settings = {"vocab_size": info.vocab_size, "hidden_size": hidden,
@@ -60,7 +61,17 @@ def build(cfg, info, key: str = "model") -> nn.Module:
                 "num_labels": info.num_classes, "attn_implementation": "eager"}
     settings.update(dict(cfg.kwargs or {}))  # model.kwargs: any BertConfig field
     try:
-        return BertForSequenceClassification(BertConfig(**settings))
+        model = BertForSequenceClassification(BertConfig(**settings))
     except (ValueError, TypeError) as error:
         raise ConfigError(f"cannot build {key} '{cfg.name}' with model.kwargs "
                           f"{dict(cfg.kwargs or {})}: {one_line(error)[:160]}") from error
+    _name_labels(model, info)
+    return model
+
+
+def _name_labels(model: nn.Module, info) -> None:
+    """``id2label``/``label2id`` from the data's class names: a saved model's predictions
+    read as names (transformers pipelines, the exported config)."""
+    if info.class_names and len(info.class_names) == model.config.num_labels:
+        model.config.id2label = dict(enumerate(info.class_names))
+        model.config.label2id = {name: index for index, name in enumerate(info.class_names)}
