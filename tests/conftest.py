@@ -7,6 +7,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Before any test module is collected: Hugging Face libraries read these when imported
+# (an import during collection would otherwise try the network, and wait for it).
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -33,10 +33,11 @@ def test_help_lists_the_groups(tmp_path):
     done = cli("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "lepton-exp" in done.stdout
-    for line in ("data: cifar10, cifar100, digits, sst2, synthetic, synthetic_text",
-                 "experiment: cifar_kd, cifar_prune, crd_cifar100, quickstart, sst2_distill, "
-                 "sst2_distill_gpu",
-                 "sweep: methods, sparsity, students, temperature, text_students, tune_kd",
+    for line in ("data: cifar10, cifar100, digits, glue, image_folder, shards, sst2, synthetic, "
+                 "synthetic_text, text_shards, text_table",
+                 "experiment: cifar_kd, cifar_prune, crd_cifar100, glue_distill, imagenet_kd, "
+                 "quickstart, sst2_distill, sst2_distill_gpu",
+                 "sweep: glue, methods, sparsity, students, temperature, text_students, tune_kd",
                  "distill: at, attn_kl, attn_mse, dkd, embedding, fitnet, hidden, kd, kd_at, "
                  "minilm, none, tinybert",
                  "prune: channel, ffn, gradual, heads, magnitude, none, random"):

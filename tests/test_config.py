@@ -16,7 +16,8 @@ OPTIONS = [(group, option.stem) for group in GROUPS
            for option in sorted((CONF_DIR / group).glob("*.yaml"))]
 TRANSFORMER = ["data=synthetic_text", "model=bert_tiny"]  # options that only prune transformers
 NEEDS_VALUE = {("model", "timm"): ["model.name=resnet18"], ("prune", "heads"): TRANSFORMER,
-               ("prune", "ffn"): TRANSFORMER}
+               ("prune", "ffn"): TRANSFORMER, ("data", "glue"): ["data.task=rte"],
+               ("experiment", "glue_distill"): ["data.task=rte"]}
 
 
 def test_every_group_has_options():
@@ -37,6 +38,7 @@ def test_every_option_composes_and_validates(compose_cfg, group, option):
     expected_stage = {("experiment", "quickstart"): "pipeline",
                       ("experiment", "sst2_distill"): "pipeline",
                       ("experiment", "sst2_distill_gpu"): "pipeline",
+                      ("experiment", "glue_distill"): "pipeline",
                       ("experiment", "cifar_prune"): "prune"}.get(
         (group, option), "distill" if resolved["distill"]["terms"] else "teacher")
     if group == "prune" and option != "none":
@@ -72,7 +74,8 @@ def test_model_timm_requires_a_name(compose_cfg):
     ("logger.mode=sometimes", "logger.mode=sometimes is not one of offline, online, disabled"),
     ("model=timm", "model.name has no value"),
     ("data.root=/x",
-     "'data.root' belongs to data=cifar10, cifar100, sst2, synthetic_text, not data=digits"),
+     "'data.root' belongs to data=cifar10, cifar100, glue, image_folder, shards, sst2, "
+     "synthetic_text, text_shards, text_table, not data=digits"),
     ("model.kwargs.depth=3", "add it with a plus, +model.kwargs.depth=..."),
     ("experiment=null", "experiment=null is not an option"),
     ("seed=interval(0,1)", "needs a sampling sweeper plugin"),

@@ -180,7 +180,8 @@ def test_seeded_augmentation_and_the_skip_of_a_resumed_epoch():
     from torch.utils.data import DistributedSampler
     from torchvision.transforms import v2
 
-    from lepton_exp.data.base import ImageDataset, ResumableSampler, Split
+    from lepton_exp.data.base import ResumableSampler, Split
+    from lepton_exp.data.image import ImageDataset
 
     images = torch.arange(20 * 3 * 8 * 8, dtype=torch.uint8).reshape(20, 3, 8, 8)
     dataset = ImageDataset(Split(images, torch.arange(20)),

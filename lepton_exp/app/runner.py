@@ -196,12 +196,23 @@ def _execute(cfg: DictConfig, run_dir: Path, resume: Path | bool | None,
         model_size_bytes=model_size_bytes(output.model),
         checkpoints=output.checkpoints,
         data={"train": len(datamodule.train), "val": len(datamodule.val),
-              "test": len(datamodule.test), **asdict(datamodule.info)},
+              "test": len(datamodule.test), **asdict(datamodule.info),
+              **{f"test_{name}": len(split) for name, split in
+                 getattr(datamodule, "extra_tests", {}).items()},
+              **_skipped(datamodule)},
         exported=str(run_dir / EXPORT_NAME),
         wandb=wandb_run_info(loggers) if is_rank_zero else None,
         **output.extra,
     )
     return output.summary
+
+
+def _skipped(datamodule) -> dict[str, Any]:
+    """Files left out because they could not be decoded (``data.skip_bad_files=true``)."""
+    if not datamodule.cfg.get("skip_bad_files"):
+        return {}
+    skipped = datamodule.skipped_files()
+    return {"skipped_files": len(skipped), "skipped_examples": skipped[:10]}
 
 
 def _close(record: dict[str, Any], loggers: list, run_dir: Path,

@@ -132,7 +132,8 @@ def text_data_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
 def _trainer_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
     trainer = cfg.trainer
     yield from (
-        check_range("trainer.max_epochs", trainer.max_epochs, 1),
+        # 0: a teacher run that evaluates a pretrained model as it is (TeacherStage.check)
+        check_range("trainer.max_epochs", trainer.max_epochs, 0 if cfg.stage == "teacher" else 1),
         check_range("trainer.max_steps", trainer.max_steps, 1) if trainer.max_steps != -1
         else None,
         check_range("trainer.num_nodes", trainer.num_nodes, 1),
@@ -225,10 +226,20 @@ def _teacher_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
             (f"extra_teachers[{i}]", t) for i, t in enumerate(cfg.extra_teachers)]:
         yield check_range(f"{key}.weight", spec.weight, 0, low_open=True)
         yield check_range(f"{key}.seed", spec.seed, 0, SEED_LIMIT)
-        yield check_range(f"{key}.max_epochs", spec.max_epochs, 1)
+        yield check_range(f"{key}.max_epochs", spec.max_epochs, 0)
+        if spec.max_epochs == 0 and not (spec.checkpoint or spec.artifact or pretrained(
+                spec.model)):
+            yield (f"{key}.max_epochs=0 uses the teacher's pretrained weights as they are: "
+                   f"set {key}.model.pretrained=true (timm) or {key}.model.pretrained_path "
+                   f"(transformers), or train it ({key}.max_epochs >= 1)")
         yield check_range(f"{key}.lr", spec.lr, 0, low_open=True)
         if spec.checkpoint and spec.artifact:
             yield f"{key}.checkpoint and {key}.artifact are both set: keep one"
+
+
+def pretrained(model: DictConfig) -> bool:
+    """Whether ``model`` starts from pretrained weights (timm's or a transformers model's)."""
+    return bool(model.pretrained or model.get("pretrained_path"))
 
 
 def finetune_epochs(cfg: DictConfig) -> int:

@@ -167,7 +167,8 @@ class TeacherConfig:
     weight: float = 1.0  # multi-teacher: share of this teacher in the averaged soft targets
     seed: int = 0  # fixed, so a sweep over student seeds shares one teacher
     # Trained like the student (optim, scheduler, batch size) except for these two:
-    max_epochs: Optional[int] = None  # None: trainer.max_epochs
+    # None: trainer.max_epochs; 0: the pretrained model (model.pretrained) as it is
+    max_epochs: Optional[int] = None
     lr: Optional[float] = None  # None: optim.lr
 
 

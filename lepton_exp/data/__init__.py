@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from lepton_exp.config.registries import DATASETS
 
 if TYPE_CHECKING:
-    from lepton_exp.data.base import ClassificationData, DataInfo, ImageClassificationData, Split
+    from lepton_exp.data.base import ClassificationData, DataInfo, Split
+    from lepton_exp.data.image import ImageClassificationData
 
-_LAZY = {"ClassificationData": "base", "DataInfo": "base", "ImageClassificationData": "base",
+_LAZY = {"ClassificationData": "base", "DataInfo": "base", "ImageClassificationData": "image",
          "Split": "base"}
 
 

@@ -1,14 +1,12 @@
-"""In-memory image classification data: split once (deterministically), serve via Lightning.
-
-Every image data set here is small enough to hold in memory as one tensor (CIFAR-10 is
-150 MB as uint8), so each data set (an entry of ``lepton_exp.data.sets``) only has to say how
-to load arrays; splitting, subsetting, normalisation, augmentation and loaders live here once.
+"""What every data module shares: split once (deterministically, stratified), subsets,
+resumable seeded sampling, DDP sharding and loaders. Images: ``lepton_exp.data.image``;
+text: ``lepton_exp.data.text``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,7 +14,6 @@ import torch
 from sklearn.model_selection import train_test_split
 from sklearn.utils import resample
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from torchvision.transforms import v2
 
 from lepton_exp.errors import ConfigError, one_line
 
@@ -33,6 +30,13 @@ class DataInfo:
     max_length: int = 0
     # what class id i means (the record and exported models carry it); () when unnamed
     class_names: tuple[str, ...] = ()
+    # metrics by name (lepton_exp.training.classify), the first one picks the best epoch;
+    # () = accuracy (+ top-5 above 10 classes; text: + macro F1, MCC)
+    metrics: tuple[str, ...] = ()
+    # one real-valued output (num_classes=1), float labels, MSE loss (GLUE STS-B)
+    regression: bool = False
+    # further labelled test splits, reported as test_<name>/* (MNLI: mismatched)
+    extra_tests: tuple[str, ...] = ()
 
     @property
     def is_text(self) -> bool:
@@ -54,34 +58,6 @@ class Split:
     def take(self, indices: np.ndarray) -> "Split":
         index = torch.as_tensor(indices, dtype=torch.long)
         return Split(self.images[index], self.labels[index])
-
-
-class ImageDataset(Dataset):
-    """(image, label) pairs; with ``with_index`` also the sample's index in its split, which
-    lets per-sample results (cached teacher outputs) be looked up from a shuffled batch."""
-
-    def __init__(self, split: Split, transform: v2.Transform, with_index: bool = False,
-                 random_transform: bool = False):
-        self.split = split
-        self.transform = transform
-        self.with_index = with_index
-        self.random_transform = random_transform  # the sampler then seeds every draw
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, key: int | tuple[int, int]):
-        if isinstance(key, tuple):  # (index, seed) from a ResumableSampler: a seeded draw
-            index, seed = key
-            with torch.random.fork_rng(devices=[]):
-                # the CPU generator only (what CPU transforms draw from): torch.manual_seed
-                # would also queue lazy CUDA seeding, milliseconds a sample on CUDA builds
-                torch.default_generator.manual_seed(seed)
-                image = self.transform(self.split.images[index])
-        else:
-            index, image = key, self.transform(self.split.images[key])
-        label = self.split.labels[index]
-        return (image, label, index) if self.with_index else (image, label)
 
 
 def stratified_split(labels: np.ndarray, size: float, seed: int,
@@ -120,9 +96,10 @@ class ResumableSampler(Sampler):
     def __init__(self, sampler: DistributedSampler, seeded: bool):
         self.sampler = sampler
         self.seeded = seeded
-        # Samples the next epoch leaves out: one counter shared with the data module (and any
-        # other loader it makes), so whichever loader starts the epoch uses it up.
-        self.pending = [0]
+        # Samples the next epoch leaves out, and that epoch's number (None: Lightning's
+        # set_epoch): shared with the data module (and any other loader it makes), so
+        # whichever loader starts the epoch uses them up.
+        self.pending: list = [0, None]
 
     @property
     def skip(self) -> int:
@@ -139,16 +116,27 @@ class ResumableSampler(Sampler):
         return len(self.sampler)
 
     def __iter__(self):
-        # (runs at the epoch's first batch, after Lightning's set_epoch and any resume)
-        skip, self.skip = self.skip, 0
+        # Runs when the epoch's first batch is drawn; a worker process's loader draws it as
+        # it is made, which on a resume is before Lightning's set_epoch: hence the epoch
+        # the resumed run passed on.
+        skip, resumed_epoch = self.pending
+        self.pending[:] = [0, None]
+        if resumed_epoch is not None:
+            self.sampler.set_epoch(resumed_epoch)
         epoch, base = self.sampler.epoch, self.sampler.seed
         for position, index in enumerate(self.sampler):
             if position < skip:
                 continue
-            if self.seeded:  # distinct per (run seed, epoch, index), and a valid torch seed
-                yield index, ((base * 1_000_003 + epoch) * 10_000_019 + index) % 2**63
+            if self.seeded:
+                yield index, sample_seed(base, epoch, index)
             else:
                 yield index
+
+
+def sample_seed(run_seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's random augmentation in one epoch: distinct per (run seed,
+    epoch, index), and a valid torch seed."""
+    return ((run_seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63
 
 
 def loader_workers(setting: int | str) -> int:
@@ -198,6 +186,7 @@ class ClassificationData(pl.LightningDataModule):
 
     num_classes: int = 0
     class_names: tuple[str, ...] = ()
+    regression = False  # float targets: splits and subsets are random, not stratified
 
     def __init__(self, cfg):
         super().__init__()
@@ -205,18 +194,22 @@ class ClassificationData(pl.LightningDataModule):
         self.train = None
         self.val = None
         self.test = None
+        self.extra_tests: dict = {}  # name -> further test split (MNLI: mismatched)
         self.train_with_index = False  # training batches carry sample indices (3-tuples)
-        self._pending_skip = [0]  # training samples the next training epoch leaves out
+        # training samples the next training epoch leaves out, and its epoch number
+        self._pending_skip: list = [0, None]
 
-    def resume_within_epoch(self, batches: int) -> None:
-        """The next training epoch starts ``batches`` in (a resumed run). Also applies to a
-        loader made already (a module's setup may ask for it before the checkpoint loads):
-        its sampler decides what to leave out when the epoch's first batch is drawn."""
-        self._pending_skip[0] = batches * self.cfg.batch_size
+    def resume_within_epoch(self, batches: int, epoch: Optional[int] = None) -> None:
+        """The next training epoch (number ``epoch``) starts ``batches`` in (a resumed run).
+        Also applies to a loader made already (a module's setup may ask for it before the
+        checkpoint loads): its sampler decides what to leave out when the epoch's first
+        batch is drawn."""
+        self._pending_skip[:] = [batches * self.cfg.batch_size, epoch]
 
     # -- to implement ----------------------------------------------------------------------
     def load(self):
-        """Return (training pool, official test split or None)."""
+        """Return (training pool, official test split or None). Several test splits: a dict
+        ``{"test": main split, "test_<name>": further split, ...}``."""
         raise NotImplementedError
 
     def dataset(self, split, train: bool) -> Dataset:
@@ -241,25 +234,36 @@ class ClassificationData(pl.LightningDataModule):
         if self.train is not None:
             return
         pool, test = self.load()
+        tests = dict(test) if isinstance(test, dict) else {"test": test}
+        test = tests.pop("test", None)
         seed = self.cfg.split_seed
         if test is None:  # carve a test split first, so val_size means the same everywhere
-            keep, held = stratified_split(pool.labels.numpy(), self.cfg.test_size, seed,
+            train = pool[0] if isinstance(pool, tuple) else pool  # (train, official val)
+            keep, held = stratified_split(self._strata(train), self.cfg.test_size, seed,
                                           "data.test_size")
-            pool, test = pool.take(keep), pool.take(held)
+            test = train.take(held)
+            pool = (train.take(keep), pool[1]) if isinstance(pool, tuple) else train.take(keep)
         val = None
         if isinstance(pool, tuple):  # an official validation split too (train, val)
             pool, val = pool
         else:
-            keep, held = stratified_split(pool.labels.numpy(), self.cfg.val_size, seed,
+            keep, held = stratified_split(self._strata(pool), self.cfg.val_size, seed,
                                           "data.val_size")
             pool, val = pool.take(keep), pool.take(held)
-        splits = {"train": pool, "val": val, "test": test}
+        splits = {"train": pool, "val": val, "test": test, **tests}
         for name, split in splits.items():
-            size = self.cfg.get(f"{name}_subset")
+            key = "test_subset" if name.startswith("test") else f"{name}_subset"  # every test
+            size = self.cfg.get(key)
             if size and size < len(split):
-                splits[name] = split.take(stratified_subset(
-                    split.labels.numpy(), size, seed, f"data.{name}_subset"))
+                splits[name] = split.take(stratified_subset(self._strata(split), size, seed,
+                                                            f"data.{key}"))
         self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
+        self.extra_tests = {name.removeprefix("test_"): splits[name] for name in tests}
+
+    def _strata(self, split) -> np.ndarray:
+        """What splits and subsets stratify by: the labels; one stratum (a plain random
+        draw) for regression targets."""
+        return np.zeros(len(split)) if self.regression else split.labels.numpy()
 
     @property
     def deterministic_train_transform(self) -> bool:
@@ -297,71 +301,10 @@ class ClassificationData(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val, train=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, train=False)
-
-
-class ImageClassificationData(ClassificationData):
-    """Images held in memory as one tensor: normalisation and augmentation live here. A data
-    set gives its class count, its default statistics (overridden by data.mean / data.std),
-    ``load(cfg) -> (training pool, official test split or None)`` and, when it has random
-    training transforms, ``augmentation(cfg, info) -> [transform, ...]``. Hooks rather than
-    subclasses: module-level functions pickle (spawned workers, ddp_spawn)."""
-
-    def __init__(self, cfg, *, num_classes: int,
-                 load: Callable[[Any], tuple[Split, Optional[Split]]],
-                 mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,),
-                 augmentation: Optional[Callable[[Any, DataInfo], list]] = None,
-                 class_names: Sequence[str] = ()):
-        super().__init__(cfg)
-        self.num_classes = num_classes
-        self.class_names = tuple(class_names)
-        self.mean, self.std = tuple(mean), tuple(std)
-        self._load = load
-        self._augmentation = augmentation
-
-    def load(self) -> tuple[Split, Optional[Split]]:
-        return self._load(self.cfg)
-
-    @property
-    def info(self) -> DataInfo:
-        self.setup()
-        images = self.train.images
-        return DataInfo(num_classes=self.num_classes, in_chans=images.shape[1],
-                        image_size=images.shape[-1], class_names=self.class_names)
-
-    # -- transforms ------------------------------------------------------------------------
-    def _normalize(self) -> v2.Transform:
-        mean = list(self.cfg.mean) if self.cfg.mean is not None else list(self.mean)
-        std = list(self.cfg.std) if self.cfg.std is not None else list(self.std)
-        channels = self.info.in_chans
-        if len(mean) != channels or len(std) != channels:
-            raise ConfigError(
-                f"data.mean/data.std have {len(mean)}/{len(std)} values but the images have "
-                f"{channels} channels: give one value per channel"
-            )
-        return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-
-    def augmentation(self) -> list[v2.Transform]:
-        """Training-only random transforms (the data set's; CIFAR: crop + flip)."""
-        return self._augmentation(self.cfg, self.info) if self._augmentation else []
-
-    @property
-    def deterministic_train_transform(self) -> bool:
-        return not (self.cfg.augment and self.augmentation())
-
-    def train_transform(self) -> v2.Transform:
-        augment = self.augmentation() if self.cfg.augment else []
-        return v2.Compose([*augment, self._normalize()])
-
-    def eval_transform(self) -> v2.Transform:
-        return self._normalize()
-
-    def dataset(self, split: Split, train: bool) -> Dataset:
-        transform = self.train_transform() if train else self.eval_transform()
-        return ImageDataset(split, transform, with_index=train and self.train_with_index,
-                            random_transform=train and not self.deterministic_train_transform)
-
-    def example_batch(self, size: int = 2, full_length: bool = False) -> torch.Tensor:
-        dataset = ImageDataset(self.train, self.eval_transform())
-        return torch.stack([dataset[index][0] for index in range(min(size, len(dataset)))])
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test split's loader, or one per test split (the main one first, then
+        ``extra_tests`` in order: the module's test step tells them apart)."""
+        if not self.extra_tests:
+            return self._loader(self.test, train=False)
+        return [self._loader(split, train=False)
+                for split in (self.test, *self.extra_tests.values())]

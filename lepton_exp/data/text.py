@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TextSplit:
-    input_ids: list[torch.Tensor]  # one 1-D tensor of token ids per sentence (no padding)
+    # per sentence (no padding): a 1-D tensor of token ids; a sentence pair's, where the
+    # tokenizer gives token types: 2 x L, the ids over their token types (0 first, 1 second)
+    input_ids: list[torch.Tensor]
     labels: torch.Tensor
 
     def __len__(self) -> int:
@@ -54,16 +56,23 @@ class TextDataset(Dataset):
 
 
 def pad_batch(items: list, pad_id: int) -> tuple:
-    """Dynamic padding: every batch as long as its longest sentence."""
+    """Dynamic padding: every batch as long as its longest sentence (pairs with token
+    types: also ``token_type_ids``, padded with 0)."""
     ids = [item[0] for item in items]
-    length = max(len(seq) for seq in ids)
+    length = max(seq.shape[-1] for seq in ids)
     input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(ids), length), dtype=torch.long)
+    token_types = torch.zeros((len(ids), length), dtype=torch.long) if ids[0].ndim == 2 else None
     for row, seq in enumerate(ids):
-        input_ids[row, :len(seq)] = seq
-        attention_mask[row, :len(seq)] = 1
+        size = seq.shape[-1]
+        input_ids[row, :size] = seq[0] if token_types is not None else seq
+        attention_mask[row, :size] = 1
+        if token_types is not None:
+            token_types[row, :size] = seq[1]
     labels = torch.stack([torch.as_tensor(item[1]) for item in items])
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_types is not None:
+        inputs["token_type_ids"] = token_types
     if len(items[0]) > 2:
         return inputs, labels, torch.as_tensor([item[2] for item in items])
     return inputs, labels
@@ -71,9 +80,10 @@ def pad_batch(items: list, pad_id: int) -> tuple:
 
 class TextClassificationData(ClassificationData):
     """A data set gives its class count and, as functions of ``cfg``: ``sentences`` (split
-    name: train, and val/test when it has them -> (texts, labels)), ``fingerprint`` (what
-    identifies the raw data: file sizes and times, generator settings; part of the cache
-    key) and optionally ``tokenizer`` (default: ``data.tokenizer`` loaded by name)."""
+    name: train, and val/test when it has them -> (texts, labels), or (texts, pairs, labels)
+    for sentence pairs, which ``pairs=True`` announces), ``fingerprint`` (what identifies
+    the raw data: file sizes and times, generator settings; part of the cache key) and
+    optionally ``tokenizer`` (default: ``data.tokenizer`` loaded by name)."""
 
     # Per-sample teacher outputs vary in length with dynamic padding: not cached.
     no_output_cache_reason = "variable-length text"
@@ -82,10 +92,15 @@ class TextClassificationData(ClassificationData):
                  sentences: Callable[[Any], dict[str, tuple[list[str], list[int]]]],
                  fingerprint: Callable[[Any], str],
                  tokenizer: Optional[Callable[[Any], Any]] = None,
-                 class_names: Sequence[str] = ()):
+                 class_names: Sequence[str] = (), pairs: bool = False,
+                 metrics: Sequence[str] = (), regression: bool = False):
         super().__init__(cfg)
+        self.pairs = pairs
         self.num_classes = num_classes
         self.class_names = tuple(class_names)
+        self.metrics = tuple(metrics)  # DataInfo.metrics (GLUE: the task's)
+        self.regression = regression  # float labels (GLUE STS-B)
+        self.label_dtype = torch.float32 if regression else torch.long
         self._sentences = sentences
         self._fingerprint = fingerprint
         self._make_tokenizer = tokenizer or _named_tokenizer
@@ -102,6 +117,8 @@ class TextClassificationData(ClassificationData):
         tokenizer = self.tokenizer
         key_material = {"source": self._fingerprint(self.cfg), "max_length": self.cfg.max_length,
                         "tokenizer": _tokenizer_fingerprint(tokenizer), "format": 2}
+        if self.pairs:  # (single sentences keep the keys they had before pairs existed)
+            key_material["pairs"] = True
         key = short_hash(json.dumps(key_material, sort_keys=True), 16)
         cache = Path(self.cfg.cache_dir).expanduser() / "tokenized" / f"{self.cfg.name}-{key}.pt"
         if cache.is_file():
@@ -109,25 +126,32 @@ class TextClassificationData(ClassificationData):
             if stored is not None:
                 return stored
         splits = {}
-        for name, (texts, labels) in self._sentences(self.cfg).items():
-            encoded = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)
-            splits[name] = TextSplit([torch.tensor(ids, dtype=torch.int32)
-                                      for ids in encoded["input_ids"]],
-                                     torch.tensor(labels, dtype=torch.long))
+        for name, (texts, *pairs, labels) in self._sentences(self.cfg).items():
+            encoded = tokenizer(texts, *pairs, truncation=True, max_length=self.cfg.max_length)
+            rows = encoded["input_ids"]
+            if pairs and encoded.get("token_type_ids") is not None:  # 2 x L: ids over types
+                rows = [[ids, kinds] for ids, kinds in
+                        zip(rows, encoded["token_type_ids"], strict=True)]
+            splits[name] = TextSplit([torch.tensor(row, dtype=torch.int32) for row in rows],
+                                     torch.tensor(labels, dtype=self.label_dtype))
         _write_cache(cache, splits)
         return splits
 
     def load(self):
         splits = self._tokenized()
-        train, val, test = splits["train"], splits.get("val"), splits.get("test")
-        return ((train, val) if val is not None else train), test
+        train, val = splits["train"], splits.get("val")
+        # test, and further test splits named test_<name> (GLUE MNLI: test_mismatched)
+        tests = {name: split for name, split in splits.items() if name.startswith("test")}
+        return ((train, val) if val is not None else train), tests or None
 
     # -- what models and losses see ----------------------------------------------------------
     @property
     def info(self) -> DataInfo:
         self.setup()
         return DataInfo(num_classes=self.num_classes, vocab_size=len(self.tokenizer),
-                        max_length=self.cfg.max_length, class_names=self.class_names)
+                        max_length=self.cfg.max_length, class_names=self.class_names,
+                        metrics=self.metrics, regression=self.regression,
+                        extra_tests=tuple(self.extra_tests))
 
     def collate(self, items: list) -> tuple:
         return pad_batch(items, self.tokenizer.pad_token_id or 0)
@@ -142,8 +166,8 @@ class TextClassificationData(ClassificationData):
         items = [dataset[index] for index in range(min(size, len(dataset)))]
         if full_length:
             length = self.cfg.max_length
-            items = [(ids.repeat(length // len(ids) + 1)[:length], label)
-                     for ids, label in items]
+            items = [(torch.cat([ids] * (length // ids.shape[-1] + 1), -1)[..., :length],
+                      label) for ids, label in items]
         return self.collate(items)[0]
 
 

@@ -24,6 +24,7 @@ class TermInputs:
     labels: torch.Tensor
     temperature: float
     teacher_weights: Sequence[float]  # one per teacher, summing to 1
+    regression: bool = False  # the logits are N x 1 predictions of a real-valued target
 
 
 class DistillTerm(nn.Module):
@@ -43,6 +44,11 @@ class DistillTerm(nn.Module):
     def bind(self, student: Taps, teacher: Taps, pairs: list[tuple[int, int]]) -> None:
         """Called once with the taps of a dry forward pass: check shapes, build connectors."""
         self.pairs = pairs
+
+    def regression_problem(self) -> Optional[str]:
+        """Why this term cannot distil on regression data, with what to use instead; None
+        when it can (terms on hidden states and attention do not look at the outputs)."""
+        return None
 
     def forward(self, student: Taps, teachers: Sequence[Taps],
                 inputs: TermInputs) -> torch.Tensor:

@@ -5,6 +5,10 @@
 AT 1000). Temperature and alpha may follow a schedule over training, and all distillation
 weights may ramp up over a warm-up (DKD). Every piece is logged: ``loss_<term>``,
 ``weight_<term>``, ``loss_ce``, ``weight_ce``, ``temperature``.
+
+Regression data (one real-valued output, GLUE STS-B): the hard-label loss is the mean
+squared error (logged as ``loss_mse``, ``weight_mse``) and kd matches the teacher's
+predictions by MSE; terms built on class distributions refuse such data (one line).
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ from lepton_exp.errors import ConfigError
 from lepton_exp.models.taps import Taps
 
 
+def label_loss(logits: torch.Tensor, labels: torch.Tensor,
+               regression: bool = False) -> torch.Tensor:
+    """The loss against the data's labels: cross-entropy, or for regression data (N x 1
+    outputs, float targets) the mean squared error."""
+    if regression:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
+
 def tap_count(taps: Taps, needs: str) -> int:
     """Taps a term can pair: features (0 = stem/embeddings), or attention maps numbered like
     the hidden states (1..L; there is no attention at 0)."""
@@ -35,8 +48,17 @@ class DistillationObjective(nn.Module):
     def __init__(self, terms: dict[str, DistillTerm], weights: dict[str, Optional[float]], *,
                  alpha: float, temperature: float, schedule: str = "constant",
                  alpha_final: Optional[float] = None,
-                 temperature_final: Optional[float] = None, warmup_epochs: float = 0.0):
+                 temperature_final: Optional[float] = None, warmup_epochs: float = 0.0,
+                 regression: bool = False):
         super().__init__()
+        if regression:
+            for name, term in terms.items():
+                why = term.regression_problem()
+                if why:
+                    raise ConfigError(f"distill.terms.{name} does not apply to regression "
+                                      f"data (one real-valued output, e.g. GLUE STS-B): {why}")
+        self.regression = regression
+        self.label_name = "mse" if regression else "ce"  # the hard-label term, in the logs
         self.terms = nn.ModuleDict(terms)
         self.weights = weights
         self.alpha, self.alpha_final = alpha, alpha_final
@@ -93,11 +115,11 @@ class DistillationObjective(nn.Module):
                 step: int, teacher_weights: Sequence[float]) -> tuple[torch.Tensor, dict]:
         values = self.values(step)
         alpha = values["alpha"]
-        inputs = TermInputs(labels, values["temperature"], teacher_weights)
-        loss_ce = F.cross_entropy(student.logits, labels)
-        total = alpha * loss_ce
-        logs = {"loss_ce": loss_ce.detach(), "weight_ce": alpha,
-                "temperature": values["temperature"]}
+        inputs = TermInputs(labels, values["temperature"], teacher_weights, self.regression)
+        loss_label = label_loss(student.logits, labels, self.regression)
+        total = alpha * loss_label
+        logs = {f"loss_{self.label_name}": loss_label.detach(),
+                f"weight_{self.label_name}": alpha, "temperature": values["temperature"]}
         for name, term in self.terms.items():
             weight = self.weights[name]
             weight = (1.0 - alpha if weight is None else weight) * values["warmup"]
@@ -109,7 +131,8 @@ class DistillationObjective(nn.Module):
         return total, logs
 
 
-def build_objective(distill_cfg) -> DistillationObjective:
+def build_objective(distill_cfg, regression: bool = False) -> DistillationObjective:
+    """``distill``'s objective; ``regression``: for regression data (see the module doc)."""
     terms, weights = {}, {}
     for name, options in (distill_cfg.terms or {}).items():
         terms[name], weights[name] = build_term(name, options)
@@ -118,4 +141,4 @@ def build_objective(distill_cfg) -> DistillationObjective:
         terms, weights, alpha=distill_cfg.alpha, temperature=distill_cfg.temperature,
         schedule=schedule.name, alpha_final=schedule.alpha_final,
         temperature_final=schedule.temperature_final,
-        warmup_epochs=distill_cfg.warmup_epochs)
+        warmup_epochs=distill_cfg.warmup_epochs, regression=regression)

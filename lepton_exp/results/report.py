@@ -54,3 +54,18 @@ def render_report(command: str, sources: list[str], runs: list[Run], table: Tabl
     section += [f"- note: {note}" for note in problems.notes]
     parts.append("## Missing or failed runs\n\n" + "\n".join(section))
     return "\n\n".join(parts) + "\n"
+
+
+def write_markdown(lines: list[str], runs: list[Run], out: Path) -> Path:
+    """A sweep script's report: ``lines``, then the runs that did not complete (with their
+    errors), written to ``out`` with the suffix .md and printed; returns the file."""
+    unfinished = [run for run in runs if run.status != "completed"]
+    if unfinished:
+        lines = [*lines, "", "Runs that did not complete:",
+                 *(f"- `{run.where}`: {run.status} {run.record.get('error', '')}"
+                   for run in unfinished)]
+    path = out.with_suffix(".md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return path

@@ -210,3 +210,18 @@ def _first_line(error: Any) -> str | None:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else None
 
+
+def run_sweep_command(command: list[str], output_dir: Path, dry_run: bool = False) -> None:
+    """Print and run ``lepton-exp ...`` (``command[0]`` is the name) with the lepton-exp of
+    this Python's environment, outputs under ``output_dir``; ``dry_run``: print only."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    print("$", shlex.join(command), flush=True)
+    if dry_run:
+        return
+    exe = str(Path(sys.executable).parent / "lepton-exp")
+    subprocess.run([exe, *command[1:]], check=True,
+                   env={**os.environ, "LEPTON_OUTPUT_DIR": str(output_dir)})

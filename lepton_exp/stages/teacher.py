@@ -14,9 +14,15 @@ from lepton_exp.stages import Stage, StageContext, StageOutput, TrainRun
 
 class TeacherStage(Stage):
     def check(self, cfg) -> Iterable[Optional[str]]:
+        from lepton_exp.config.checks import pretrained
+
         if cfg.distill.terms:
             yield (f"distill terms ({', '.join(cfg.distill.terms)}) apply to stage=distill, "
                    "but stage=teacher: add stage=distill, or drop the distill option")
+        if cfg.trainer.max_epochs == 0 and not pretrained(cfg.model):
+            yield ("trainer.max_epochs=0 evaluates a pretrained model as it is (what "
+                   "teacher.max_epochs=0 asks of a teacher): set model.pretrained=true (timm) "
+                   "or model.pretrained_path (transformers), or train it for some epochs")
 
     def run_name(self, model: str, data: str, method: str, prune: str, sparsity: Any) -> str:
         return f"teacher-{model}-{data}"
@@ -56,13 +62,29 @@ class TeacherStage(Stage):
         module = ClassificationModule(model, ctx.datamodule.info, cfg.optim, cfg.scheduler)
         trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers,
                                              resume_from=ctx.resume_from)
-        result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
+        if cfg.trainer.max_epochs == 0:  # pretrained weights as they are: evaluated only
+            result = _evaluated_as_is(trainer, module, ctx.datamodule)
+        else:
+            result = fit_and_test(trainer, checkpoints, module, ctx.datamodule)
         extra = {"timing": result["timing"]}
         if trainer.is_global_zero:
             entry = publish(cfg, model, result["metrics"], result["weights_from"], ctx.run_dir)
             extra["teacher_cache"] = {"key": entry.name, "path": str(entry)}
         return StageOutput(model=model, metrics=result["metrics"],
                            checkpoints=result["checkpoints"], extra=extra)
+
+
+def _evaluated_as_is(trainer, module, datamodule) -> dict[str, Any]:
+    """``fit_and_test``'s result for a model that is not trained: its validation and test
+    metrics (as val/* and test/*), no checkpoints."""
+    metrics: dict[str, float] = {}
+    for evaluate, prefix in ((trainer.validate, "val/"), (trainer.test, "test/")):
+        evaluate(module, datamodule=datamodule, verbose=False)
+        metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()
+                        if key.startswith(prefix)})
+    metrics.update(epochs=0, global_step=0)
+    return {"metrics": metrics, "checkpoints": {"last": None, "best": None},
+            "weights_from": None, "timing": None}
 
 
 def _given_teacher(cfg, run: TrainRun) -> dict[str, Any]:

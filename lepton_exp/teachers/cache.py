@@ -24,7 +24,7 @@ from torch import nn
 
 from lepton_exp.config.identity import teacher_settings, to_container
 from lepton_exp.config.naming import run_name
-from lepton_exp.config.registries import NONE, PRUNE_METHODS, QUANT_METHODS
+from lepton_exp.config.registries import DATASETS, NONE, PRUNE_METHODS, QUANT_METHODS
 from lepton_exp.config.schemas import DistillConfig
 from lepton_exp.digest import short_hash
 from lepton_exp.errors import ConfigError, LeptonError
@@ -66,8 +66,13 @@ def teacher_run_config(cfg: DictConfig, spec: DictConfig,
 
 def key_material(run_cfg: DictConfig) -> dict[str, Any]:
     """What determines the trained weights: the run's computed settings of its data, model,
-    optimisation, schedule, trainer and seed (workers, loggers, paths ... are left out)."""
-    return {"format": CACHE_FORMAT, **teacher_settings(to_container(run_cfg))}
+    optimisation, schedule, trainer and seed (workers, loggers, paths ... are left out), and
+    for data sets read from a changing folder, what is in it (their ``data_identity``)."""
+    material = {"format": CACHE_FORMAT, **teacher_settings(to_container(run_cfg))}
+    identity = getattr(DATASETS.get(run_cfg.data.name), "data_identity", None)
+    if identity is not None:
+        material["data_identity"] = identity(run_cfg.data)
+    return material
 
 
 def cache_key(run_cfg: DictConfig) -> str:

@@ -14,13 +14,24 @@ HEADLINE = ("test_dense/acc", "test_pruned/acc", "test/acc", "test_best/acc", "t
             "test_best/acc_top5", "val/acc_best", "test/loss", "epochs")
 
 
+def headline(record: dict[str, Any]) -> list[str]:
+    """HEADLINE, then the data's own metrics on every test split (GLUE: ``test/mcc``,
+    ``test_mismatched/acc``, ``test/pearson``, ...)."""
+    data = record.get("data") or {}
+    tests = [f"{prefix}{suffix}" for suffix in ("", *(f"_{name}" for name in
+                                                    data.get("extra_tests") or ()))
+             for prefix in ("test", "test_best")]
+    own = [f"{split}/{name}" for split in tests for name in data.get("metrics") or ()]
+    return [*HEADLINE, *(key for key in own if key not in HEADLINE)]
+
+
 def summary_table(record: dict[str, Any]) -> Table:
     table = Table(title=f"{record['name']} ({record['stage']}): {record['status']}",
                   show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = record.get("metrics", {})
-    for key in HEADLINE:
+    for key in headline(record):
         if key in metrics:
             value = metrics[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))

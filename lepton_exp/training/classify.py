@@ -1,32 +1,63 @@
-"""Supervised classification (the teacher stage, and any baseline student)."""
+"""Supervised classification (the teacher stage, and any baseline student); regression
+(one real-valued output, MSE) for data that says so (GLUE STS-B)."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import (
+    BinaryF1Score,
     MulticlassAccuracy,
     MulticlassF1Score,
     MulticlassMatthewsCorrCoef,
 )
+from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from lepton_exp.data.base import DataInfo
-from lepton_exp.errors import LeptonError
+from lepton_exp.distill.objective import label_loss
+from lepton_exp.errors import ConfigError, LeptonError
 from lepton_exp.models.taps import model_logits
 from lepton_exp.training.optim import build_optimizer, build_scheduler
 from lepton_exp.training.trainer import training_horizon
 
 
-def classification_metrics(num_classes: int, text: bool = False) -> MetricCollection:
-    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
-    if num_classes > 10:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    if text:  # GLUE reports F1 and Matthews correlation beside accuracy
-        metrics["f1"] = MulticlassF1Score(num_classes, average="macro")
-        metrics["mcc"] = MulticlassMatthewsCorrCoef(num_classes)
+class PositiveClassF1(BinaryF1Score):
+    """F1 of class 1 from N x 2 logits: GLUE's F1 of MRPC (equivalent) and QQP (duplicate)."""
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        super().update(logits.argmax(dim=1), labels)
+
+
+# Metrics by name (DataInfo.metrics), from (logits or, for regression, predictions, labels).
+METRICS = {
+    "acc": lambda classes: MulticlassAccuracy(classes, top_k=1, average="micro"),
+    "acc_top5": lambda classes: MulticlassAccuracy(classes, top_k=5, average="micro"),
+    "f1": lambda classes: MulticlassF1Score(classes, average="macro"),
+    "f1_pos": lambda classes: PositiveClassF1(),
+    "mcc": lambda classes: MulticlassMatthewsCorrCoef(classes),
+    "pearson": lambda classes: PearsonCorrCoef(),
+    "spearman": lambda classes: SpearmanCorrCoef(),
+}
+
+
+def metric_names(info: DataInfo) -> tuple[str, ...]:
+    """The data's metrics; by default accuracy (+ top-5 above 10 classes), and for text the
+    macro F1 and Matthews correlation GLUE reports beside accuracy."""
+    if info.metrics:
+        return info.metrics
+    extra = ("f1", "mcc") if info.is_text else ()
+    return ("acc", *(("acc_top5",) if info.num_classes > 10 else ()), *extra)
+
+
+def classification_metrics(info: DataInfo) -> MetricCollection:
+    metrics: dict[str, Metric] = {}
+    for name in metric_names(info):
+        if name not in METRICS:
+            raise ConfigError(f"unknown metric '{name}' in the data set's metrics: use "
+                              f"{', '.join(METRICS)}")
+        metrics[name] = METRICS[name](info.num_classes)
     return MetricCollection(metrics)
 
 
@@ -41,11 +72,14 @@ def non_finite_terms(terms: dict[str, torch.Tensor]) -> list[str]:
 
 
 class ClassificationModule(pl.LightningModule):
-    """Wires a model to cross-entropy, accuracy metrics and the configured optimiser.
+    """Wires a model to its label loss (cross-entropy; MSE for regression data), the data's
+    metrics and the configured optimiser.
 
     Metrics are logged as ``<split>/<name>`` (``train/loss``, ``val/acc``, ``test/acc``).
     ``test_prefix`` renames the test split, so one run can report the last and the
-    best-validation checkpoints side by side (``test/acc`` and ``test_best/acc``).
+    best-validation checkpoints side by side (``test/acc`` and ``test_best/acc``); the
+    data's further test splits follow it (``test_mismatched/acc``, ``test_best_mismatched/acc``).
+    The first metric picks the best epoch (``monitor``: ``val/acc``; STS-B ``val/pearson``).
     """
 
     def __init__(self, model: nn.Module, info: DataInfo, optim_cfg, scheduler_cfg):
@@ -54,47 +88,60 @@ class ClassificationModule(pl.LightningModule):
         self.optim_cfg = optim_cfg
         self.scheduler_cfg = scheduler_cfg
         self.test_prefix = "test"
+        self.regression = info.regression
+        self.extra_tests = info.extra_tests
+        self.monitor = f"val/{metric_names(info)[0]}"
         # Lets Lightning's model summary show input/output sizes and FLOPs (images).
         if not info.is_text:
             self.example_input_array = torch.zeros(1, *info.input_shape)
-        base = classification_metrics(info.num_classes, text=info.is_text)
+        base = classification_metrics(info)
+        evaluated = ("val", "test", *(f"test_{name}" for name in info.extra_tests))
         # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffix.
         self.metrics = nn.ModuleDict(
-            {f"{split}_metrics": base.clone() for split in ("train", "val", "test")})
+            {f"{split}_metrics": base.clone() for split in ("train", *evaluated)})
         # Evaluation losses as sample-weighted means that sync sums and counts over DDP
         # ranks: the ranks' shards differ in size by up to one sample.
-        self.eval_losses = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+        self.eval_losses = nn.ModuleDict({split: MeanMetric() for split in evaluated})
 
     def forward(self, inputs) -> torch.Tensor:
         return model_logits(self.model, inputs)
 
+    @property
+    def test_prefixes(self) -> tuple[str, ...]:
+        """Where the test splits' metrics go: ``test_prefix``, then one per further split."""
+        return (self.test_prefix, *(f"{self.test_prefix}_{name}" for name in self.extra_tests))
+
     def _step(self, batch, split: str) -> torch.Tensor:
         inputs, labels = batch[0], batch[1]
         logits = self(inputs)
-        loss = F.cross_entropy(logits, labels)
+        loss = label_loss(logits, labels, self.regression)
         self.log_split(split, logits, labels, loss)
         return loss
 
     def log_split(self, split: str, logits: torch.Tensor, labels: torch.Tensor,
                   loss: torch.Tensor) -> None:
-        """Update and log ``<split>/loss`` and the split's accuracy metrics."""
+        """Update and log ``<split>/loss`` and the split's metrics (``split``: train, val,
+        test or test_<name>)."""
         metrics = self.metrics[f"{split}_metrics"]
-        metrics.update(logits.detach(), labels)
-        prefix = self.test_prefix if split == "test" else split
+        outputs = logits.detach()
+        metrics.update(outputs.squeeze(-1) if self.regression else outputs, labels)
+        prefix = self.test_prefix + split.removeprefix("test") if split.startswith("test") \
+            else split
         if split == "train":  # equal batches on every rank: the mean of the ranks' means
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                      batch_size=len(labels), sync_dist=True)
         else:  # torchmetrics sync themselves at compute, over DDP ranks
             self.eval_losses[split].update(loss.detach(), weight=len(labels))
             self.log(f"{prefix}/loss", self.eval_losses[split], on_step=False, on_epoch=True,
-                     batch_size=len(labels))
+                     batch_size=len(labels), add_dataloader_idx=False)
+        # (several test loaders: the split's own names, not Lightning's /dataloader_idx_<i>)
         self.log_dict({f"{prefix}/{name}": metric for name, metric in metrics.items()},
                       on_step=False, on_epoch=True, prog_bar=split == "val",
-                      batch_size=len(labels))
+                      batch_size=len(labels), add_dataloader_idx=False)
 
     def training_step(self, batch, batch_idx):
         loss = self._step(batch, "train")
-        self.stop_if_not_finite(loss, {"cross_entropy": loss})
+        self.stop_if_not_finite(loss, {"mse" if self.regression else "cross_entropy": loss})
         return loss
 
     def stop_if_not_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
@@ -112,8 +159,10 @@ class ClassificationModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        # loader 0: the test split; loader i: the data's i-th further test split
+        self._step(batch, f"test_{self.extra_tests[dataloader_idx - 1]}" if dataloader_idx
+                   else "test")
 
     def configure_optimizers(self):
         # Frozen modules (a distillation teacher) have no gradients and no optimiser state.

@@ -181,7 +181,7 @@ def check_compatible(cfg, datamodule) -> None:
     teacher = Teacher(build_model(cfg.teacher.model, info, "teacher.model"), 1.0, {})
     if cfg.distill.student_init == "teacher":
         init_from_teacher(student, teacher.model)
-    objective = build_objective(cfg.distill)
+    objective = build_objective(cfg.distill, regression=info.regression)
     if objective.terms:
         bind_objective(objective, student, [teacher], datamodule.example_batch(),
                        cfg.distill.layers)
@@ -192,7 +192,7 @@ def distillation_module(cfg, datamodule, student: nn.Module, teachers: Sequence[
     """The student wired to ``distill``'s objective (plain cross-entropy without terms), its
     taps bound to the teachers' and the teacher-output cache set up when it applies.
     Returns the module and the cache's run-record entry."""
-    objective = build_objective(cfg.distill)
+    objective = build_objective(cfg.distill, regression=datamodule.info.regression)
     cache, cache_info = None, {"enabled": False, "reason": "no distillation terms"}
     # student_init=teacher without terms: the teacher is not needed while training.
     training_teachers = teachers if objective.terms else []

@@ -105,7 +105,7 @@ class ExactResume(Callback):
         self._sums = checkpoint.get(SUMS_KEY) if skip else None
         datamodule = trainer.datamodule
         if skip and hasattr(datamodule, "resume_within_epoch"):
-            datamodule.resume_within_epoch(skip)
+            datamodule.resume_within_epoch(skip, checkpoint.get("epoch"))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:

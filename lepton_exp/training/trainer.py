@@ -23,12 +23,18 @@ log = logging.getLogger(__name__)
 
 
 class _BestCheckpoint(ModelCheckpoint):
-    """The best checkpoint, considered only once ``eligible(trainer)`` holds (gradual
-    pruning: an epoch that ended below the final sparsity must not become the result)."""
+    """The best checkpoint on the module's ``monitor`` (default MONITOR; the data's first
+    metric), considered only once ``eligible(trainer)`` holds (gradual pruning: an epoch
+    that ended below the final sparsity must not become the result)."""
 
     def __init__(self, eligible: Callable[[pl.Trainer], bool], **kwargs: Any):
         super().__init__(**kwargs)
         self.eligible = eligible
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # before a resumed fit restores this callback's state, which is keyed by the monitor
+        self.monitor = getattr(pl_module, "monitor", MONITOR)
+        super().setup(trainer, pl_module, stage)
 
     # ModelCheckpoint saves from one of these two hooks, depending on the validation interval.
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -142,9 +148,16 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
     module.test_prefix = prefix
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
+        return _floats(trainer.callback_metrics, _test_keys(module))
     finally:
         module.test_prefix = "test"
-    return _floats(trainer.callback_metrics, (f"{prefix}/",))
+
+
+def _test_keys(module: pl.LightningModule) -> tuple[str, ...]:
+    """The key prefixes of the module's test metrics (``test/``; with further test splits
+    also ``test_<name>/``), under its current ``test_prefix``."""
+    prefixes = getattr(module, "test_prefixes", (module.test_prefix,))
+    return tuple(f"{prefix}/" for prefix in prefixes)
 
 
 def _this_device(trainer_cfg) -> int | list[int]:
@@ -186,10 +199,10 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
         module.test_prefix = prefix
         trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False,
                      weights_only=True)
-        metrics.update(_floats(trainer.callback_metrics, (f"{prefix}/",)))
+        metrics.update(_floats(trainer.callback_metrics, _test_keys(module)))
     module.test_prefix = "test"
-    if checkpoints.best.best_model_score is not None:
-        metrics["val/acc_best"] = float(checkpoints.best.best_model_score)
+    if checkpoints.best.best_model_score is not None:  # val/acc_best (STS-B: val/pearson_best)
+        metrics[f"{checkpoints.best.monitor}_best"] = float(checkpoints.best.best_model_score)
     metrics["epochs"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
     timer = next(c for c in trainer.callbacks if isinstance(c, TrainTimer))

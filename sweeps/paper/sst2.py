@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from lepton_exp.results import build_table, collect_records  # noqa: E402
+from lepton_exp.results.report import write_markdown  # noqa: E402
+from lepton_exp.results.sweep import run_sweep_command  # noqa: E402
 from lepton_exp.results.table import Cell, format_cell  # noqa: E402
 
 SCALES = {
@@ -71,12 +72,9 @@ def main() -> None:
     command = ["lepton-exp", "-m", f"experiment={setting['experiment']}",
                f"data.root={data_root}", f"seed={setting['seeds']}",
                "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"]
-    print("$", shlex.join(command), flush=True)
+    run_sweep_command(command, output_dir, args.dry_run)
     if args.dry_run:
         return
-    exe = str(Path(sys.executable).parent / "lepton-exp")
-    subprocess.run([exe, *command[1:]], check=True,
-                   env={**os.environ, "LEPTON_OUTPUT_DIR": str(output_dir)})
 
     runs = collect_records([sweep_dir])
     table = build_table(runs, ["step"], None, [*METRICS, "num_params"])
@@ -97,16 +95,8 @@ def main() -> None:
         shown = [_show(cell, scale) for cell, scale in zip(cells, (100, 100, 1), strict=True)]
         lines.append(f"| {label} | {'—' if params is None else f'{params.mean:,.0f}'} | "
                      f"{shown[0]} | {shown[1]} | {shown[2]} | {PUBLISHED[step]} |")
-    unfinished = [run for run in runs if run.status != "completed"]
-    if unfinished:
-        lines += ["", "Runs that did not complete:"]
-        lines += [f"- `{run.where}`: {run.status} {run.record.get('error', '')}"
-                  for run in unfinished]
     out = args.out or REPO / "results" / f"paper_sst2_{args.scale}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {out.with_suffix('.md')}")
+    print(f"wrote {write_markdown(lines, runs, out)}")
 
 
 def _show(cell: Cell | None, scale: float) -> str:

@@ -46,7 +46,7 @@ def check(cfg):
 
 
 def build(cfg, num_classes: int = 10, mean=MEAN, std=STD, class_names=CLASS_NAMES):
-    from lepton_exp.data.base import ImageClassificationData
+    from lepton_exp.data.image import ImageClassificationData
 
     return ImageClassificationData(cfg, num_classes=num_classes, mean=mean, std=std,
                                    load=functools.partial(load, num_classes=num_classes),

@@ -32,7 +32,7 @@ def load(cfg):
 
 
 def build(cfg):
-    from lepton_exp.data.base import ImageClassificationData
+    from lepton_exp.data.image import ImageClassificationData
 
     return ImageClassificationData(cfg, num_classes=10, load=load, mean=MEAN, std=STD,
                                    class_names=tuple(str(digit) for digit in range(10)))

@@ -6,21 +6,24 @@ validation is carved from train. ``data.download=true`` fetches it with Hugging 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lepton_exp.config.checks import text_data_checks
 from lepton_exp.config.schemas import TextDataConfig
+from lepton_exp.data.tables import Columns
 from lepton_exp.errors import ConfigError, one_line
 
 FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
+CLASS_NAMES = ("negative", "positive")
+# Read as a text table (lepton_exp.data.tables, as data=text_table reads any): tab-separated,
+# a header, quotes taken literally.
+COLUMNS = Columns(text="sentence", label="label", delimiter="\t")
 # What to do about a bad SST-2 file, at the end of every message about one.
 _TSV_FIX = ("point data.root at GLUE SST-2's TSV files (header 'sentence<TAB>label', labels "
-            "0/1), or re-download them")
-_LABELS = "SST-2 labels are 0 (negative) and 1 (positive)"
+            "0/1; GLUE's own test.tsv has no labels: use its dev.tsv as test.tsv), or "
+            "re-download them")
 
 
 @dataclass
@@ -35,12 +38,16 @@ def check(cfg):
 def build(cfg):
     from lepton_exp.data.text import TextClassificationData
 
-    return TextClassificationData(cfg, num_classes=2, sentences=sentences,
-                                  fingerprint=fingerprint, class_names=("negative", "positive"))
+    return TextClassificationData(cfg, num_classes=len(CLASS_NAMES), sentences=sentences,
+                                  fingerprint=fingerprint, class_names=CLASS_NAMES)
 
 
 def sentences(cfg) -> dict[str, tuple[list[str], list[int]]]:
-    return {name: _read_tsv(path) for name, path in _files(cfg).items()}
+    from lepton_exp.data.tables import read_files
+
+    table = read_files(_files(cfg), COLUMNS, cache_dir=Path(cfg.cache_dir).expanduser() /
+                       "datasets", class_names=CLASS_NAMES, keys=False, hint=_TSV_FIX)
+    return table.sentences()
 
 
 def fingerprint(cfg) -> str:
@@ -86,68 +93,3 @@ def _download(root: Path) -> dict[str, Path]:
             for row in glue[split]:
                 handle.write(f"{row['sentence'].strip()}\t{row['label']}\n")
     return {"train": root / "train.tsv", "test": root / "test.tsv"}
-
-
-def _read_tsv(path: Path) -> tuple[list[str], list[int]]:
-    """(sentences, labels) of a GLUE SST-2 TSV file: a ``sentence<TAB>label`` header, then
-    one sentence and its 0/1 label per line, no quoting. Blank lines are skipped; anything
-    else that does not fit is a one-line ConfigError naming the file (and line)."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t",
-                        quoting=csv.QUOTE_NONE)
-    texts, labels = [], []
-    try:
-        text_column, label_column = _columns(path, [cell.strip() for cell in next(reader)])
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            where = f"{path}:{reader.line_num} is not 'sentence<TAB>0|1'"
-            if len(row) <= max(text_column, label_column):
-                raise ConfigError(f"{where} (it has {len(row)} column"
-                                  f"{'s' if len(row) != 1 else ''}): fix or remove that line")
-            value = row[label_column].strip()
-            try:
-                label = int(value)
-            except ValueError:
-                raise ConfigError(f"{where} (label {value[:20]!r} is not an integer): fix or "
-                                  f"remove that line; {_LABELS}") from None
-            if label not in (0, 1):
-                raise ConfigError(f"{where} (label {label}): fix or remove that line; {_LABELS}")
-            texts.append(row[text_column])
-            labels.append(label)
-    except csv.Error as error:  # e.g. a binary file: a "line" longer than csv's field limit
-        raise ConfigError(f"{path}:{reader.line_num} is not a TSV line "
-                          f"({one_line(error)[:100]}): {_TSV_FIX}") from error
-    if not texts:
-        raise ConfigError(f"{path} has a header but no sentences: {_TSV_FIX}")
-    return texts, labels
-
-
-def _read_text(path: Path) -> str:
-    """The file as text (UTF-8, a leading BOM dropped), or a ConfigError that says why not."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read {path} ({one_line(error)[:160]}): check that it is a "
-                          f"readable file, or {_TSV_FIX}") from error
-    if not raw.strip():
-        raise ConfigError(f"{path} is empty: {_TSV_FIX}")
-    try:
-        return raw.decode("utf-8").removeprefix("\ufeff")  # a BOM from a spreadsheet export
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise ConfigError(f"{path}:{line} is not UTF-8 text (byte 0x{raw[error.start]:02x} at "
-                          f"offset {error.start}): re-save the file as UTF-8, or {_TSV_FIX}"
-                          ) from error
-
-
-def _columns(path: Path, header: list[str]) -> tuple[int, int]:
-    """(sentence column, label column) of the header line."""
-    if "sentence" not in header or "label" not in header:
-        shown = "<TAB>".join(header)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        hint = (" (GLUE's own test.tsv has no labels: use its dev.tsv as test.tsv)"
-                if "index" in header else "")
-        raise ConfigError(f"{path} does not start with the header 'sentence<TAB>label' "
-                          f"(its first line is '{shown}'){hint}: add that header line, "
-                          f"or {_TSV_FIX}")
-    return header.index("sentence"), header.index("label")

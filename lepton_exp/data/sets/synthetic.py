@@ -43,7 +43,7 @@ def load(cfg):
 
 
 def build(cfg):
-    from lepton_exp.data.base import ImageClassificationData
+    from lepton_exp.data.image import ImageClassificationData
 
     # classes and channels are configurable, so are the statistics
     return ImageClassificationData(cfg, num_classes=cfg.num_classes, load=load,

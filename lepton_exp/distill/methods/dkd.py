@@ -47,6 +47,10 @@ class Term(DistillTerm):
         self.tckd_weight = tckd_weight
         self.nckd_weight = nckd_weight
 
+    def regression_problem(self) -> str:
+        return ("dkd splits class probabilities into target and non-target classes: use "
+                "distill=kd (the MSE between student and teacher predictions)")
+
     def forward(self, student, teachers, inputs: TermInputs):
         # Several teachers: their DKD losses, weighted like their soft targets in KD.
         return sum(weight * dkd_loss(student.logits, teacher.logits, inputs.labels,

@@ -1,4 +1,5 @@
-"""Knowledge distillation (Hinton, Vinyals & Dean, 2015) and its hard-target variant."""
+"""Knowledge distillation (Hinton, Vinyals & Dean, 2015) and its hard-target variant; on
+regression data (GLUE STS-B), the MSE between student and teacher predictions."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Sequenc
     return F.kl_div(log_student, targets, reduction="batchmean") * temperature ** 2
 
 
+def regression_kd_loss(student_predictions: torch.Tensor,
+                       teacher_predictions: Sequence[torch.Tensor],
+                       teacher_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """MSE between the student's predictions and the (weighted mean of the) teachers': KD for
+    a real-valued output, as DistilBERT/TinyBERT-style GLUE code does for STS-B (there is no
+    distribution to soften: the temperature does not apply)."""
+    weights = teacher_weights or [1.0 / len(teacher_predictions)] * len(teacher_predictions)
+    total = float(sum(weights))
+    target = sum(w / total * p for w, p in zip(weights, teacher_predictions, strict=True))
+    return F.mse_loss(student_predictions, target)
+
+
 def hard_target_loss(student_logits: torch.Tensor,
                      teacher_logits: torch.Tensor | Sequence[torch.Tensor],
                      teacher_weights: Optional[Sequence[float]] = None) -> torch.Tensor:
@@ -47,8 +60,16 @@ class Term(DistillTerm):
         super().__init__()
         self.hard = hard  # teacher argmax as labels instead of softened distributions
 
+    def regression_problem(self) -> Optional[str]:
+        if self.hard:
+            return ("kd.hard=true takes the teacher's argmax class: drop it (kd then matches "
+                    "the teacher's predictions by MSE)")
+        return None
+
     def forward(self, student, teachers, inputs: TermInputs):
         logits = [teacher.logits for teacher in teachers]
+        if inputs.regression:
+            return regression_kd_loss(student.logits, logits, inputs.teacher_weights)
         if self.hard:
             return hard_target_loss(student.logits, logits, inputs.teacher_weights)
         return kd_loss(student.logits, logits, inputs.temperature, inputs.teacher_weights)
