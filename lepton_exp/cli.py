@@ -53,7 +53,14 @@ def _app(cfg: DictConfig) -> float | None:
         print(f"lepton-exp: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}: run the same command"
               " again to continue from the last checkpoint", file=sys.stderr)
         sys.exit(128 + (signal.SIGTERM if sigterm else signal.SIGINT))
-    return record.get("metrics", {}).get("val/acc_best")  # objective for Hydra sweepers
+    return sweep_objective(record.get("metrics", {}))
+
+
+def sweep_objective(metrics: dict) -> float | None:
+    """What Hydra sweepers maximise: the best validation value of the metric that picks the
+    best epoch (``val/acc_best``; GLUE CoLA ``val/mcc_best``, STS-B ``val/pearson_best``)."""
+    return next((value for key, value in metrics.items()
+                 if key.startswith("val/") and key.endswith("_best")), None)
 
 
 # Flags without a value that may sit anywhere on the command line. Hydra's argparse takes

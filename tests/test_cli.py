@@ -177,3 +177,11 @@ def test_run_killed_after_its_last_epoch_is_validated_and_tested_on_rerun(tmp_pa
     for key in ("val/acc", "val/acc_best", "test/acc", "test_best/acc"):
         assert again["metrics"][key] == first["metrics"][key], key
     assert again["metrics"]["epochs"] == 2
+
+
+def test_sweep_objective_is_the_best_value_of_the_metric_that_picks_the_best_epoch():
+    from lepton_exp.cli import sweep_objective
+
+    assert sweep_objective({"test/acc": 0.9, "val/acc_best": 0.8}) == 0.8
+    assert sweep_objective({"val/mcc": 0.1, "val/mcc_best": 0.3, "test/mcc": 0.2}) == 0.3
+    assert sweep_objective({"test/acc": 0.9}) is None

@@ -151,9 +151,14 @@ def test_teacher_cache_key_changes_when_the_folder_changes(small_folder, compose
 
     before = key()
     assert key() == before
-    (tmp_path / "tree" / "train" / "cat" / "added.png").write_bytes(
-        next((tmp_path / "tree" / "train" / "cat").iterdir()).read_bytes())
-    assert key() != before
+    cat = tmp_path / "tree" / "train" / "cat"
+    image = next(cat.iterdir()).read_bytes()
+    (cat / "added.png").write_bytes(image)
+    added = key()
+    assert added != before
+    (cat / "deeper").mkdir()
+    (cat / "deeper" / "nested.png").write_bytes(image)  # a folder below a class folder
+    assert key() not in (before, added)
 
 
 # -- bad input --------------------------------------------------------------------------------
@@ -169,6 +174,8 @@ def _error(root: Path, **values) -> str:
 
 
 def test_bad_folders_are_one_line_errors(tmp_path, small_folder):
+    write_image_folder(tmp_path / "mixed", *random_images(4, 2), ("train", "zebra"))
+    assert "has train/ beside zebra/" in _error(tmp_path / "mixed")
     assert "is not a directory" in _error(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     assert "no class subfolders" in _error(tmp_path / "empty")

@@ -90,3 +90,19 @@ def test_the_preset_runs_with_its_pretrained_teacher_as_it_is(tiny_imagenet, com
     assert teacher["path"].endswith(WEIGHTS_NAME) and cached.keys() == weights.keys()
     assert all(torch.equal(cached[name], weights[name]) for name in weights)  # not trained
     assert record["metrics"]["epochs"] == 1 and "test/acc" in record["metrics"]
+
+
+def test_a_pretrained_teacher_whose_classifier_does_not_fit_is_not_used_as_it_is(
+        tiny_imagenet, compose_cfg, tmp_path):
+    """timm would replace a 1000-class head by a random 4-class one: refused, in one line."""
+    from lepton_exp.app.runner import run_stage
+    from lepton_exp.errors import ConfigError
+
+    cfg = compose_cfg(
+        "stage=teacher", "model=resnet18", "model.pretrained=true", "trainer.max_epochs=0",
+        "data=image_folder", f"data.root={tiny_imagenet}", "data.image_size=16",
+        "data.val_size=4", "data.test_size=4", "data.num_workers=0", "logger=none")
+    with pytest.raises(ConfigError, match=r"the teacher \(resnet18\) is used as it is "
+                       r"\(max_epochs=0\), but its pretrained weights have a classifier of "
+                       r"1000 classes and the data has 4"):
+        run_stage(cfg, run_dir=tmp_path / "run")

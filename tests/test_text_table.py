@@ -224,8 +224,24 @@ def test_hub_data_set_with_class_label_names(table_cfg, monkeypatch):
     assert table.splits["test"] == (["s0", "s1"], None, [1, 0])
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(
         {"train": split([0, 1]), "test": split([-1, -1])}))
-    with pytest.raises(ConfigError, match="someone/reviews split 'test' row 1 has no label"):
+    with pytest.raises(ConfigError, match=r"someone/reviews split 'test' has no labels .*: set "
+                       r"data.test_split=null to hold that split out of train instead"):
         text_table.read(cfg.data)
+
+
+def test_hub_class_label_ids_stay_ids_when_the_names_look_like_numbers(table_cfg, monkeypatch):
+    """Star ratings named "1".."5" have ids 0..4: id 1 is "2", never class "1"."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list("12345"))})
+    train = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": [1, 2, 4]}, features)
+    test = datasets.Dataset.from_dict({"text": ["d"], "label": [4]}, features)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(
+        {"train": train, "test": test}))
+    table = text_table.read(table_cfg("data.hub_id=someone/stars").data)
+    assert table.class_names == tuple("12345")
+    assert table.splits["train"][2] == [1, 2, 4] and table.splits["test"][2] == [4]
 
 
 def test_hub_data_set_offline_is_a_one_line_error(table_cfg):

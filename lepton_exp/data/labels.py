@@ -68,7 +68,12 @@ class Labeller:
                  hint: str):
         self.rows, self.given, self.keys, self.hint = dict(rows), tuple(class_names), keys, hint
         self.train = self.rows["train"]
-        for split in self.rows.values():
+        for name, split in self.rows.items():
+            if split.unit != "line" and split.labels and not any(
+                    value is not None for value in split.labels):  # a Hub split unlabelled
+                raise table_error(f"{split.source} has no labels (many Hub data sets publish "
+                                  f"none for their test split): set data.{name}_split=null "
+                                  "to hold that split out of train instead", hint)
             if not split.labels:
                 raise table_error(f"{split.source} has no rows: give a table with a row per "
                                   "example", hint)

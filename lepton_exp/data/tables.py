@@ -225,8 +225,9 @@ class _Reader:
                  for key, column in wanted.items()}
         cells = {key: dataset.data.column(name).to_pylist() for key, name in found.items()}
         label = found["data.label_column"]
-        if hasattr(dataset.features[label], "names"):  # a ClassLabel: -1 means unlabelled
-            cells["data.label_column"] = [None if value == -1 else value
+        class_label = getattr(dataset.features[label], "names", None)
+        if class_label:  # a ClassLabel: ids into its names (-1: unlabelled), read as names
+            cells["data.label_column"] = [None if value == -1 else class_label[value]
                                           for value in cells["data.label_column"]]
         numbers = list(range(first, first + dataset.num_rows))
         if delimited:  # blank lines: every cell empty

@@ -32,7 +32,8 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor,
     """The loss against the data's labels: cross-entropy, or for regression data (N x 1
     outputs, float targets) the mean squared error."""
     if regression:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        # in float32: mixed precision would round the targets (4.8 -> 4.8008 in fp16)
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
     return F.cross_entropy(logits, labels)
 
 

@@ -32,6 +32,21 @@ def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
     return family.build(cfg, info, key)
 
 
+def check_pretrained_head(cfg, info: DataInfo, key: str) -> None:
+    """A pretrained model used as it is (no training) must bring a classifier for the data's
+    classes: a missing or resized head would start from random weights, silently."""
+    family = next((MODELS.get(n) for n in MODELS.names() if MODELS.get(n).matches(cfg)),
+                  MODELS.get(FALLBACK))
+    classes = getattr(family, "pretrained_classes", lambda cfg: None)(cfg)
+    if classes != info.num_classes:
+        what = ("no classification head" if classes == 0 else
+                f"a classifier of {classes} classes" if classes else "an unknown classifier")
+        raise ConfigError(f"{key} ({cfg.name}) is used as it is (max_epochs=0), but its "
+                          f"pretrained weights have {what} and the data has "
+                          f"{info.num_classes}: train it (max_epochs >= 1), or use data with "
+                          "the classes it was trained on")
+
+
 def data_metadata(info: DataInfo) -> dict[str, str]:
     """What an exported model's outputs mean, for its safetensors metadata: ``class_names``
     (a JSON list; output i is class_names[i])."""
@@ -51,4 +66,5 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     partial.replace(path)
 
 
-__all__ = ["CIFAR_MODEL_NAMES", "build_model", "data_metadata", "save_weights"]
+__all__ = ["CIFAR_MODEL_NAMES", "build_model", "check_pretrained_head", "data_metadata",
+           "save_weights"]

@@ -52,12 +52,14 @@ class TeacherStage(Stage):
         return {**record, "teacher_cache": status, "stage": "teacher"}
 
     def run(self, ctx: StageContext) -> StageOutput:
-        from lepton_exp.models import build_model
+        from lepton_exp.models import build_model, check_pretrained_head
         from lepton_exp.teachers.cache import publish
         from lepton_exp.training.classify import ClassificationModule
         from lepton_exp.training.trainer import build_trainer, fit_and_test
 
         cfg = ctx.cfg
+        if cfg.trainer.max_epochs == 0:  # its pretrained classifier must fit the data
+            check_pretrained_head(cfg.model, ctx.datamodule.info, "the teacher")
         model = build_model(cfg.model, ctx.datamodule.info)
         module = ClassificationModule(model, ctx.datamodule.info, cfg.optim, cfg.scheduler)
         trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers,
@@ -77,11 +79,13 @@ class TeacherStage(Stage):
 def _evaluated_as_is(trainer, module, datamodule) -> dict[str, Any]:
     """``fit_and_test``'s result for a model that is not trained: its validation and test
     metrics (as val/* and test/*), no checkpoints."""
+    from lepton_exp.training.trainer import tested_keys
+
     metrics: dict[str, float] = {}
-    for evaluate, prefix in ((trainer.validate, "val/"), (trainer.test, "test/")):
+    for evaluate, prefixes in ((trainer.validate, ("val/",)), (trainer.test, tested_keys(module))):
         evaluate(module, datamodule=datamodule, verbose=False)
         metrics.update({key: float(value) for key, value in trainer.callback_metrics.items()
-                        if key.startswith(prefix)})
+                        if key.startswith(prefixes)})
     metrics.update(epochs=0, global_step=0)
     return {"metrics": metrics, "checkpoints": {"last": None, "best": None},
             "weights_from": None, "timing": None}

@@ -148,12 +148,12 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
     module.test_prefix = prefix
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
-        return _floats(trainer.callback_metrics, _test_keys(module))
+        return _floats(trainer.callback_metrics, tested_keys(module))
     finally:
         module.test_prefix = "test"
 
 
-def _test_keys(module: pl.LightningModule) -> tuple[str, ...]:
+def tested_keys(module: pl.LightningModule) -> tuple[str, ...]:
     """The key prefixes of the module's test metrics (``test/``; with further test splits
     also ``test_<name>/``), under its current ``test_prefix``."""
     prefixes = getattr(module, "test_prefixes", (module.test_prefix,))
@@ -199,7 +199,7 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
         module.test_prefix = prefix
         trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False,
                      weights_only=True)
-        metrics.update(_floats(trainer.callback_metrics, _test_keys(module)))
+        metrics.update(_floats(trainer.callback_metrics, tested_keys(module)))
     module.test_prefix = "test"
     if checkpoints.best.best_model_score is not None:  # val/acc_best (STS-B: val/pearson_best)
         metrics[f"{checkpoints.best.monitor}_best"] = float(checkpoints.best.best_model_score)

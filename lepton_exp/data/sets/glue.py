@@ -138,6 +138,10 @@ def fingerprint(cfg) -> str:
         for name, path in files.items()}}, sort_keys=True)
 
 
+# The teacher cache keys GLUE by its files too: an edited file trains a new teacher.
+data_identity = fingerprint
+
+
 def sentences(cfg) -> dict[str, tuple]:
     """Split name (train, test[, test_mismatched]) -> (texts[, pairs], labels)."""
     from lepton_exp.data.tables import read_files, read_hub

@@ -27,7 +27,9 @@ SPLIT_DIRS = {"train": "train", "val": "val", "test": "test"}
 class Schema(DataConfig):
     root: Optional[str] = None  # train/ (+ val/, test/) of class folders, or class folders
     image_size: int = 224  # the crop the model sees
-    resize_size: Optional[int] = None  # evaluation: short side before the crop (None: /0.875)
+    # evaluation: short side before the center crop (None: image_size / 0.875; random_crop:
+    # image_size)
+    resize_size: Optional[int] = None
     augment: bool = True
     # random_resized_crop: ImageNet's (scale crop_scale, then flip); random_crop: CIFAR's
     # (pad crop_padding, crop image_size, then flip) for images already at their size
@@ -77,8 +79,15 @@ def _scan(root: str, stamp: tuple) -> dict:
     from lepton_exp.data.folder import scan_folder
 
     base = Path(root)
-    if not (base / SPLIT_DIRS["train"]).is_dir():  # class folders directly: one pool
+    folders = {entry.name for entry in os.scandir(base)
+               if entry.is_dir() and not entry.name.startswith(".")}
+    if SPLIT_DIRS["train"] not in folders:  # class folders directly: one pool
         return {"train": scan_folder(base)}
+    others = sorted(folders - set(SPLIT_DIRS.values()))
+    if others:  # a class named "train", or a split folder under another name
+        raise ConfigError(f"'{base}' has train/ beside {', '.join(others[:3])}/: use either "
+                          "train/ (+ val/, test/) with class folders inside, or only class "
+                          "folders (rename a class called train)")
     found = {"train": scan_folder(base / SPLIT_DIRS["train"], key="data.root/train")}
     for name in ("val", "test"):
         if (base / SPLIT_DIRS[name]).is_dir():
@@ -101,15 +110,14 @@ def manifests(root: Optional[str]) -> dict:
 
 
 def _folder_times(base: Path) -> tuple:
-    """Modification times of root, split and class folders: they change when a file is
-    added, removed or renamed, so a re-listing is needed (cheap: no file is touched)."""
+    """Modification times of every folder of the tree: one changes when a file is added,
+    removed or renamed in it, and the tree is listed again (cheap: no file is stat'ed). A
+    file rewritten in place under its name is seen by the next process."""
     times = []
-    for path in [base, *base.iterdir()]:
-        if path.is_dir():
-            times.append((str(path), path.stat().st_mtime_ns))
-            times += [(entry.path, entry.stat().st_mtime_ns) for entry in os.scandir(path)
-                      if entry.is_dir()]
-    return tuple(sorted(times))
+    for directory, subdirs, _ in os.walk(base, followlinks=True):
+        subdirs.sort()
+        times.append((directory, os.stat(directory).st_mtime_ns))
+    return tuple(times)
 
 
 def load(cfg):
@@ -144,4 +152,6 @@ def augmentation(cfg, info) -> list:
 def preprocess(cfg) -> list:
     from lepton_exp.data.folder import eval_preprocess
 
-    return eval_preprocess(cfg.image_size, cfg.resize_size)
+    # random_crop trains at the images' own scale: evaluate there too (no enlarging resize)
+    resize = cfg.resize_size or (cfg.image_size if cfg.augmentation == "random_crop" else None)
+    return eval_preprocess(cfg.image_size, resize)

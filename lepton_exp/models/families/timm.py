@@ -38,3 +38,12 @@ def build(cfg, info, key: str = "model") -> nn.Module:
                 " (offline, HF_HUB_OFFLINE=1 skips the download retries)"
             ) from error
         raise
+
+
+def pretrained_classes(cfg) -> int | None:
+    """How many classes the pretrained classifier of ``cfg`` has (None: unknown)."""
+    overlay = dict((cfg.kwargs or {}).get("pretrained_cfg_overlay") or {})
+    if "num_classes" in overlay:
+        return int(overlay["num_classes"])
+    pretrained = timm.models.get_pretrained_cfg(cfg.name)
+    return getattr(pretrained, "num_classes", None)

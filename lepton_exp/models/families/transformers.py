@@ -75,3 +75,16 @@ def _name_labels(model: nn.Module, info) -> None:
     if info.class_names and len(info.class_names) == model.config.num_labels:
         model.config.id2label = dict(enumerate(info.class_names))
         model.config.label2id = {name: index for index, name in enumerate(info.class_names)}
+
+
+def pretrained_classes(cfg) -> int | None:
+    """How many labels the pretrained model's sequence-classification head has; 0 when it
+    has none (an encoder: its head would start from random weights)."""
+    if not cfg.get("pretrained_path"):
+        return None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_pretrained(cfg.pretrained_path,
+                                                           "model.pretrained_path"))
+    heads = [name for name in config.architectures or [] if "SequenceClassification" in name]
+    return config.num_labels if heads else 0
