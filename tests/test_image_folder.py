@@ -72,7 +72,7 @@ def test_image_folder_run_on_cifar_pngs_equals_the_cifar10_run(cifar_folders, co
                              run_dir=tmp_path / "cifar")
     folder_record = run_stage(compose_cfg(
         *common, "data=image_folder", f"data.root={png}", "data.image_size=32",
-        "data.resize_size=32", "data.augmentation=random_crop", *CIFAR_STATS),
+        "data.augmentation=random_crop", *CIFAR_STATS),
         run_dir=tmp_path / "folder")
     measured = {key for key in cifar_record["metrics"] if "time" not in key}
     assert {key: folder_record["metrics"][key] for key in measured} == {
