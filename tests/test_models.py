@@ -62,3 +62,20 @@ def test_model_size_counts_parameters_and_buffers():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     # Linear 3*2+2, BN weight+bias 2+2, running mean/var 2+2 floats, num_batches_tracked int64
     assert model_size_bytes(model) == (8 + 4 + 4) * 4 + 8
+
+
+def test_a_teacher_file_with_other_class_names_than_the_data_is_refused(tmp_path):
+    import pytest
+    from torch import nn
+
+    from lepton_exp.data.base import DataInfo
+    from lepton_exp.errors import ConfigError
+    from lepton_exp.models import check_class_names, data_metadata, save_weights
+
+    path = tmp_path / "model.safetensors"
+    save_weights(nn.Linear(2, 2), path, data_metadata(DataInfo(2, class_names=("neg", "pos"))))
+    check_class_names(path, DataInfo(2, class_names=("neg", "pos")), "teacher.checkpoint")
+    check_class_names(path, DataInfo(2), "teacher.checkpoint")  # unnamed data: nothing to check
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint=.* outputs the classes neg, pos, "
+                                          r"but the data's are pos, neg: use the data"):
+        check_class_names(path, DataInfo(2, class_names=("pos", "neg")), "teacher.checkpoint")

@@ -348,3 +348,15 @@ def test_two_ddp_ranks_train_on_shards(shard_root, tmp_path):
     assert record["status"] == "completed" and record["data"]["train"] == 36
     # 36 samples, 2 ranks x batch 8: 2 steps (32 samples), the same on both ranks
     assert record["metrics"]["global_step"] == 2
+
+
+def test_the_node_count_litdata_is_given_comes_from_torchrun_or_slurm(monkeypatch):
+    from lepton_exp.data.streaming import nodes
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("SLURM_NNODES", raising=False)
+    assert nodes(8) == 1
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    assert nodes(8) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's, when both are set
+    assert nodes(8) == 4

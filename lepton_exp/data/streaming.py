@@ -93,8 +93,15 @@ def distributed_env() -> _DistributedEnv:
     if not (dist.is_available() and dist.is_initialized()):
         return _DistributedEnv(1, 0, 1)
     world = dist.get_world_size()
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    return _DistributedEnv(world, dist.get_rank(), max(1, world // max(1, per_node)))
+    return _DistributedEnv(world, dist.get_rank(), nodes(world))
+
+
+def nodes(world: int) -> int:
+    """The nodes a run of ``world`` processes spans: torchrun's LOCAL_WORLD_SIZE, else
+    SLURM's node count (its multi-node jobs start one task per process), else one."""
+    if "LOCAL_WORLD_SIZE" in os.environ:
+        return max(1, world // max(1, int(os.environ["LOCAL_WORLD_SIZE"])))
+    return max(1, min(world, int(os.environ.get("SLURM_NNODES") or 1)))
 
 
 class ShardDataset(StreamingDataset):

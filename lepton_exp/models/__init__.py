@@ -55,6 +55,26 @@ def data_metadata(info: DataInfo) -> dict[str, str]:
     return {"class_names": json.dumps(list(info.class_names))} if info.class_names else {}
 
 
+def check_class_names(path: Path, info: DataInfo, key: str) -> None:
+    """A model exported with class names (``data_metadata``) outputs them in that order: data
+    whose classes are named otherwise, or ordered otherwise, would be read wrongly."""
+    if path.suffix != ".safetensors" or not info.class_names:
+        return
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        stored = (handle.metadata() or {}).get("class_names")
+    if stored is not None and tuple(json.loads(stored)) != info.class_names:
+        names = json.loads(stored)
+        raise ConfigError(f"{key}={path} outputs the classes {', '.join(names[:6])}"
+                          f"{', ...' if len(names) > 6 else ''}, but the data's are "
+                          f"{', '.join(info.class_names[:6])}"
+                          f"{', ...' if len(info.class_names) > 6 else ''}: use the data it "
+                          "was trained on (a table: data.class_names in its order)")
+
+
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """The model's state dict as safetensors, written atomically (temp file + rename)."""
     from safetensors.torch import save_file
@@ -66,5 +86,5 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     partial.replace(path)
 
 
-__all__ = ["CIFAR_MODEL_NAMES", "build_model", "check_pretrained_head", "data_metadata",
-           "save_weights"]
+__all__ = ["CIFAR_MODEL_NAMES", "build_model", "check_class_names", "check_pretrained_head",
+           "data_metadata", "save_weights"]

@@ -15,7 +15,7 @@ from torch import nn
 from lepton_exp.data.base import DataInfo
 from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.measure import fold_masks
-from lepton_exp.models import build_model
+from lepton_exp.models import build_model, check_class_names
 from lepton_exp.prune.export import load_pruned, pruned_recipe
 from lepton_exp.teachers import TrainRun
 from lepton_exp.teachers.cache import (
@@ -110,6 +110,7 @@ def load_trained(cfg: DictConfig, key: str, spec: DictConfig, model_cfg: DictCon
         source = {"kind": "cache", "cache": status, "key": entry.name, "path": str(path),
                   "run_dir": cached["run_dir"], "metrics": cached["metrics"]}
     source["model"] = model_cfg.name
+    check_class_names(path, info, f"{key}.checkpoint" if spec.checkpoint else key)
     recipe = pruned_recipe(path)
     if recipe is not None:  # a pruned run's export: its own shapes, rebuilt from the file
         found = (recipe["model"], recipe.get("num_classes"), recipe.get("in_chans"))
