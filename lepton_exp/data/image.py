@@ -44,15 +44,20 @@ class ImageDataset(Dataset):
     def _item(self, key: int | tuple[int, int]):
         if isinstance(key, tuple):  # (index, seed) from a ResumableSampler: a seeded draw
             index, seed = key
-            with torch.random.fork_rng(devices=[]):
-                # the CPU generator only (what CPU transforms draw from): torch.manual_seed
-                # would also queue lazy CUDA seeding, milliseconds a sample on CUDA builds
-                torch.default_generator.manual_seed(seed)
-                image = self.transform(self.split.images[index])
+            image = seeded(self.transform, self.split.images[index], seed)
         else:
             index, image = key, self.transform(self.split.images[key])
         label = self.split.labels[index]
         return (image, label, index) if self.with_index else (image, label)
+
+
+def seeded(transform: v2.Transform, image: torch.Tensor, seed: int) -> torch.Tensor:
+    """``transform(image)`` with its random draws from ``seed``, the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        # the CPU generator only (what CPU transforms draw from): torch.manual_seed would
+        # also queue lazy CUDA seeding, milliseconds a sample on CUDA builds
+        torch.default_generator.manual_seed(seed)
+        return transform(image)
 
 
 def note_bad_file(directory: str, path: str) -> None:

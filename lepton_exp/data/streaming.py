@@ -33,9 +33,9 @@ from torch.utils.data import default_collate
 
 from lepton_exp.data.base import DataInfo, loader_workers, sample_seed
 from lepton_exp.data.folder import BadImageError, decode_bytes
-from lepton_exp.data.image import ImageClassificationData, note_bad_file
+from lepton_exp.data.image import ImageClassificationData, note_bad_file, seeded
 from lepton_exp.data.shards import SPLITS, read_meta, split_location
-from lepton_exp.data.text import TextClassificationData
+from lepton_exp.data.text import TextClassificationData, encode
 from lepton_exp.errors import ConfigError
 
 # LitData reports every data set it opens (cache budget, memory mapping) at INFO
@@ -178,12 +178,8 @@ class ImageItems:
                 raise
             note_bad_file(self.bad_files, error.path)
             return None
-        if self.random_transform:
-            with torch.random.fork_rng(devices=[]):  # the CPU generator only (image.py)
-                torch.default_generator.manual_seed(sample_seed(self.run_seed, epoch, index))
-                image = self.transform(image)
-        else:
-            image = self.transform(image)
+        image = seeded(self.transform, image, sample_seed(self.run_seed, epoch, index)) if \
+            self.random_transform else self.transform(image)
         label = torch.tensor(item["label"], dtype=torch.long)
         return (image, label, index) if self.with_index else (image, label)
 
@@ -345,12 +341,8 @@ class TextItems:
         self.with_index = with_index
 
     def __call__(self, item: dict, epoch: int):
-        texts = (item["text"], item["text_pair"]) if self.pairs else (item["text"],)
-        encoded = self.tokenizer(*texts, truncation=True, max_length=self.max_length)
-        row = encoded["input_ids"]
-        if self.pairs and encoded.get("token_type_ids") is not None:
-            row = [row, encoded["token_type_ids"]]
-        ids = torch.tensor(row, dtype=torch.int32)
+        ids, = encode(self.tokenizer, [item["text"]],
+                      [item["text_pair"]] if self.pairs else None, max_length=self.max_length)
         label = torch.tensor(item["label"], dtype=torch.long)
         return (ids, label, item["index"]) if self.with_index else (ids, label)
 
@@ -369,12 +361,6 @@ class StreamingTextData(StreamingSplits, TextClassificationData):
         return TextItems(self.tokenizer, self.cfg.max_length, self.pairs,
                          with_index=train and self.train_with_index)
 
-    def example_batch(self, size: int = 2, full_length: bool = False) -> dict[str, torch.Tensor]:
-        """As TextClassificationData's: the first sentences (``full_length``: repeated to
-        ``data.max_length`` tokens, where latency is measured)."""
-        items = [(ids, label) for ids, label, *_ in self.first_samples(size)]
-        if full_length:
-            length = self.cfg.max_length
-            items = [(torch.cat([ids] * (length // ids.shape[-1] + 1), -1)[..., :length],
-                      label) for ids, label in items]
-        return self.collate(items)[0]
+    def first_items(self, size: int) -> list[tuple]:
+        """(TextClassificationData.example_batch's source) the first samples stored."""
+        return [(ids, label) for ids, label, *_ in self.first_samples(size)]

@@ -127,12 +127,8 @@ class TextClassificationData(ClassificationData):
                 return stored
         splits = {}
         for name, (texts, *pairs, labels) in self._sentences(self.cfg).items():
-            encoded = tokenizer(texts, *pairs, truncation=True, max_length=self.cfg.max_length)
-            rows = encoded["input_ids"]
-            if pairs and encoded.get("token_type_ids") is not None:  # 2 x L: ids over types
-                rows = [[ids, kinds] for ids, kinds in
-                        zip(rows, encoded["token_type_ids"], strict=True)]
-            splits[name] = TextSplit([torch.tensor(row, dtype=torch.int32) for row in rows],
+            splits[name] = TextSplit(encode(tokenizer, texts, *pairs,
+                                            max_length=self.cfg.max_length),
                                      torch.tensor(labels, dtype=self.label_dtype))
         _write_cache(cache, splits)
         return splits
@@ -162,13 +158,29 @@ class TextClassificationData(ClassificationData):
     def example_batch(self, size: int = 2, full_length: bool = False) -> dict[str, torch.Tensor]:
         """The first training sentences; ``full_length``: padded to ``data.max_length`` real
         tokens (the sentence repeated), the input that latency is measured at."""
-        dataset = TextDataset(self.train)
-        items = [dataset[index] for index in range(min(size, len(dataset)))]
+        items = self.first_items(size)
         if full_length:
             length = self.cfg.max_length
             items = [(torch.cat([ids] * (length // ids.shape[-1] + 1), -1)[..., :length],
                       label) for ids, label in items]
         return self.collate(items)[0]
+
+
+    def first_items(self, size: int) -> list[tuple]:
+        """The first ``size`` training samples, (token ids, label)."""
+        dataset = TextDataset(self.train)
+        return [dataset[index] for index in range(min(size, len(dataset)))]
+
+
+def encode(tokenizer, texts: list[str], pairs: list[str] | None = None, *,
+           max_length: int) -> list[torch.Tensor]:
+    """Token ids of each text (and its pair: then 2 x L, the ids over their token types)."""
+    encoded = tokenizer(texts, *([pairs] if pairs is not None else []), truncation=True,
+                        max_length=max_length)
+    rows = encoded["input_ids"]
+    if pairs is not None and encoded.get("token_type_ids") is not None:
+        rows = [[ids, kinds] for ids, kinds in zip(rows, encoded["token_type_ids"], strict=True)]
+    return [torch.tensor(row, dtype=torch.int32) for row in rows]
 
 
 def _named_tokenizer(cfg):

@@ -21,7 +21,7 @@ def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
     family that matches `cfg`; `key` is where `cfg` sits in the config (for errors: model,
     teacher.model)."""
     families = [MODELS.get(name) for name in MODELS.names()]  # importing registers with timm
-    family = next((f for f in families if f.matches(cfg)), MODELS.get(FALLBACK))
+    family = _family(cfg, families)
     if family.TEXT != info.is_text:
         kind = "text" if info.is_text else "images"
         text_names = [n for f in families if f.TEXT for n in getattr(f, "NAMES", ())]
@@ -32,12 +32,16 @@ def build_model(cfg, info: DataInfo, key: str = "model") -> nn.Module:
     return family.build(cfg, info, key)
 
 
+def _family(cfg, families: list | None = None):
+    """The family that builds ``cfg``: the first that matches it, else timm's."""
+    families = families if families is not None else [MODELS.get(n) for n in MODELS.names()]
+    return next((f for f in families if f.matches(cfg)), MODELS.get(FALLBACK))
+
+
 def check_pretrained_head(cfg, info: DataInfo, key: str) -> None:
     """A pretrained model used as it is (no training) must bring a classifier for the data's
     classes: a missing or resized head would start from random weights, silently."""
-    family = next((MODELS.get(n) for n in MODELS.names() if MODELS.get(n).matches(cfg)),
-                  MODELS.get(FALLBACK))
-    classes = getattr(family, "pretrained_classes", lambda cfg: None)(cfg)
+    classes = getattr(_family(cfg), "pretrained_classes", lambda cfg: None)(cfg)
     if classes != info.num_classes:
         what = ("no classification head" if classes == 0 else
                 f"a classifier of {classes} classes" if classes else "an unknown classifier")
@@ -58,21 +62,28 @@ def data_metadata(info: DataInfo) -> dict[str, str]:
 def check_class_names(path: Path, info: DataInfo, key: str) -> None:
     """A model exported with class names (``data_metadata``) outputs them in that order: data
     whose classes are named otherwise, or ordered otherwise, would be read wrongly."""
-    if path.suffix != ".safetensors" or not info.class_names:
+    if path.suffix != ".safetensors" or not path.is_file() or not info.class_names:
         return
     import json
 
+    from lepton_exp.data.labels import shown
+
+    try:
+        stored = read_metadata(path).get("class_names")
+    except Exception:  # noqa: BLE001 - unreadable: the weights' loader reports it
+        return
+    if stored is not None and tuple(json.loads(stored)) != info.class_names:
+        raise ConfigError(f"{key}={path} outputs the classes {shown(json.loads(stored))}, "
+                          f"but the data's are {shown(info.class_names)}: use the data it "
+                          "was trained on (a table: data.class_names in its order)")
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file (what :func:`save_weights` stored beside it)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as handle:
-        stored = (handle.metadata() or {}).get("class_names")
-    if stored is not None and tuple(json.loads(stored)) != info.class_names:
-        names = json.loads(stored)
-        raise ConfigError(f"{key}={path} outputs the classes {', '.join(names[:6])}"
-                          f"{', ...' if len(names) > 6 else ''}, but the data's are "
-                          f"{', '.join(info.class_names[:6])}"
-                          f"{', ...' if len(info.class_names) > 6 else ''}: use the data it "
-                          "was trained on (a table: data.class_names in its order)")
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -87,4 +98,4 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
 
 
 __all__ = ["CIFAR_MODEL_NAMES", "build_model", "check_class_names", "check_pretrained_head",
-           "data_metadata", "save_weights"]
+           "data_metadata", "read_metadata", "save_weights"]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lepton_exp.models import read_metadata, save_weights
 from lepton_exp.prune.magnitude import attach_masks, make_permanent, refresh_masked
 
 FORMAT = "lepton-exp/pruned-model/1"
@@ -40,17 +41,8 @@ def pruned_metadata(model: nn.Module, model_name: str, **create_kwargs: Any) -> 
 
 def save_pruned(model: nn.Module, path: Path, model_name: str, **create_kwargs: Any) -> None:
     """Masks made permanent, then weights + rebuild recipe written (atomically) to ``path``."""
-    from lepton_exp.models import save_weights
-
     make_permanent(model)
     save_weights(model, path, pruned_metadata(model, model_name, **create_kwargs))
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.metadata() or {}
 
 
 def pruned_recipe(path: Path) -> dict[str, Any] | None:
@@ -59,7 +51,7 @@ def pruned_recipe(path: Path) -> dict[str, Any] | None:
     if Path(path).suffix != ".safetensors" or not Path(path).is_file():
         return None
     try:
-        metadata = _metadata(path)
+        metadata = read_metadata(path)
     except Exception:  # noqa: BLE001 - unreadable: the regular loader reports it
         return None
     if metadata.get("format") != FORMAT:
@@ -72,7 +64,7 @@ def load_pruned(path: Path) -> nn.Module:
     library), in eval mode."""
     from safetensors.torch import load_file
 
-    metadata = _metadata(path)
+    metadata = read_metadata(path)
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pruned model saved by lepton-exp")
     state = load_file(str(path))
@@ -98,14 +90,12 @@ def load_pruned_into(model: nn.Module, path: Path) -> None:
     weights saved in ``path`` by :func:`save_snapshot`, in place."""
     from safetensors.torch import load_file
 
-    _shape_and_load(model, load_file(str(path)), _metadata(path))
+    _shape_and_load(model, load_file(str(path)), read_metadata(path))
 
 
 def save_snapshot(model: nn.Module, path: Path, model_name: str) -> None:
     """``model`` as it is (masks still attached) with its rebuild recipe: what a later
     attempt restores with :func:`load_pruned_into` to continue from this point."""
-    from lepton_exp.models import save_weights
-
     save_weights(model, path, pruned_metadata(model, model_name))
 
 
