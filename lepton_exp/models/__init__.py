@@ -1,6 +1,6 @@
 """Models by name: ``build_model`` finds the family whose ``matches`` the model config
-(``lepton_exp/models/families``: CIFAR ResNets/WRNs registered with timm, any timm model,
-BERT from transformers), adapted to the data's classes and channels (or vocabulary)."""
+(``lepton_exp/models/families``: the CIFAR architectures registered with timm, any timm
+model, BERT from transformers), adapted to the data's classes and channels (or vocabulary)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from torch import nn
 from lepton_exp.config.registries import MODELS
 from lepton_exp.data.base import DataInfo
 from lepton_exp.errors import ConfigError
-from lepton_exp.models.families.cifar_resnet import CIFAR_MODEL_NAMES
+from lepton_exp.models.families._cifar import model_names
+
+CIFAR_MODEL_NAMES = model_names()  # every CIFAR architecture, registered with timm on import
 
 FALLBACK = "timm"  # builds any timm name, or says which names are close
 

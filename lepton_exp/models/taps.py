@@ -8,6 +8,9 @@ which library (timm, the CIFAR ResNets, transformers) built the model.
 - timm models (the CIFAR ResNets included) declare their stages in ``feature_info`` (what
   ``features_only`` uses); forward hooks on those modules capture them during the normal
   forward, so the logits and the features come from one pass. Index 0 is the stem.
+  ``embedding`` is the classifier's input (the pooled, pre-logit vector); ``preact`` the stage
+  outputs before their final ReLU, where ``feature_info`` names the ReLU (``preact_module``:
+  the module whose input it is; RepDistiller's ``preact=True``), else the stage outputs.
 - transformers models return ``hidden_states`` (index 0 = embedding output) and, with
   eager attention, ``attentions``; pre-softmax scores are rebuilt from hooked query/key
   projections (transformers does not return them).
@@ -32,6 +35,8 @@ class Taps:
     attentions: list[torch.Tensor] = field(default_factory=list)  # N x heads x L x L
     scores: list[torch.Tensor] = field(default_factory=list)  # pre-softmax, same shape
     attention_mask: Optional[torch.Tensor] = None  # N x L (text inputs), 1 = real token
+    embedding: Optional[torch.Tensor] = None  # N x D: the classifier's input
+    preact: list[Optional[torch.Tensor]] = field(default_factory=list)  # like features
 
 
 def model_logits(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -55,14 +60,26 @@ def is_transformers_model(model: nn.Module) -> bool:
     return config is not None and hasattr(config, "num_hidden_layers")
 
 
-def feature_modules(model: nn.Module) -> list[str]:
-    """Names of the modules whose outputs are the model's feature taps (timm ``feature_info``)."""
+def feature_entries(model: nn.Module) -> list[dict]:
+    """The model's feature taps as timm ``feature_info`` declares them: ``module`` (whose
+    output is the tap), ``num_chs``, ``reduction`` and, where declared, ``preact_module``
+    and ``bn_before_relu``."""
     info = getattr(model, "feature_info", None)
     if info is None:
         raise ConfigError(f"{type(model).__name__} declares no feature stages (timm feature_info):"
                           " use logit-only distillation terms (kd, dkd) for this model")
-    entries = info.info if hasattr(info, "info") else info  # timm FeatureInfo or a list
-    return [entry["module"] for entry in entries]
+    return list(info.info if hasattr(info, "info") else info)  # timm FeatureInfo or a list
+
+
+def classifier_module(model: nn.Module) -> nn.Module:
+    """The final classifier, whose input is the model's embedding (timm ``get_classifier``,
+    transformers' ``classifier``)."""
+    classifier = (model.get_classifier() if hasattr(model, "get_classifier")
+                  else getattr(model, "classifier", None))
+    if not isinstance(classifier, nn.Module) or isinstance(classifier, nn.Identity):
+        raise ConfigError(f"{type(model).__name__} has no classifier layer whose input could "
+                          "serve as its embedding: use terms on logits or feature maps")
+    return classifier
 
 
 class Tapper:
@@ -70,27 +87,47 @@ class Tapper:
     re-register the model's parameters under a second name."""
 
     def __init__(self, model: nn.Module, *, features: bool = True, attentions: bool = False,
-                 scores: bool = False):
+                 scores: bool = False, embedding: bool = False, preact: bool = False):
         self.model = model
         self.transformer = is_transformers_model(model)
-        self.want_features = features
+        self.want_features = features or preact
         self.want_attentions = attentions
         self.want_scores = scores
+        self.want_embedding = embedding
+        self.want_preact = preact
         self._active = False
         self._captured: dict[Any, torch.Tensor] = {}
         self._handles: list = []
+        self._feature_count = 0
         if self.transformer:
             if scores:
                 self._hook_query_key()
-        elif features:
-            for index, name in enumerate(feature_modules(model)):
-                module = model.get_submodule(name)
+        elif self.want_features:
+            entries = feature_entries(model)
+            self._feature_count = len(entries)
+            for index, entry in enumerate(entries):
+                module = model.get_submodule(entry["module"])
                 self._handles.append(module.register_forward_hook(self._store(index)))
+                if preact and entry.get("preact_module"):
+                    relu = model.get_submodule(entry["preact_module"])
+                    self._handles.append(relu.register_forward_pre_hook(
+                        self._store_input(("preact", index))))
+        if embedding:
+            classifier = classifier_module(model)
+            self._handles.append(classifier.register_forward_pre_hook(
+                self._store_input("embedding", copy=False)))
 
     def _store(self, key):
         def hook(module, inputs, output):
             if self._active:
                 self._captured[key] = output
+        return hook
+
+    def _store_input(self, key, copy: bool = True):
+        def hook(module, inputs):
+            if self._active:
+                # a copy: the ReLU that reads it may work in place
+                self._captured[key] = inputs[0].clone() if copy else inputs[0]
         return hook
 
     def _hook_query_key(self) -> None:
@@ -106,9 +143,13 @@ class Tapper:
             if self.transformer:
                 return self._transformer_taps(inputs)
             logits = self.model(inputs)
-            count = len(self._handles)
-            features = [self._captured.get(index) for index in range(count)]
-            return Taps(logits=logits, features=features if self.want_features else [])
+            features = [self._captured.get(index) for index in range(self._feature_count)]
+            taps = Taps(logits=logits, features=features,
+                        embedding=self._captured.get("embedding"))
+            if self.want_preact:
+                taps.preact = [self._captured.get(("preact", index), feature)
+                               for index, feature in enumerate(features)]
+            return taps
         finally:
             self._active = False
             self._captured = {}
@@ -119,7 +160,8 @@ class Tapper:
         outputs = self.model(**inputs, output_hidden_states=self.want_features,
                              output_attentions=self.want_attentions, return_dict=True)
         mask = inputs.get("attention_mask")
-        taps = Taps(logits=outputs.logits, attention_mask=mask)
+        taps = Taps(logits=outputs.logits, attention_mask=mask,
+                    embedding=self._captured.get("embedding"))
         if self.want_features:
             taps.features = list(outputs.hidden_states)
         if self.want_attentions:
