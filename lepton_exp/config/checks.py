@@ -203,7 +203,7 @@ def _term_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
             yield _layers_problem(f"distill.terms.{name}.layers", options["layers"])
         elif term.fixed_layers:
             own_layers.append(name)
-        if term.needs != "logits":  # terms that pair taps (features, attention maps)
+        if term.pairs_over():  # terms that pair taps (features, attention maps)
             feature_terms.append(name)
         alphas = {distill.alpha, distill.alpha if schedule.alpha_final is None
                   else schedule.alpha_final}
@@ -213,7 +213,7 @@ def _term_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
     layers_set = any(distill.layers[side] != "auto" for side in ("student", "teacher"))
     if layers_set and not feature_terms:
         users = [name for name in DISTILL_METHODS.names()
-                 if term_class(name).needs != "logits" and not term_class(name).fixed_layers]
+                 if term_class(name).pairs_over() and not term_class(name).fixed_layers]
         yield (f"distill.layers pairs taps but no term that uses them ({', '.join(users)}) "
                "is chosen: add one or drop distill.layers")
     elif layers_set and set(feature_terms) <= set(own_layers):

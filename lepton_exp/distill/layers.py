@@ -84,6 +84,29 @@ def check_spatial(term: str, student_index: int, teacher_index: int, student: to
                 "feature maps (C x H x W)", f"choose map taps with {key}")
 
 
+def check_maps(term: str, student: Any, teacher: Any, pairs: list[tuple[int, int]],
+               key: str = "distill.layers") -> None:
+    """Every pair of ``pairs`` is two CNN feature maps; a model whose taps are all token
+    sequences (a transformer's hidden states) has none, which says so in one line."""
+    for model, taps in (("student", student.features), ("teacher", teacher.features)):
+        if not any(tap is not None and tap.dim() == 4 for tap in taps):
+            raise ConfigError(
+                f"distill term {term} compares CNN feature maps (C x H x W), which the {model} "
+                "does not have (its taps are token sequences): use it with CNNs, or hidden, "
+                "attn_mse or attn_kl for transformers")
+    for s, t in pairs:
+        check_spatial(term, s, t, student.features[s], teacher.features[t], key)
+
+
+def check_vectors(term: str, student: torch.Tensor, teacher: torch.Tensor) -> None:
+    """Both embeddings (the classifiers' inputs) are N x D vectors."""
+    if student.dim() != 2 or teacher.dim() != 2:
+        raise ConfigError(
+            f"distill term {term} needs N x D embeddings (the classifiers' inputs) but the "
+            f"student's is {_shape(student)} and the teacher's {_shape(teacher)} per sample: "
+            "use models whose classifier reads a pooled vector")
+
+
 def connector_for(term: str, student_index: int, teacher_index: int, student: torch.Tensor,
                   teacher: torch.Tensor, key: str = "distill.layers") -> nn.Module:
     """1x1 conv + BN between feature maps, a linear map between vectors or token sequences."""
@@ -97,6 +120,32 @@ def connector_for(term: str, student_index: int, teacher_index: int, student: to
         f"distill term {term} cannot bridge student tap {student_index} ({_shape(student)}) "
         f"to teacher tap {teacher_index} ({_shape(teacher)}): pair taps of the same kind "
         f"(maps with maps, vectors with vectors) with {key}")
+
+
+def convreg_connector(term: str, student_index: int, teacher_index: int,
+                      student: torch.Tensor, teacher: torch.Tensor,
+                      key: str = "distill.layers", relu: bool = True) -> nn.Module:
+    """The CRD code's ConvReg between feature maps: a conv with bias that also matches the
+    spatial size (3x3 stride 2 from a map twice the teacher's, a 4x4 stride-2 transposed conv
+    from one half its size, else a (1 + sH - tH) x (1 + sW - tW) kernel), then BN and ReLU."""
+    check_spatial(term, student_index, teacher_index, student, teacher, key)
+    (student_h, student_w), (teacher_h, teacher_w) = student.shape[-2:], teacher.shape[-2:]
+    channels_in, channels_out = student.shape[1], teacher.shape[1]
+    if (student_h, student_w) == (2 * teacher_h, 2 * teacher_w):
+        conv = nn.Conv2d(channels_in, channels_out, 3, stride=2, padding=1)
+    elif (2 * student_h, 2 * student_w) == (teacher_h, teacher_w):
+        conv = nn.ConvTranspose2d(channels_in, channels_out, 4, stride=2, padding=1)
+    elif student_h >= teacher_h and student_w >= teacher_w:
+        conv = nn.Conv2d(channels_in, channels_out,
+                         (1 + student_h - teacher_h, 1 + student_w - teacher_w))
+    else:
+        raise ConfigError(
+            f"distill term {term}: the convreg connector cannot map student tap "
+            f"{student_index} ({_shape(student)}) to teacher tap {teacher_index} "
+            f"({_shape(teacher)}): it needs a student map half, twice or at least the "
+            f"teacher's size; pair other taps with {key} or use connector=conv_bn")
+    layers = [conv, nn.BatchNorm2d(channels_out)]
+    return nn.Sequential(*layers, nn.ReLU()) if relu else nn.Sequential(*layers)
 
 
 def pool_to_common_size(student: torch.Tensor,

@@ -37,12 +37,12 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor,
     return F.cross_entropy(logits, labels)
 
 
-def tap_count(taps: Taps, needs: str) -> int:
+def tap_count(taps: Taps, kind: str) -> int:
     """Taps a term can pair: features (0 = stem/embeddings), or attention maps numbered like
     the hidden states (1..L; there is no attention at 0)."""
-    if needs == "features":
+    if kind == "features":
         return len(taps.features)
-    return len(getattr(taps, needs)) + 1
+    return len(getattr(taps, kind)) + 1
 
 
 class DistillationObjective(nn.Module):
@@ -66,6 +66,7 @@ class DistillationObjective(nn.Module):
         self.temperature, self.temperature_final = temperature, temperature_final
         self.schedule = schedule
         self.warmup_epochs = warmup_epochs
+        self.teacher_feature_count = 0  # set by bind()
         self.set_horizon(total_steps=1, steps_per_epoch=1)
 
     def set_horizon(self, total_steps: int, steps_per_epoch: int) -> None:
@@ -81,25 +82,44 @@ class DistillationObjective(nn.Module):
 
     @property
     def needs(self) -> set[str]:
-        return {term.needs for term in self.terms.values()}
+        return {kind for term in self.terms.values() for kind in term.taps_read()}
 
-    def teacher_feature_taps(self) -> set[int]:
-        return {t for term in self.terms.values() if term.needs == "features"
-                for _, t in term.pairs}
+    @property
+    def needs_indices(self) -> bool:
+        return any(term.needs_indices for term in self.terms.values())
+
+    def teacher_taps_read(self) -> dict[str, set[int]]:
+        """The teacher taps the terms read (what the teacher-output cache must keep):
+        feature/preact tap indices by kind; ``embedding`` (index 0) when read."""
+        read: dict[str, set[int]] = {}
+        for term in self.terms.values():
+            for kind in term.taps_read() & {"features", "preact"}:
+                # terms that pair taps read their pairs; others (ReviewKD) read every stage
+                taps = ({t for _, t in term.pairs} if term.pairs_over() and kind == term.needs
+                        else set(range(self.teacher_feature_count)))
+                read.setdefault(kind, set()).update(taps)
+            if "embedding" in term.taps_read():
+                read["embedding"] = {0}
+        return read
 
     def bind(self, student: Taps, teacher: Taps, layers: dict) -> None:
         """Pair taps and build connectors from one dry forward pass of both models."""
+        self.teacher_feature_count = len(teacher.features)
         for name, term in self.terms.items():
-            if term.needs == "logits":
+            kind = term.pairs_over()
+            if kind is None:
+                if "embedding" in term.taps_read() and student.embedding is None:
+                    raise ConfigError(f"distill term {name} reads the models' embeddings (the "
+                                      "classifier's input), which these models do not expose")
+                term.bind(student, teacher, [])
                 continue
-            if term.needs != "features" and not getattr(student, term.needs):
+            if kind != "features" and not getattr(student, kind):
                 raise ConfigError(f"distill term {name} needs attention maps, which only "
                                   "transformers have: use at or fitnet for CNNs")
             spec = term.layers_spec or layers
             where = f"distill.terms.{name}.layers" if term.layers_spec else "distill.layers"
             pairs = resolve_pairs(spec.get("student", "auto"), spec.get("teacher", "auto"),
-                                  tap_count(student, term.needs),
-                                  tap_count(teacher, term.needs), where)
+                                  tap_count(student, kind), tap_count(teacher, kind), where)
             term.layers_key = where
             term.bind(student, teacher, pairs)
 
@@ -113,10 +133,12 @@ class DistillationObjective(nn.Module):
         }
 
     def forward(self, student: Taps, teachers: Sequence[Taps], labels: torch.Tensor,
-                step: int, teacher_weights: Sequence[float]) -> tuple[torch.Tensor, dict]:
+                step: int, teacher_weights: Sequence[float],
+                indices: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
         values = self.values(step)
         alpha = values["alpha"]
-        inputs = TermInputs(labels, values["temperature"], teacher_weights, self.regression)
+        inputs = TermInputs(labels, values["temperature"], teacher_weights, self.regression,
+                            indices=indices, step=step)
         loss_label = label_loss(student.logits, labels, self.regression)
         total = alpha * loss_label
         logs = {f"loss_{self.label_name}": loss_label.detach(),

@@ -12,28 +12,50 @@ import torch
 
 from lepton_exp.models.taps import Taps
 
+# What a term may read from the teacher, by kind: stage maps (features, preact) by index, the
+# embedding as index 0 of its own kind.
+Stored = dict[str, set[int]]
 
-def _stored(taps: Sequence[Taps], feature_taps: set[int]) -> list[list[int]]:
-    """Which feature taps are stored per teacher: feature terms read the first teacher only."""
-    return [sorted(feature_taps) if index == 0 else [] for index in range(len(taps))]
+
+def _tensors(teacher: Taps, stored: Stored) -> dict[tuple[str, int], torch.Tensor]:
+    tensors = {("logits", 0): teacher.logits}
+    for kind, taps in stored.items():
+        for tap in taps:
+            tensors[(kind, tap)] = (teacher.embedding if kind == "embedding"
+                                    else getattr(teacher, kind)[tap])
+    return tensors
 
 
-def bytes_per_sample(taps: Sequence[Taps], feature_taps: set[int]) -> int:
-    """Stored bytes per sample: every teacher's logits, the first teacher's feature taps."""
-    total = 0
-    for teacher, stored in zip(taps, _stored(taps, feature_taps), strict=True):
-        tensors = [teacher.logits] + [teacher.features[i] for i in stored]
-        total += sum(t[0].numel() * t.element_size() for t in tensors)
-    return total
+def _per_teacher(taps: Sequence[Taps], stored: Stored) -> list[Stored]:
+    """Terms other than the logit ones read the first (primary) teacher only."""
+    return [stored if index == 0 else {} for index in range(len(taps))]
+
+
+def bytes_per_sample(taps: Sequence[Taps], stored: Stored) -> int:
+    """Stored bytes per sample: every teacher's logits, the first teacher's read taps."""
+    return sum(t[0].numel() * t.element_size()
+               for teacher, kept in zip(taps, _per_teacher(taps, stored), strict=True)
+               for t in _tensors(teacher, kept).values())
+
+
+def _as_taps(tensors: dict[tuple[str, int], torch.Tensor]) -> Taps:
+    taps = Taps(logits=tensors[("logits", 0)], embedding=tensors.get(("embedding", 0)))
+    for kind in ("features", "preact"):
+        indices = [tap for (k, tap) in tensors if k == kind]
+        if indices:
+            maps: list[Optional[torch.Tensor]] = [None] * (max(indices) + 1)
+            for tap in indices:
+                maps[tap] = tensors[(kind, tap)]
+            setattr(taps, kind, maps)
+    return taps
 
 
 class TeacherOutputCache:
-    def __init__(self, num_samples: int, feature_taps: set[int]):
+    def __init__(self, num_samples: int, stored: Stored):
         self.num_samples = num_samples
-        self.feature_taps = set(feature_taps)
+        self.stored = {kind: set(taps) for kind, taps in stored.items()}
         self.filled = torch.zeros(num_samples, dtype=torch.bool)
-        self._logits: list[torch.Tensor] = []  # one N x C tensor per teacher
-        self._features: list[dict[int, torch.Tensor]] = []
+        self._tensors: list[dict[tuple[str, int], torch.Tensor]] = []  # one per teacher
         self.computed = 0  # samples that went through the teachers
 
     def missing(self, indices: torch.Tensor) -> torch.Tensor:
@@ -42,28 +64,22 @@ class TeacherOutputCache:
 
     def get(self, indices: torch.Tensor) -> list[Taps]:
         """The teachers' taps for these samples, all of which must be stored (see missing)."""
-        if not self._logits or bool(self.missing(indices).any()):
+        if not self._tensors or bool(self.missing(indices).any()):
             raise KeyError("teacher outputs requested before they were stored")
-        taps = []
-        for logits, features in zip(self._logits, self._features, strict=True):
-            feature_list: list[Optional[torch.Tensor]] = [None] * (max(features, default=-1) + 1)
-            for tap, stored in features.items():
-                feature_list[tap] = stored[indices]
-            taps.append(Taps(logits=logits[indices], features=feature_list))
-        return taps
+        return [_as_taps({key: stored[indices] for key, stored in tensors.items()})
+                for tensors in self._tensors]
 
     def put(self, indices: torch.Tensor, taps: Sequence[Taps]) -> None:
-        if not self._logits:  # allocate on first use, on the device and dtype of the outputs
-            for teacher, stored in zip(taps, _stored(taps, self.feature_taps), strict=True):
-                self._logits.append(teacher.logits.new_zeros(
-                    (self.num_samples, *teacher.logits.shape[1:])))
-                self._features.append({tap: teacher.features[tap].new_zeros(
-                    (self.num_samples, *teacher.features[tap].shape[1:])) for tap in stored})
+        if not self._tensors:  # allocate on first use, on the device and dtype of the outputs
+            for teacher, kept in zip(taps, _per_teacher(taps, self.stored), strict=True):
+                self._tensors.append({key: t.new_zeros((self.num_samples, *t.shape[1:]))
+                                      for key, t in _tensors(teacher, kept).items()})
         self.computed += len(indices)
-        for teacher, logits, features in zip(taps, self._logits, self._features, strict=True):
-            logits[indices] = teacher.logits.detach()
-            for tap, stored in features.items():
-                stored[indices] = teacher.features[tap].detach()
+        for teacher, tensors in zip(taps, self._tensors, strict=True):
+            outputs = _tensors(teacher, {k: {tap for (kind, tap) in tensors if kind == k}
+                                         for k in self.stored})
+            for key, stored in tensors.items():
+                stored[indices] = outputs[key].detach()
         self.filled[indices.cpu()] = True
 
     def stats(self) -> dict[str, int]:

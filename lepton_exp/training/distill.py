@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -23,6 +24,7 @@ from lepton_exp.models import build_model
 from lepton_exp.models.taps import Tapper, Taps
 from lepton_exp.models.transfer import init_from_teacher
 from lepton_exp.teachers.load import Teacher
+from lepton_exp.training import phases
 from lepton_exp.training.classify import ClassificationModule
 from lepton_exp.training.trainer import Checkpoints, fit_and_test, training_horizon
 
@@ -43,7 +45,8 @@ class FrozenTeacher(nn.Module):
 
 def _tapper(model: nn.Module, needs: set[str]) -> Tapper:
     return Tapper(model, features="features" in needs, attentions="attentions" in needs,
-                  scores="scores" in needs)
+                  scores="scores" in needs, embedding="embedding" in needs,
+                  preact="preact" in needs)
 
 
 class DistillationModule(ClassificationModule):
@@ -84,7 +87,7 @@ class DistillationModule(ClassificationModule):
         student = self.student_tapper(inputs)
         teachers = self.teacher_taps(inputs, indices)
         loss, logs = self.objective(student, teachers, labels, self.global_step,
-                                    self.teacher_weights)
+                                    self.teacher_weights, indices)
         self.log_split("train", student.logits, labels, loss)
         logs.pop("loss")
         self.stop_if_not_finite(loss, logs)
@@ -137,6 +140,8 @@ def bind_objective(objective: DistillationObjective, student: nn.Module,
                 for tapper in teacher_tappers:
                     tapper.remove()
         objective.bind(student_out, teacher_out[0], layers)
+        for term in objective.terms.values():  # terms reading the models themselves (OFD)
+            term.bind_models(student, teachers[0].model)
     finally:
         student.train(was_training)
     return teacher_out
@@ -157,8 +162,8 @@ def teacher_output_cache(cfg, datamodule, objective: DistillationObjective,
     if wanted is False or not deterministic or unsupported:
         reason = "disabled" if wanted is False else (unsupported or "augmentation")
         return None, {"enabled": False, "reason": reason}
-    feature_taps = objective.teacher_feature_taps()
-    size = bytes_per_sample(teacher_taps, feature_taps) * len(datamodule.train)
+    stored = objective.teacher_taps_read()
+    size = bytes_per_sample(teacher_taps, stored) * len(datamodule.train)
     budget = cfg.distill.teacher_output_cache_gb
     if size > budget * 2**30:
         if wanted:
@@ -169,7 +174,7 @@ def teacher_output_cache(cfg, datamodule, objective: DistillationObjective,
                     "computing them every step", size / 2**30, budget)
         return None, {"enabled": False, "reason": "too large", "bytes": size}
     datamodule.train_with_index = True
-    return TeacherOutputCache(len(datamodule.train), feature_taps), {
+    return TeacherOutputCache(len(datamodule.train), stored), {
         "enabled": True, "bytes": size}
 
 
@@ -187,21 +192,45 @@ def check_compatible(cfg, datamodule) -> None:
                        cfg.distill.layers)
 
 
-def distillation_module(cfg, datamodule, student: nn.Module, teachers: Sequence[Teacher]
+def attach_training_labels(objective: DistillationObjective, datamodule) -> None:
+    """Terms that read the sample indices (CRD's memory banks) learn the training set's
+    labels, and the batches carry the indices."""
+    labels = getattr(datamodule.train, "labels", None)
+    names = [name for name, term in objective.terms.items() if term.needs_indices]
+    if labels is None:
+        raise ConfigError(f"distill.terms.{names[0]} needs the training set in memory (its "
+                          "labels, sample by sample): use a data set read into memory, not "
+                          "streamed shards")
+    for name in names:
+        objective.terms[name].attach_data(labels.numpy() if hasattr(labels, "numpy")
+                                          else labels)
+    datamodule.train_with_index = True
+
+
+def distillation_module(cfg, datamodule, student: nn.Module, teachers: Sequence[Teacher],
+                        module_class: Optional[type] = None, phase_dir: Optional[Path] = None
                         ) -> tuple[DistillationModule, dict]:
     """The student wired to ``distill``'s objective (plain cross-entropy without terms), its
-    taps bound to the teachers' and the teacher-output cache set up when it applies.
-    Returns the module and the cache's run-record entry."""
+    taps bound to the teachers' and the teacher-output cache set up when it applies;
+    continued from the initialisation phase exported in ``phase_dir`` when given
+    (lepton_exp.training.init_phase). Returns the module and the cache's run-record entry."""
     objective = build_objective(cfg.distill, regression=datamodule.info.regression)
     cache, cache_info = None, {"enabled": False, "reason": "no distillation terms"}
+    if phase_dir is not None:
+        phases.drop_finished_terms(objective)
     # student_init=teacher without terms: the teacher is not needed while training.
     training_teachers = teachers if objective.terms else []
     if objective.terms:
         teacher_taps = bind_objective(objective, student, teachers, datamodule.example_batch(),
                                       cfg.distill.layers)
         cache, cache_info = teacher_output_cache(cfg, datamodule, objective, teacher_taps)
-    module = DistillationModule(student, training_teachers, objective, datamodule.info,
-                                cfg.optim, cfg.scheduler, output_cache=cache)
+        if objective.needs_indices:
+            attach_training_labels(objective, datamodule)
+    if phase_dir is not None:  # after bind: the terms' modules exist to load into
+        phases.continue_from_phase(student, objective, phase_dir)
+    module = (module_class or DistillationModule)(
+        student, training_teachers, objective, datamodule.info, cfg.optim, cfg.scheduler,
+        output_cache=cache)
     return module, cache_info
 
 
