@@ -23,6 +23,7 @@ FAST = ["data=synthetic", "trainer.max_epochs=1", "logger=none",
 # Transformer-only options (hidden states, attention maps) run in tests/test_text.py.
 TEXT_ONLY = {"hidden", "embedding", "attn_mse", "attn_kl", "tinybert", "minilm"}
 OPTIONS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml") if p.stem not in TEXT_ONLY)
+PHASED = {"ab", "fsp", "ft"}
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +42,19 @@ def distill(compose_cfg, tmp_path, cache_dir):
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_distill_option_trains_one_epoch(distill, option):
-    record, run_dir = distill(f"distill={option}")
+    phased = option in PHASED  # an initialisation phase first (one epoch here)
+    record, run_dir = distill(f"distill={option}",
+                              *([f"distill.terms.{option}.init_epochs=1"] if phased else []))
     assert record["status"] == "completed"
     metrics = record["metrics"]
     terms = record["distill_terms"]
     assert (option == "none") == (terms == [])
-    for term in terms:  # each term logged on its own, with its weight
-        assert f"train/loss_{term}" in metrics and f"train/weight_{term}" in metrics
+    if phased:
+        assert record["init_phase"]["metrics"][f"train/init_loss_{option}"] > 0
+    for term in terms:  # each term logged on its own, with its weight (AB and FSP: only in
+        # their phase; then the student trains on the labels alone, as the CRD code)
+        logged = f"train/loss_{term}" in metrics and f"train/weight_{term}" in metrics
+        assert logged != (term in ("ab", "fsp"))
     assert "train/loss_ce" in metrics and "train/weight_ce" in metrics
     assert 0.0 <= metrics["test/acc"] <= 1.0
     # The exported student is the student alone: no connector, no teacher.
@@ -127,9 +134,10 @@ def test_teacher_stays_frozen_in_eval_mode_with_bn_statistics_untouched(compose_
                       "trainer.max_epochs=2")
     datamodule = build_datamodule(cfg.data)
     datamodule.setup()
-    teachers = STAGE.prepare(cfg, datamodule, run_stage)
+    prepared = STAGE.prepare(cfg, datamodule, run_stage, tmp_path)
+    teachers = prepared.teachers
     before = {k: v.clone() for k, v in teachers[0].model.state_dict().items()}
-    STAGE.run(StageContext(cfg, tmp_path, datamodule, [], teachers))
+    STAGE.run(StageContext(cfg, tmp_path, datamodule, [], prepared))
     after = teachers[0].model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not teachers[0].model.training

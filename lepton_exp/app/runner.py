@@ -173,7 +173,7 @@ def _execute(cfg: DictConfig, run_dir: Path, resume: Path | bool | None,
     datamodule.setup()
     stage = stage_of(cfg)
     # Before this run's W&B run starts: a missing teacher trains as a run of its own.
-    prepared = stage.prepare(cfg, datamodule, run_stage)
+    prepared = stage.prepare(cfg, datamodule, run_stage, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     # `method` beside the flat config: W&B tables group ablations by one column
     loggers += build_loggers(cfg, run_dir, {**flatten(config),
@@ -286,7 +286,7 @@ def _launch_ddp(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
     try:
         datamodule = build_datamodule(cfg.data)
         datamodule.setup()
-        stage_of(cfg).prepare(cfg, datamodule, run_stage)
+        stage_of(cfg).prepare(cfg, datamodule, run_stage, run_dir)
         return parallel.launch(run_stage, cfg, run_dir, overrides, resume)
     except BaseException as error:
         # Rank zero's record says what went wrong; without one (the failure came first),

@@ -28,9 +28,10 @@ class Stage:
         """The default run name (``method``: the distillation terms, ``none`` without)."""
         return f"{type(self).__module__.rsplit('.', 1)[-1]}-{model}-{data}"
 
-    def prepare(self, cfg, datamodule, train: TrainRun) -> Any:
+    def prepare(self, cfg, datamodule, train: TrainRun, run_dir: Optional[Path] = None) -> Any:
         """Before the run's loggers start: what the run needs from other runs (teachers, a
-        dense model), trained by ``train`` in runs of their own when missing."""
+        dense model, an initialisation phase in ``run_dir``), trained by ``train`` in runs
+        of their own when missing."""
         return None
 
     def run(self, ctx: StageContext) -> StageOutput:

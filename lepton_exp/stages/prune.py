@@ -42,7 +42,7 @@ class PruneStage(Stage):
         finetune = f"+{method}" if method != "none" else ""
         return f"prune-{prune}{sparsity}{finetune}-{model}-{data}"
 
-    def prepare(self, cfg, datamodule, train: TrainRun):
+    def prepare(self, cfg, datamodule, train: TrainRun, run_dir=None):
         from lepton_exp.training.prune import prepare
 
         return prepare(cfg, datamodule, train)
