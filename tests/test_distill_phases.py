@@ -203,3 +203,45 @@ def test_an_interrupted_run_resumes_to_identical_metrics(compose_cfg, tmp_path, 
         assert phase_record["stage"] == "distill_init"
         assert run_stage(cfg.copy(), run_dir=tmp_path / "resumed")["metrics"] == \
             resumed["metrics"]  # complete, phase included: skipped
+        # a DDP rank (or any later attempt) finds the complete phase and never trains it again
+        from lepton_exp.training.init_phase import run_init_phase
+
+        def train(*args, **kwargs):
+            raise AssertionError("the complete phase was trained again")
+
+        assert run_init_phase(cfg, train, tmp_path / "resumed")["metrics"] == phase["metrics"]
+
+
+def test_factor_transfer_without_a_phase_keeps_its_random_paraphraser_fixed():
+    from lepton_exp.distill.methods.ft import Term
+
+    term = Term(init_epochs=0)
+    maps = Taps(logits=torch.zeros(2, 3), features=[torch.randn(2, 4, 4, 4)])
+    term.bind(maps, maps, [(0, 0)])
+    assert not any(p.requires_grad for p in term.paraphraser.parameters())
+    assert all(p.requires_grad for p in term.translator.parameters())
+
+
+def test_pre_activation_methods_refuse_transformers_in_one_line():
+    from lepton_exp.distill.objective import build_objective
+    from lepton_exp.errors import ConfigError
+    from omegaconf import OmegaConf
+
+    tokens = Taps(logits=torch.zeros(2, 3), features=[torch.randn(2, 5, 8)] * 3,
+                  embedding=torch.randn(2, 8))
+    for method in ("ab", "ofd", "reviewkd"):
+        cfg = OmegaConf.create({"terms": {method: {}}, "alpha": 1.0, "temperature": 4.0,
+                                "warmup_epochs": 0, "schedule": {
+                                    "name": "constant", "alpha_final": None,
+                                    "temperature_final": None}})
+        objective = build_objective(cfg)
+        with pytest.raises(ConfigError, match=f"distill term {method} compares CNN feature maps"):
+            objective.bind(tokens, tokens, {"student": "auto", "teacher": "auto"})
+
+
+def test_a_prune_run_refuses_a_methods_initialisation_phase(compose_cfg):
+    from lepton_exp.config.validate import validate
+    from lepton_exp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distill.terms.ab.init_epochs=0"):
+        validate(compose_cfg("stage=prune", "prune=magnitude", "distill=ab"))

@@ -337,6 +337,7 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("zoo-teacher-cache")  # one teacher for every method
 
 
+@pytest.mark.slow  # tests/test_distill_stage.py runs every option one epoch by default
 @pytest.mark.parametrize("name", METHODS)
 def test_each_method_trains_one_epoch_and_exports_the_student_alone(compose_cfg, tmp_path,
                                                                     cache_dir, name):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lepton_exp.distill.base import DistillTerm, TermInputs
-from lepton_exp.distill.layers import resolve_pairs
+from lepton_exp.distill.layers import check_maps, resolve_pairs
 from lepton_exp.distill.registry import build_term
 from lepton_exp.distill.schedules import scheduled, warmup_factor
 from lepton_exp.errors import ConfigError
@@ -118,6 +118,8 @@ class DistillationObjective(nn.Module):
                                   "transformers have: use at or fitnet for CNNs")
             spec = term.layers_spec or layers
             where = f"distill.terms.{name}.layers" if term.layers_spec else "distill.layers"
+            if term.needs == "preact":  # pre-ReLU maps: CNNs only
+                check_maps(name, student, teacher, [], where)
             pairs = resolve_pairs(spec.get("student", "auto"), spec.get("teacher", "auto"),
                                   tap_count(student, kind), tap_count(teacher, kind), where)
             term.layers_key = where

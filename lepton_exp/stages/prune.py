@@ -33,6 +33,12 @@ class PruneStage(Stage):
         if cfg.distill.student_init != "scratch":
             yield ("distill.student_init applies to stage=distill: stage=prune starts from "
                    "prune.dense (drop distill.student_init)")
+        phased = [name for name, options in (cfg.distill.terms or {}).items()
+                  if "init_epochs" in (options or {}) and (options or {})["init_epochs"]]
+        if phased:
+            yield (f"distill.terms.{phased[0]}.init_epochs: an initialisation phase applies to "
+                   f"stage=distill; to finetune with {phased[0]}'s loss, set "
+                   f"distill.terms.{phased[0]}.init_epochs=0")
         if prune.rounds > finetune_epochs(cfg):
             yield (f"prune.rounds={prune.rounds} is more than the {finetune_epochs(cfg)} "
                    "finetuning epochs (prune.finetune_epochs, else trainer.max_epochs): every "

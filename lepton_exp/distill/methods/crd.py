@@ -89,20 +89,24 @@ class Term(DistillTerm):
         """N x K indices of samples of other classes (with replacement when a pool is
         smaller than K, as the code's np.random.choice)."""
         rank, _ = _world()
-        generator = torch.Generator().manual_seed(
+        device = indices.device  # drawn where the batch is: a GPU sorts 64 x 50k at once
+        generator = torch.Generator(device=device).manual_seed(
             (torch.initial_seed() * 1_000_003 + step * 1009 + rank) % 2**63)
+        if self._negative_pools[0].device != device:
+            self._negative_pools = [pool.to(device) for pool in self._negative_pools]
         labels = self.train_labels[indices.cpu()]
-        drawn = torch.empty(len(indices), self.negatives, dtype=torch.long)
+        drawn = torch.empty(len(indices), self.negatives, dtype=torch.long, device=device)
         for label in labels.unique().tolist():
-            rows = torch.nonzero(labels == label).flatten()
+            rows = torch.nonzero(labels == label).flatten().to(device)
             pool = self._negative_pools[label]
             if self.negatives > len(pool):
-                picks = torch.randint(len(pool), (len(rows), self.negatives), generator=generator)
+                picks = torch.randint(len(pool), (len(rows), self.negatives), generator=generator,
+                                      device=device)
             else:  # without replacement: the first K of a random order, per row
-                picks = torch.rand(len(rows), len(pool), generator=generator).argsort(1)
-                picks = picks[:, :self.negatives]
+                picks = torch.rand(len(rows), len(pool), generator=generator,
+                                   device=device).argsort(1)[:, :self.negatives]
             drawn[rows] = pool[picks]
-        return drawn.to(indices.device)
+        return drawn
 
     def forward(self, student, teachers, inputs: TermInputs):
         if self.train_labels is None or inputs.indices is None:

@@ -24,9 +24,10 @@ def fsp_matrices(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     C_lower x C_upper matrix of spatially averaged channel products."""
     matrices = []
     for lower, upper in zip(features[:-1], features[1:]):
-        lower, upper = pool_to_common_size(lower, upper)
-        matrices.append(torch.einsum("nahw,nbhw->nab", lower, upper)
-                        / (lower.shape[-2] * lower.shape[-1]))
+        lower, upper = pool_to_common_size(lower.float(), upper.float())
+        with torch.autocast(lower.device.type, enabled=False):  # sums overflow fp16
+            matrices.append(torch.einsum("nahw,nbhw->nab", lower, upper)
+                            / (lower.shape[-2] * lower.shape[-1]))
     return matrices
 
 

@@ -76,6 +76,8 @@ class Term(PhasedTerm):
         self.translator = _conv_stack([student.features[s].shape[1], student.features[s].shape[1],
                                        int(teacher_chs * self.rate),
                                        int(teacher_chs * self.rate)], nn.Conv2d, True)
+        if self.init_epochs == 0:  # no phase: the paraphraser stays as initialised
+            self.finish_init()
 
     def _pair(self, student, teacher):
         s, t = self.pairs[-1]

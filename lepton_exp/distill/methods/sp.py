@@ -12,8 +12,9 @@ from lepton_exp.distill.layers import check_maps
 
 def batch_similarity(feature: torch.Tensor) -> torch.Tensor:
     """N x N Gram matrix of the flattened per-sample features, each row L2-normalised."""
-    flat = feature.flatten(1)
-    return F.normalize(flat @ flat.t(), dim=1)
+    flat = feature.flatten(1).float()  # float32: |f|^2 of a stage map overflows fp16
+    with torch.autocast(feature.device.type, enabled=False):
+        return F.normalize(flat @ flat.t(), dim=1)
 
 
 def sp_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
