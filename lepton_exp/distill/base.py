@@ -106,7 +106,9 @@ class PhasedTerm(DistillTerm):
         self.init_epochs = init_epochs
         self.init_lr = init_lr
 
-    def init_loss(self, student: Taps, teacher: Taps) -> torch.Tensor:
+    def init_loss(self, student: Optional[Taps], teacher: Taps) -> torch.Tensor:
+        """The phase's loss; ``student`` is None when no phased term trains the student
+        (its forward pass is skipped)."""
         raise NotImplementedError
 
     def init_parameters(self, student_model: nn.Module) -> list[nn.Parameter]:
