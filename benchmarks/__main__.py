@@ -16,13 +16,15 @@ import sys
 import time
 import traceback
 
-from benchmarks import (cifar_distill, cifar_prune, image_loader, overhead, peer_torchdistill,
-                        quantization, sst2, sweep_throughput, teacher_output_cache)
+from benchmarks import (cifar_distill, cifar_prune, cifar_zoo, image_loader, overhead,
+                        peer_torchdistill, quantization, sst2, sweep_throughput,
+                        teacher_output_cache)
 from benchmarks.common import REPO, Section, Target, machine_info, parse_options, run_section
 
 # In report order. Timing-sensitive sections first, before the long runs heat the machine.
 SECTIONS = {"overhead": overhead.run, "cache": teacher_output_cache.run,
             "sweep": sweep_throughput.run, "cifar_distill": cifar_distill.run,
+            "cifar_zoo": cifar_zoo.run,
             "cifar_prune": cifar_prune.run, "peer": peer_torchdistill.run, "sst2": sst2.run,
             "quant": quantization.run,  # quantizes models that cifar_distill and sst2 trained
             "image_loader": image_loader.run}
