@@ -66,6 +66,8 @@ def run(options: Options) -> Section:
     teacher = None
     for directory in run_dirs(options):
         for record in records(directory):
+            if record.get("stage") != "distill":  # AB/FSP/FT's initialisation phases
+                continue
             method = method_of(record)
             accuracy.setdefault(method, []).append(record["metrics"]["test_best/acc"])
             speed.setdefault(method, []).append(record["timing"]["train_samples_per_s"])
