@@ -102,8 +102,8 @@ def _section(script, options, command, accuracy, speed, teacher_path) -> Section
         f"{SEEDS[options.scale]}; every method as the CRD code runs it "
         "(`conf/distill/<method>.yaml`, see the paper script's docstring). Accuracy: "
         "`test_best/acc` (the best-validation epoch), mean ± sample std over seeds. "
-        "Throughput: training samples/s, median over seeds (two runs shared the 2 cores; "
-        "phased methods: the distillation phase).\n\n"
+        "Throughput: training samples/s, median over seeds (two runs shared the 2 cores, "
+        "except KD's, run first, alone; phased methods: the distillation phase).\n\n"
         + markdown_table(["method", "n", "test acc % (best val epoch)", "vs alone (points)",
                           "per seed", "train samples/s"], rows)
         + f"\n\n**{len(beat)} of {len(ours)} methods beat the student alone** "

@@ -106,8 +106,7 @@ SCALES = {
             "nearest": {("resnet20", "resnet8"): ("resnet56", "resnet20")},
             "about": "CIFAR-10 (1000 training images, 500 validation, 2000 test), students 10 "
                      "epochs without augmentation, teacher resnet20 40 epochs with "
-                     "augmentation (same recipe otherwise), CRD with 4096 negatives, seed 0 (--seeds: "
-                     "more)"},
+                     "augmentation (same recipe otherwise), CRD with 4096 negatives"},
     # checks the script end to end in a few minutes (numbers meaningless)
     "smoke": {"overrides": ["experiment=crd_cifar100", "data=cifar10", "data.train_subset=200",
                             "data.val_subset=100", "data.test_subset=200", "data.augment=false",
