@@ -38,8 +38,9 @@ def test_help_lists_the_groups(tmp_path):
                  "experiment: cifar_kd, cifar_prune, crd_cifar100, glue_distill, imagenet_kd, "
                  "quickstart, sst2_distill, sst2_distill_gpu",
                  "sweep: glue, methods, sparsity, students, temperature, text_students, tune_kd",
-                 "distill: at, attn_kl, attn_mse, dkd, embedding, fitnet, hidden, kd, kd_at, "
-                 "minilm, none, tinybert",
+                 "distill: ab, at, attn_kl, attn_mse, cc, crd, dist, dkd, embedding, fitnet, fsp, "
+                 "ft, hidden, kd, kd_at, minilm, none, nst, ofd, pkt, reviewkd, rkd, sp, "
+                 "tinybert, vid",
                  "prune: channel, ffn, gradual, heads, magnitude, none, random"):
         assert line in done.stdout
 
