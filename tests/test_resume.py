@@ -108,6 +108,7 @@ def test_multi_round_and_gradual_pruning_resume_to_identical_metrics(
         reference["compression"]["pruned"]["layer_sparsity"]
 
 
+@pytest.mark.slow  # ~90 s here: three QAT runs (the default suite's budget is ~15 min)
 def test_a_run_stopped_during_quantization_aware_training_resumes_it(compose_cfg, tmp_path,
                                                                       monkeypatch):
     """Stopped inside QAT (after the stage's own training): the same command finishes the
