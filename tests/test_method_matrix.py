@@ -14,7 +14,10 @@ from lepton_exp.errors import ConfigError
 PAIRS = {"resnet": ("resnet8", "resnet20"), "wrn": ("wrn_16_1", "wrn_16_2"),
          "mobilenet": ("mobilenetv3_small_100", "resnet20")}
 # What cannot apply, and the line that says so (everything else must complete).
-REFUSED = {("fsp", "wrn"): "equal channel counts", ("fsp", "mobilenet"): "fsp"}
+REFUSED = {("fsp", "wrn"): "equal channel counts", ("fsp", "mobilenet"): "fsp",
+           # the MobileNet's stage maps are a quarter of the teacher's size: ConvReg (AB's
+           # connector, as in the CRD code) bridges half, twice or larger only
+           ("ab", "mobilenet"): "convreg connector cannot map"}
 TEXT_ONLY = {"attn_kl", "attn_mse", "hidden", "embedding"}  # transformers' terms
 FAST = ["data=synthetic", "data.image_size=32", "data.num_samples=160", "data.batch_size=16",
         "trainer.max_epochs=1", "teacher.max_epochs=1", "trainer.enable_progress_bar=false",

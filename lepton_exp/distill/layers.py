@@ -143,7 +143,8 @@ def convreg_connector(term: str, student_index: int, teacher_index: int,
             f"distill term {term}: the convreg connector cannot map student tap "
             f"{student_index} ({_shape(student)}) to teacher tap {teacher_index} "
             f"({_shape(teacher)}): it needs a student map half, twice or at least the "
-            f"teacher's size; pair other taps with {key} or use connector=conv_bn")
+            f"teacher's size; pair other taps with {key}"
+            + (" or use connector=conv_bn" if term == "fitnet" else ""))
     layers = [conv, nn.BatchNorm2d(channels_out)]
     return nn.Sequential(*layers, nn.ReLU()) if relu else nn.Sequential(*layers)
 
