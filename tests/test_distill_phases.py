@@ -17,6 +17,7 @@ from lepton_exp.distill.methods.ab import activation_boundary_loss
 from lepton_exp.distill.methods.fsp import fsp_matrices
 from lepton_exp.models.taps import Taps
 from lepton_exp.training.resume import batches_done_in_epoch
+from test_resume import _stop_at  # Ctrl-C in the step that would make step N
 
 FAST = ["data=synthetic", "data.num_samples=300", "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -156,18 +157,6 @@ def test_factor_transfer_keeps_the_phase_paraphraser_fixed(compose_cfg, tmp_path
     assert record["metrics"]["train/loss_ft"] > 0
 
 
-def _stop_at(monkeypatch, module_class, step):
-    original = module_class.training_step
-
-    def training_step(self, batch, batch_idx):
-        if self.global_step == step:
-            monkeypatch.setattr(module_class, "training_step", original)  # once
-            raise KeyboardInterrupt
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(module_class, "training_step", training_step)
-
-
 @pytest.mark.parametrize("method, stopped_in", [("crd", "distillation"), ("fsp", "phase")])
 def test_an_interrupted_run_resumes_to_identical_metrics(compose_cfg, tmp_path, monkeypatch,
                                                          method, stopped_in):
@@ -181,7 +170,7 @@ def test_an_interrupted_run_resumes_to_identical_metrics(compose_cfg, tmp_path, 
                       f"paths.cache_dir={tmp_path / 'cache'}")
     reference = run_stage(cfg.copy(), run_dir=tmp_path / "reference")
     module_class = InitPhaseModule if stopped_in == "phase" else DistillationModule
-    _stop_at(monkeypatch, module_class, 11)  # in the second epoch (6 batches an epoch)
+    _stop_at(monkeypatch, 11, module_class)  # in the second epoch (6 batches an epoch)
     with pytest.raises(SystemExit):
         run_stage(cfg.copy(), run_dir=tmp_path / "resumed")
     if method == "crd":
