@@ -1,6 +1,6 @@
 """Every distillation method, one epoch, on the pairs it applies to: CIFAR ResNets, a WRN pair
 and a timm MobileNet student (the CRD table's kinds of pairs), on 32x32 images; methods that
-cannot apply to a pair stop at once with one line saying why. Slow (about 10 minutes here):
+cannot apply to a pair stop at once with one line saying why. Slow (51 cases, 85 s here):
 run with ``pytest -m slow tests/test_method_matrix.py``."""
 
 from __future__ import annotations
