@@ -234,3 +234,31 @@ def test_a_prune_run_refuses_a_methods_initialisation_phase(compose_cfg):
 
     with pytest.raises(ConfigError, match="distill.terms.ab.init_epochs=0"):
         validate(compose_cfg("stage=prune", "prune=magnitude", "distill=ab"))
+
+
+def test_embedding_methods_need_both_models_embeddings():
+    from omegaconf import OmegaConf
+
+    from lepton_exp.distill.objective import build_objective
+    from lepton_exp.errors import ConfigError
+
+    with_embedding = Taps(logits=torch.zeros(2, 3), embedding=torch.randn(2, 8))
+    without = Taps(logits=torch.zeros(2, 3))
+    cfg = OmegaConf.create({"terms": {"crd": {}}, "alpha": 1.0, "temperature": 4.0,
+                            "warmup_epochs": 0, "schedule": {
+                                "name": "constant", "alpha_final": None,
+                                "temperature_final": None}})
+    for student, teacher in ((without, with_embedding), (with_embedding, without)):
+        with pytest.raises(ConfigError, match="reads the models' embeddings"):
+            build_objective(cfg).bind(student, teacher, {"student": "auto", "teacher": "auto"})
+
+
+def test_crd_bank_takes_the_last_copy_of_a_sample_seen_twice_in_a_step():
+    term = _bound_crd()
+    before = term.memory_student.clone()
+    vectors = torch.nn.functional.normalize(torch.randn(3, 4))
+    term._update_banks(torch.tensor([5, 2, 5]), vectors, vectors)
+    expected = torch.nn.functional.normalize(before[5] * 0.5 + vectors[2] * 0.5, dim=0)
+    assert torch.allclose(term.memory_student[5], expected, atol=1e-6)
+    assert torch.allclose(term.memory_student[2], torch.nn.functional.normalize(
+        before[2] * 0.5 + vectors[1] * 0.5, dim=0), atol=1e-6)

@@ -108,7 +108,8 @@ class DistillationObjective(nn.Module):
         for name, term in self.terms.items():
             kind = term.pairs_over()
             if kind is None:
-                if "embedding" in term.taps_read() and student.embedding is None:
+                if "embedding" in term.taps_read() and (student.embedding is None
+                                                         or teacher.embedding is None):
                     raise ConfigError(f"distill term {name} reads the models' embeddings (the "
                                       "classifier's input), which these models do not expose")
                 term.bind(student, teacher, [])

@@ -137,7 +137,13 @@ class Term(DistillTerm):
     def _update_banks(self, indices: torch.Tensor, student_vec: torch.Tensor,
                       teacher_vec: torch.Tensor) -> None:
         indices = _gathered(indices)
+        # a sample twice in one step (DistributedSampler pads with repeats): its last copy
+        # updates the bank, on every rank alike (index_copy_ leaves the order undefined on GPU)
+        order = torch.arange(len(indices), device=indices.device)
+        last = torch.full((len(self.train_labels),), -1, dtype=torch.long,
+                          device=indices.device).scatter_reduce(0, indices, order, "amax")
+        keep = last[indices] == order
         for bank, vectors in ((self.memory_student, _gathered(student_vec)),
                               (self.memory_teacher, _gathered(teacher_vec))):
             moved = bank[indices] * self.momentum + vectors * (1 - self.momentum)
-            bank.index_copy_(0, indices, F.normalize(moved))
+            bank.index_copy_(0, indices[keep], F.normalize(moved)[keep])
