@@ -93,6 +93,9 @@ def test_run_and_multirun_write_run_records(tmp_path):
     # Lightning's INFO lines stay off the console but are kept in the run's log file.
     assert "GPU available" not in done.stdout
     assert "GPU available" in (records[0].parent / "lepton-exp.log").read_text()
+    # Lightning's tip on every run (printed by its own console handler) goes the same way
+    assert "litlogger" not in done.stdout + done.stderr
+    assert "litlogger" in (records[0].parent / "lepton-exp.log").read_text()
 
 
 def _sweep_records(out: Path) -> tuple[Path, list[dict]]:

@@ -311,7 +311,11 @@ def _quiet_lightning() -> None:
     (accelerator banner, tips, checkpoint restores) still reach the run's log file."""
     import warnings
 
-    for handler in logging.getLogger().handlers:
+    # the root's console handlers (Hydra's), and the one Lightning adds to its own logger
+    handlers = [*logging.getLogger().handlers,
+                *logging.getLogger("pytorch_lightning").handlers,
+                *logging.getLogger("lightning.pytorch").handlers]
+    for handler in handlers:
         is_console = isinstance(handler, logging.StreamHandler) and not isinstance(
             handler, logging.FileHandler)
         if is_console and not any(isinstance(f, _LightningInfoToFileOnly)
