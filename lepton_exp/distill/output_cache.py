@@ -56,6 +56,7 @@ class TeacherOutputCache:
         self.stored = {kind: set(taps) for kind, taps in stored.items()}
         self.filled = torch.zeros(num_samples, dtype=torch.bool)
         self._tensors: list[dict[tuple[str, int], torch.Tensor]] = []  # one per teacher
+        self._kept: list[Stored] = []  # what is stored of each teacher
         self.computed = 0  # samples that went through the teachers
 
     def missing(self, indices: torch.Tensor) -> torch.Tensor:
@@ -71,13 +72,13 @@ class TeacherOutputCache:
 
     def put(self, indices: torch.Tensor, taps: Sequence[Taps]) -> None:
         if not self._tensors:  # allocate on first use, on the device and dtype of the outputs
-            for teacher, kept in zip(taps, _per_teacher(taps, self.stored), strict=True):
+            self._kept = _per_teacher(taps, self.stored)
+            for teacher, kept in zip(taps, self._kept, strict=True):
                 self._tensors.append({key: t.new_zeros((self.num_samples, *t.shape[1:]))
                                       for key, t in _tensors(teacher, kept).items()})
         self.computed += len(indices)
-        for teacher, tensors in zip(taps, self._tensors, strict=True):
-            outputs = _tensors(teacher, {k: {tap for (kind, tap) in tensors if kind == k}
-                                         for k in self.stored})
+        for teacher, kept, tensors in zip(taps, self._kept, self._tensors, strict=True):
+            outputs = _tensors(teacher, kept)
             for key, stored in tensors.items():
                 stored[indices] = outputs[key].detach()
         self.filled[indices.cpu()] = True

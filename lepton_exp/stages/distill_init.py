@@ -11,7 +11,7 @@ from lepton_exp.stages import Stage, StageContext, StageOutput, TrainRun
 
 class DistillInitStage(Stage):
     def check(self, cfg) -> Iterable[Optional[str]]:
-        from lepton_exp.training.init_phase import phase_epochs
+        from lepton_exp.training.phases import phase_epochs
 
         if phase_epochs(cfg) == 0:
             yield ("stage=distill_init trains the initialisation phase of ab, fsp or ft: add "
@@ -31,7 +31,7 @@ class DistillInitStage(Stage):
         from lepton_exp.training.distill import distillation_module, fit_distillation
         from lepton_exp.training.init_phase import InitPhaseModule
         from lepton_exp.training.phases import STATE_NAME, phased_terms
-        from lepton_exp.training.trainer import build_trainer
+        from lepton_exp.training.trainer import build_trainer, logged_floats
 
         cfg, datamodule, teachers = ctx.cfg, ctx.datamodule, ctx.prepared
         student = build_model(cfg.model, datamodule.info)
@@ -42,9 +42,7 @@ class DistillInitStage(Stage):
         trainer, checkpoints = build_trainer(cfg, ctx.run_dir, ctx.loggers,
                                              resume_from=ctx.resume_from)
         result = fit_distillation(trainer, module, datamodule, checkpoints, test=False)
-        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()
-                   if key.startswith(("train/", "val/"))  # epoch means, once
-                   and not key.endswith(("_step", "_epoch"))}
+        metrics = logged_floats(trainer.callback_metrics, ("train/", "val/"))
         metrics.update(epochs=trainer.current_epoch, global_step=trainer.global_step)
         if trainer.is_global_zero:
             save_weights(module.objective, ctx.run_dir / STATE_NAME)

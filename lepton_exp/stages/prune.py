@@ -33,8 +33,9 @@ class PruneStage(Stage):
         if cfg.distill.student_init != "scratch":
             yield ("distill.student_init applies to stage=distill: stage=prune starts from "
                    "prune.dense (drop distill.student_init)")
-        phased = [name for name, options in (cfg.distill.terms or {}).items()
-                  if "init_epochs" in (options or {}) and (options or {})["init_epochs"]]
+        from lepton_exp.training.phases import configured_phases
+
+        phased = list(configured_phases(cfg))
         if phased:
             yield (f"distill.terms.{phased[0]}.init_epochs: an initialisation phase applies to "
                    f"stage=distill; to finetune with {phased[0]}'s loss, set "

@@ -11,30 +11,14 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from lepton_exp.distill.base import PhasedTerm
 from lepton_exp.errors import LeptonError
 from lepton_exp.teachers import TrainRun
 from lepton_exp.training.distill import DistillationModule
-from lepton_exp.training.phases import phased_terms
+from lepton_exp.training.phases import phase_epochs, phased_terms
 from lepton_exp.training.optim import build_optimizer
 
 STAGE_NAME = "distill_init"
 PHASE_DIR = "init"  # inside the distillation run's directory
-
-
-def phase_epochs(cfg: DictConfig) -> int:
-    """The phase's length: the longest ``init_epochs`` of the configured phased terms (0:
-    no phase)."""
-    import inspect
-
-    from lepton_exp.config.checks import term_class
-
-    epochs = 0
-    for name, options in (cfg.distill.terms or {}).items():
-        if issubclass(term_class(name), PhasedTerm):
-            default = inspect.signature(term_class(name)).parameters["init_epochs"].default
-            epochs = max(epochs, int((options or {}).get("init_epochs", default)))
-    return epochs
 
 
 class InitPhaseModule(DistillationModule):

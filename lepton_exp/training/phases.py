@@ -1,10 +1,11 @@
-"""What a distillation run keeps from its methods' initialisation phase
-(lepton_exp.training.init_phase): the student's weights and the terms' modules."""
+"""Which configured methods have an initialisation phase, and what a distillation run keeps
+from it (lepton_exp.training.init_phase): the student's weights and the terms' modules."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import DictConfig
 from torch import nn
 
 from lepton_exp.distill.base import PhasedTerm
@@ -42,3 +43,25 @@ def continue_from_phase(student: nn.Module, objective: DistillationObjective,
         term.load_state_dict({key.removeprefix(prefix): value for key, value in state.items()
                               if key.startswith(prefix)})
         term.finish_init()
+
+
+def configured_phases(cfg: DictConfig) -> dict[str, int]:
+    """The configured terms with an initialisation phase, and their ``init_epochs`` (> 0)."""
+    import inspect
+
+    from lepton_exp.config.checks import term_class
+
+    phases = {}
+    for name, options in (cfg.distill.terms or {}).items():
+        if issubclass(term_class(name), PhasedTerm):
+            default = inspect.signature(term_class(name)).parameters["init_epochs"].default
+            epochs = int((options or {}).get("init_epochs", default))
+            if epochs > 0:
+                phases[name] = epochs
+    return phases
+
+
+def phase_epochs(cfg: DictConfig) -> int:
+    """The phase's length: the longest ``init_epochs`` of the configured phased terms (0:
+    no phase)."""
+    return max(configured_phases(cfg).values(), default=0)

@@ -129,7 +129,7 @@ def _progress_bar() -> Callback:
     return ProgressBar(leave=True)
 
 
-def _floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, float]:
+def logged_floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, float]:
     # Lightning adds `<key>_step`/`<key>_epoch` twins for metrics logged both ways; the
     # epoch value is already under `<key>`.
     return {key: float(value) for key, value in metrics.items()
@@ -148,7 +148,7 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
     module.test_prefix = prefix
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
-        return _floats(trainer.callback_metrics, tested_keys(module))
+        return logged_floats(trainer.callback_metrics, tested_keys(module))
     finally:
         module.test_prefix = "test"
 
@@ -186,7 +186,7 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
         # killed after its last epoch (while testing or exporting): the fit had nothing left
         # to do, so validate the restored last weights for val/* (train/* are not recorded)
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
+    metrics = logged_floats(trainer.callback_metrics, ("train/", "val/"))
     # With monitor=None, "best" is simply the latest save.
     last_path = checkpoints.last.best_model_path or None
     best_path = checkpoints.best.best_model_path or None
@@ -199,7 +199,7 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
         module.test_prefix = prefix
         trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False,
                      weights_only=True)
-        metrics.update(_floats(trainer.callback_metrics, tested_keys(module)))
+        metrics.update(logged_floats(trainer.callback_metrics, tested_keys(module)))
     module.test_prefix = "test"
     if checkpoints.best.best_model_score is not None:  # val/acc_best (STS-B: val/pearson_best)
         metrics[f"{checkpoints.best.monitor}_best"] = float(checkpoints.best.best_model_score)
