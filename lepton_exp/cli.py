@@ -18,11 +18,13 @@ from omegaconf import DictConfig
 
 from lepton_exp import __version__
 from lepton_exp.config import CONF_DIR, ROOT_CONFIG
+from lepton_exp.config.naming import preset_params, swept_keys
 from lepton_exp.config.preflight import PreflightError, preflight
 from lepton_exp.config.store import register_configs
 from lepton_exp.digest import short_hash
-from lepton_exp.errors import LeptonError
-from lepton_exp.tracking.rundir import unfinished_run
+from lepton_exp.errors import LeptonError, Stopped
+from lepton_exp.processes import handle_stop_signals
+from lepton_exp.tracking.rundir import discard_unstarted_job, unfinished_run
 
 
 def _full_errors() -> bool:
@@ -31,7 +33,18 @@ def _full_errors() -> bool:
 
 def _fail(message: str) -> NoReturn:
     print(f"lepton-exp: error: {message}", file=sys.stderr)
+    discard_unstarted_job()  # a config error inside the job: no run directory left behind
     sys.exit(2)
+
+
+def _stopped(error: KeyboardInterrupt) -> NoReturn:
+    """Exit as a process killed by the signal would (130 Ctrl-C, 143 SIGTERM: a cluster sees
+    a pre-empted job, a sweep stops here), with one line instead of a stack trace; the run
+    saved what it needs to continue (its record says ``interrupted``)."""
+    stopped = error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
+    print(f"lepton-exp: stopped by {stopped.source}: run the same command again to continue "
+          "from the last checkpoint", file=sys.stderr)
+    sys.exit(stopped.exit_code)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name=ROOT_CONFIG, version_base="1.3")
@@ -46,13 +59,10 @@ def _app(cfg: DictConfig) -> float | None:
         if _full_errors():
             raise
         _fail(str(error))  # also kept in the run record's "error" field
-    except (SIGTERMException, KeyboardInterrupt) as error:
-        # Lightning saved last.ckpt and stopped: exit as a process killed by that signal would
-        # (a cluster sees a pre-empted job, a sweep stops here), without a stack trace
-        sigterm = isinstance(error, SIGTERMException)
-        print(f"lepton-exp: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}: run the same command"
-              " again to continue from the last checkpoint", file=sys.stderr)
-        sys.exit(128 + (signal.SIGTERM if sigterm else signal.SIGINT))
+    except SIGTERMException:  # Lightning's own stop, where our handler was not installed
+        _stopped(Stopped(signal.SIGTERM))
+    except KeyboardInterrupt as error:
+        _stopped(error)
     return sweep_objective(record.get("metrics", {}))
 
 
@@ -95,9 +105,37 @@ def sweep_dir_override(argv: list[str]) -> list[str]:
     return [f"hydra.sweep.dir=${{paths.output_dir}}/multiruns/{label}-{digest}"]
 
 
+def name_keys_override(argv: list[str]) -> list[str]:
+    """A multirun's runs are named after what it varies (``name_keys``), unless names or
+    ``name_keys`` are given: two runs of ``distill.temperature=2,4`` are
+    ``distill-kd-T2-...`` and ``distill-kd-T4-...`` in W&B, their directories and tables."""
+    if not any(a in ("-m", "--multirun") for a in argv) or any(
+            a.startswith(("name=", "name_keys=", "+name_keys=")) for a in argv):
+        return []
+    try:
+        keys = swept_keys([a for a in argv if a not in _MOVABLE_FLAGS], CONF_DIR)
+    except Exception:  # noqa: BLE001 - a malformed override: preflight reports it
+        return []
+    return [f"name_keys=[{','.join(keys)}]"] if keys else []
+
+
 def main() -> None:
+    handle_stop_signals()
+    try:
+        _main()
+    except KeyboardInterrupt as error:  # stopped before or after the run (composing, Hydra)
+        _stopped(error)
+
+
+def _main() -> None:
     sys.argv[1:] = flags_first(sys.argv[1:])
     sys.argv[1:] += sweep_dir_override(sys.argv[1:])
+    sys.argv[1:] += name_keys_override(sys.argv[1:])
+    if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+        # a sweep preset's grid, explicit: the config check sees every job's values
+        # (`sweep=glue` sets data.task), and Hydra builds the same grid from it
+        sys.argv[1:] += [f"{key}={value}" for key, value in
+                         preset_params(sys.argv[1:], CONF_DIR).items()]
     if "--version" in sys.argv[1:]:
         print(f"lepton-exp {__version__} (hydra-core {hydra.__version__})")
         return

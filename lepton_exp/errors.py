@@ -6,6 +6,7 @@ The bottom of the package: it imports nothing of lepton_exp, so every layer can 
 from __future__ import annotations
 
 import difflib
+import signal
 from typing import Iterable
 
 
@@ -15,6 +16,27 @@ class LeptonError(Exception):
 
 class ConfigError(LeptonError):
     """A setting that cannot work: the message names the key and the fix."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was told to stop: Ctrl-C (SIGINT) or SIGTERM (a cluster's pre-emption, `kill`).
+
+    A KeyboardInterrupt, so everything that handles Ctrl-C handles both. ``mid_step``: raised
+    inside a training step (a second Ctrl-C), where the weights may be half updated."""
+
+    def __init__(self, signum: int = signal.SIGINT, mid_step: bool = False) -> None:
+        self.signum = int(signum)
+        self.mid_step = mid_step
+        super().__init__(self.source)
+
+    @property
+    def source(self) -> str:
+        return "Ctrl-C" if self.signum == signal.SIGINT else signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """What a shell reports for a process killed by the signal: 130, 143."""
+        return 128 + self.signum
 
 
 def one_line(error: BaseException) -> str:

@@ -1,7 +1,8 @@
-"""This process among others: DDP ranks started by someone else, the cores it may use.
+"""This process among others: DDP ranks started by someone else, the cores it may use and
+how busy others keep them, the signals that stop it.
 
-Low in the layers (it imports nothing of lepton_exp): the teacher cache and the DDP launcher
-both ask it."""
+Low in the layers (it imports only lepton_exp.errors): the teacher cache, the DDP launcher
+and the training loop's stop handling ask it."""
 
 from __future__ import annotations
 
@@ -22,3 +23,82 @@ def cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+# Stop signals. Ctrl-C or SIGTERM inside a training step would leave the weights half
+# updated and the checkpoint saved on the way out inconsistent with its step count (the
+# resumed run then drifts from an uninterrupted one), so while a step runs the signal only
+# asks to stop, and the step's end raises (training.resume.CheckpointOnStop).
+_stop_request: int | None = None
+_steps_running = False
+
+
+def handle_stop_signals() -> None:
+    """Ctrl-C and SIGTERM raise ``Stopped`` (now, or at the end of a running training step);
+    from the main thread of a process that runs lepton-exp (the CLI)."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_stop_signal)
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    from lepton_exp.errors import Stopped
+
+    global _stop_request
+    again = _stop_request is not None
+    _stop_request = signum
+    if not _steps_running or again:  # a second Ctrl-C does not wait for the step
+        raise Stopped(signum, mid_step=_steps_running)
+
+
+def stop_requested() -> int | None:
+    """The signal that asked this process to stop, if one did."""
+    return _stop_request
+
+
+def defer_stops(deferred: bool) -> None:
+    """While True, a stop signal is only noted (the caller raises at a safe point)."""
+    global _steps_running
+    _steps_running = deferred
+
+
+# Cores shared with others: this job's sibling processes, and anything else on the machine.
+def local_processes() -> int:
+    """Ranks on this node that share its cores, when they were started by torchrun (which
+    sets ``LOCAL_WORLD_SIZE``); SLURM tasks get cores of their own from SLURM's CPU binding,
+    which :func:`cores` already sees."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def machine_cores() -> int:
+    """Every core of the machine: what the load average is a load on."""
+    return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (tasks running or waiting for a core, averaged
+    over about a minute); None where the system keeps none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def thread_cpu_ns() -> dict[str, tuple[int, int]] | None:
+    """Per thread of this process: nanoseconds it ran on a core and nanoseconds it was
+    runnable but waited for one (Linux schedstats); None where the kernel keeps none. Waiting
+    is what other processes competing for the cores cost this one."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    times = {}
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as stats:
+                ran, waited = stats.read().split()[:2]
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+        times[task] = (int(ran), int(waited))
+    return times or None

@@ -166,23 +166,6 @@ def test_multirun_flag_may_come_anywhere_on_the_command_line():
                                                                  "x=1"]
 
 
-def test_run_killed_after_its_last_epoch_is_validated_and_tested_on_rerun(tmp_path):
-    # As if killed while testing or exporting: last.ckpt already holds the final epoch.
-    env = {"LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
-    args = ["-m", "data=synthetic", "seed=0", "trainer.max_epochs=2", *FAST[1:]]
-    assert cli(*args, cwd=tmp_path, env=env).returncode == 0
-    _, (first,) = _sweep_records(tmp_path / "out")
-    record_path = Path(first["run_dir"]) / "summary.json"
-    record_path.write_text(json.dumps({**first, "status": "running", "metrics": {}}))
-    done = cli(*args, cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr
-    again = json.loads(record_path.read_text())
-    assert again["status"] == "completed" and again["resumed_from"].endswith("last.ckpt")
-    for key in ("val/acc", "val/acc_best", "test/acc", "test_best/acc"):
-        assert again["metrics"][key] == first["metrics"][key], key
-    assert again["metrics"]["epochs"] == 2
-
-
 def test_sweep_objective_is_the_best_value_of_the_metric_that_picks_the_best_epoch():
     from lepton_exp.cli import sweep_objective
 

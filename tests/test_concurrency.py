@@ -62,7 +62,7 @@ def test_four_parallel_jobs_share_one_teacher_and_the_results_directory(tmp_path
     # -- the results directory: one sweep, four complete job records ----------------------
     sweeps = list((out / "multiruns").iterdir())
     assert len(sweeps) == 1, sweeps
-    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(jobs) == len(SEEDS), [p.name for p in jobs]
     records = []
     for job in jobs:

@@ -9,15 +9,16 @@ import math
 
 import pytest
 import torch
+from test_resume import _stop_at  # Ctrl-C in the step that would make step N
 
 from lepton_exp.app.runner import run_stage
 from lepton_exp.distill import ab_loss, crd_nce_loss, fsp_loss, ft_loss
 from lepton_exp.distill.methods import crd
 from lepton_exp.distill.methods.ab import activation_boundary_loss
 from lepton_exp.distill.methods.fsp import fsp_matrices
+from lepton_exp.errors import Stopped
 from lepton_exp.models.taps import Taps
 from lepton_exp.training.resume import batches_done_in_epoch
-from test_resume import _stop_at  # Ctrl-C in the step that would make step N
 
 FAST = ["data=synthetic", "data.num_samples=300", "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
@@ -171,7 +172,7 @@ def test_an_interrupted_run_resumes_to_identical_metrics(compose_cfg, tmp_path, 
     reference = run_stage(cfg.copy(), run_dir=tmp_path / "reference")
     module_class = InitPhaseModule if stopped_in == "phase" else DistillationModule
     _stop_at(monkeypatch, 11, module_class)  # in the second epoch (6 batches an epoch)
-    with pytest.raises(SystemExit):
+    with pytest.raises(Stopped):  # Ctrl-C: Lightning stops, the trainer raises Stopped
         run_stage(cfg.copy(), run_dir=tmp_path / "resumed")
     if method == "crd":
         checkpoint = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt",
@@ -212,9 +213,10 @@ def test_factor_transfer_without_a_phase_keeps_its_random_paraphraser_fixed():
 
 
 def test_pre_activation_methods_refuse_transformers_in_one_line():
+    from omegaconf import OmegaConf
+
     from lepton_exp.distill.objective import build_objective
     from lepton_exp.errors import ConfigError
-    from omegaconf import OmegaConf
 
     tokens = Taps(logits=torch.zeros(2, 3), features=[torch.randn(2, 5, 8)] * 3,
                   embedding=torch.randn(2, 8))

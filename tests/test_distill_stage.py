@@ -210,7 +210,9 @@ def cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.Comp
 
 
 def test_cli_temperature_sweep_gives_tracked_runs_that_share_one_teacher(tmp_path):
-    done = cli("-m", "distill=kd_at", "distill.temperature=1,8", *FAST[:-1], "logger=csv",
+    """The issue's `-m distill=none,kd distill.temperature=...`: runs named after what the
+    sweep varies, one teacher for all, and the student alone trained once (its T is unread)."""
+    done = cli("-m", "distill=none,kd_at", "distill.temperature=1,8", *FAST[:-1], "logger=csv",
                f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}",
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -218,8 +220,17 @@ def test_cli_temperature_sweep_gives_tracked_runs_that_share_one_teacher(tmp_pat
     records = sorted((json.loads(p.read_text()) for p in
                       (tmp_path / "multiruns").glob("*/*/summary.json")),
                      key=lambda r: r["started_at"])
+    alone = [r for r in records if r["stage"] == "teacher"]
+    records = [r for r in records if r["stage"] == "distill"]
+    assert [r["name"] for r in records] == ["distill-kd+at-T1-resnet8-synthetic",
+                                            "distill-kd+at-T8-resnet8-synthetic"]
     assert [r["config"]["distill"]["temperature"] for r in records] == [1.0, 8.0]
-    assert all(r["status"] == "completed" and r["stage"] == "distill" for r in records)
+    assert all(r["status"] == "completed" for r in records + alone)
+    assert [r["name"] for r in alone] == ["distill-none-resnet8-synthetic"] * 2
+    assert [bool(r.get("same_as")) for r in alone] == [False, True]  # trained once
+    assert alone[1]["same_as"] == alone[0]["run_dir"]
+    assert alone[1]["metrics"] == alone[0]["metrics"]
+    assert not (Path(alone[1]["run_dir"]) / "checkpoints").exists()
     assert [r["teachers"][0]["cache"] for r in records] == ["trained", "hit"]
     assert len({r["teachers"][0]["key"] for r in records}) == 1
     assert len(list((tmp_path / "cache" / "teachers" / "runs").iterdir())) == 1

@@ -17,7 +17,7 @@ from lepton_exp.app.runner import run_stage
 from lepton_exp.data import build_datamodule
 from lepton_exp.data.folder import FileImages, scan_folder
 from lepton_exp.data.sets import cifar10, image_folder
-from lepton_exp.errors import ConfigError
+from lepton_exp.errors import ConfigError, Stopped
 from tests.image_files import cifar_as_folders, random_images, write_image_folder
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
@@ -253,7 +253,7 @@ def test_a_folder_run_stopped_mid_epoch_resumes_to_identical_metrics(
                       "data.num_workers=2")  # 5 steps an epoch; crops drawn in workers
     reference = run_stage(cfg.copy(), run_dir=tmp_path / "reference")
     _stop_at(monkeypatch, 7)
-    with pytest.raises(SystemExit):
+    with pytest.raises(Stopped):  # Ctrl-C: Lightning stops, the trainer raises Stopped
         run_stage(cfg.copy(), run_dir=tmp_path / "resumed")
     resumed = run_stage(cfg.copy(), run_dir=tmp_path / "resumed")
     assert resumed["resumed_from"].endswith("last.ckpt")

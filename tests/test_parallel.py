@@ -64,7 +64,7 @@ def test_two_gloo_ranks_match_one_process_inside_a_sweep(tmp_path, method):
     assert not (out / "runs").exists()
     sweep_dirs = list((out / "multiruns").iterdir())
     assert len(sweep_dirs) == 1
-    job_dirs = [p for p in sweep_dirs[0].iterdir() if p.is_dir()]
+    job_dirs = [p for p in sweep_dirs[0].iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(job_dirs) == 1, job_dirs
     (one,), (two,) = _records(tmp_path / "one"), _records(job_dirs[0])
     _assert_same_metrics(one, two)

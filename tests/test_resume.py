@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lepton_exp.app.runner import run_stage
+from lepton_exp.errors import Stopped
 from lepton_exp.training.classify import ClassificationModule
 from lepton_exp.training.resume import batches_done_in_epoch
 
@@ -42,7 +43,7 @@ def _interrupted_then_resumed(compose_cfg, tmp_path, monkeypatch, step, *overrid
     cfg = compose_cfg(*FAST, f"paths.cache_dir={tmp_path / 'cache'}", *overrides)
     reference = run_stage(cfg.copy(), run_dir=tmp_path / "reference")
     _stop_at(monkeypatch, step, module)
-    with pytest.raises(SystemExit):
+    with pytest.raises(Stopped):  # Ctrl-C: Lightning stops, the trainer raises Stopped
         run_stage(cfg.copy(), run_dir=tmp_path / "resumed")
     stopped = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     if checkpoint:

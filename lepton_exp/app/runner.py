@@ -13,6 +13,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
+from lepton_exp.app import same_settings
+from lepton_exp.app.logs import FILE_ONLY, route_logs
 from lepton_exp.config.identity import computed_settings, flatten, to_container
 from lepton_exp.config.naming import method_label
 from lepton_exp.config.registries import QUANT_METHODS, STAGES
@@ -93,6 +95,12 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
     run_dir, overrides = locate(cfg, run_dir, overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
+    if resume is None and not parallel.started_externally():
+        owner = same_settings.claim(run_dir, config)  # another job of this sweep runs it
+        done = owner and same_settings.point_to(
+            owner, new_record(cfg, run_dir, overrides, time.time(), config))
+        if done:
+            return done
     if resume is None and parallel.started_externally():
         # Ranks started by the cluster would each read the directory while rank zero
         # rewrites it: no skip/resume for them (README: Multi-GPU).
@@ -117,11 +125,13 @@ def locate(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None
     else ``paths.output_dir/runs/<name>``; the overrides are Hydra's when it started this job
     and no ``run_dir`` is given. The runs of one sweep share a W&B group."""
     validate(cfg)
-    _quiet_lightning()
     hydra_dir, hydra_overrides = hydra_job()
     if run_dir is None:
         overrides = overrides if overrides is not None else hydra_overrides
     run_dir = Path(run_dir or hydra_dir or Path(cfg.paths.output_dir) / "runs" / cfg.name)
+    route_logs()
+    log.info("run %s (stage=%s) in %s%s", cfg.name, cfg.stage, run_dir,
+             f": lepton-exp {' '.join(overrides)}" if overrides else "", extra=FILE_ONLY)
     if cfg.logger.group is None:
         cfg.logger.group = sweep_group()
     return run_dir, overrides
@@ -133,7 +143,7 @@ def stage_of(cfg: DictConfig) -> Stage:
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
          resume: Path | bool | None, config: dict) -> dict[str, Any]:
-    threads = parallel.configure_threads()
+    threads = parallel.configure_threads(cfg.get("threads"))
     started = time.time()
     record = new_record(cfg, run_dir, overrides, started, config)
     record["torch_threads"] = threads
@@ -298,28 +308,3 @@ def _launch_ddp(cfg: DictConfig, run_dir: Path, overrides: list[str] | None,
                       "wall_time_s": round(time.time() - started, 3)}
             write_json_atomic(path, record)
         raise
-
-
-class _LightningInfoToFileOnly(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.name.startswith(
-            ("pytorch_lightning", "lightning"))
-
-
-def _quiet_lightning() -> None:
-    """Keep the console to the progress bar, warnings and our report: Lightning's INFO lines
-    (accelerator banner, tips, checkpoint restores) still reach the run's log file."""
-    import warnings
-
-    # the root's console handlers (Hydra's), and the one Lightning adds to its own logger
-    handlers = [*logging.getLogger().handlers,
-                *logging.getLogger("pytorch_lightning").handlers,
-                *logging.getLogger("lightning.pytorch").handlers]
-    for handler in handlers:
-        is_console = isinstance(handler, logging.StreamHandler) and not isinstance(
-            handler, logging.FileHandler)
-        if is_console and not any(isinstance(f, _LightningInfoToFileOnly)
-                                  for f in handler.filters):
-            handler.addFilter(_LightningInfoToFileOnly())
-    # Raised inside Lightning on every run with current torch; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -9,3 +9,4 @@ from pathlib import Path
 # lepton_exp/conf is a symlink to the repository's conf/ (a real directory once installed).
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ROOT_CONFIG = "train"
+RECORD_NAME = "summary.json"  # the run record in each run directory (tracking.record)

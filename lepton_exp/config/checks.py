@@ -147,6 +147,7 @@ def _trainer_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
         check_range("logger.init_timeout", cfg.logger.init_timeout, 0, low_open=True),
         check_range("checkpoint_every_minutes", cfg.get("checkpoint_every_minutes"), 0,
                     low_open=True),
+        check_range("threads", cfg.get("threads"), 1),  # null: this process's share
     )
 
 

@@ -92,3 +92,15 @@ def teacher_settings(config: dict) -> dict:
     settings of its sections, less those that change only what is measured or where."""
     trained = _without(config, TRAINED)
     return {section: trained.get(section) for section in TEACHER_SECTIONS}
+
+
+def same_computation(config: dict) -> dict:
+    """What two runs of one sweep must share to compute the same thing: the computed settings
+    less the name, and less the distillation and teacher settings where a run trains its
+    model alone (stage=teacher: ``distill=none`` at any ``distill.temperature``)."""
+    settings = computed_settings(config)
+    settings.pop("name", None)
+    if settings.get("stage") == "teacher":
+        for section in ("distill", "teacher", "extra_teachers"):
+            settings.pop(section, None)
+    return settings

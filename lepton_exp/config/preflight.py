@@ -21,6 +21,7 @@ from hydra.core.override_parser.types import Override, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lepton_exp.config import CONF_DIR, ROOT_CONFIG
+from lepton_exp.config.checkpoints import checkpoint_problem
 from lepton_exp.config.compose import compose_config, hydra_context
 from lepton_exp.config.registries import SCHEMA_GROUPS
 from lepton_exp.config.validate import dotted_keys, validate
@@ -78,7 +79,8 @@ def preflight(argv: list[str], explain: bool = True) -> Optional[DictConfig]:
         _check_sweep_flags(parsed, sweeps, args.multirun)
     config_dir, extra = _config_dirs(args)
     with hydra_context(config_dir, fresh=True):
-        composed = [_check(config_name, [*extra, *overrides], explain)
+        # (--cfg only prints the config: the files it names need not be there yet)
+        composed = [_check(config_name, [*extra, *overrides], explain, files=not args.cfg)
                     for overrides in _candidates(parsed)]
     return composed[0] if not args.multirun and not args.cfg else None
 
@@ -138,8 +140,10 @@ def _compose(config_name: str, overrides: list[str]):
     return compose_config(overrides, hydra_node=True, config_name=config_name, explain=False)
 
 
-def _check(config_name: str, overrides: list[str], explain: bool = True
-           ) -> Optional[DictConfig]:
+def _check(config_name: str, overrides: list[str], explain: bool = True,
+           files: bool = True) -> Optional[DictConfig]:
+    """The composed config of ``overrides``, checked: its values (``validate``) and, with
+    ``files``, the checkpoints it names (before Hydra makes a run directory for it)."""
     try:
         cfg = _compose(config_name, overrides)
     except Exception:  # noqa: BLE001 - find which override caused it and explain that one
@@ -159,6 +163,9 @@ def _check(config_name: str, overrides: list[str], explain: bool = True
             validate(cfg)
         except ConfigError as error:
             raise PreflightError(str(error)) from None
+        problem = checkpoint_problem(cfg) if files else None
+        if problem:
+            raise PreflightError(problem)
     return cfg
 
 
@@ -171,15 +178,16 @@ def _explain(config_name: str, overrides: list[str]) -> str:
         try:
             current = _compose(config_name, overrides[:count])
         except Exception as error:  # noqa: BLE001
-            return _explain_override(config_name, overrides[:count - 1], override_line,
-                                     previous, error)
+            return _explain_override(config_name, overrides, count - 1, previous, error)
         previous = current
     return "the overrides do not compose (run with HYDRA_FULL_ERROR=1 for details)"
 
 
-def _explain_override(config_name: str, earlier: list[str], line: str, before,
+def _explain_override(config_name: str, overrides: list[str], index: int, before,
                       error: Exception) -> str:
-    """Why `line` failed, given the config `before` it (composed from the `earlier` ones)."""
+    """Why ``overrides[index]`` failed, given the config ``before`` it (composed from the
+    earlier ones)."""
+    line = overrides[index]
     override = OverridesParser.create().parse_override(line)
     key = override.key_or_group
     loader = GlobalHydra.instance().config_loader()
@@ -193,17 +201,18 @@ def _explain_override(config_name: str, earlier: list[str], line: str, before,
             return (f"unknown option {key}={value}{did_you_mean(str(value), options)}: "
                     f"choose one of {', '.join(options)}")
     elif not override.is_add() and key not in dotted_keys(before):
-        return _explain_unknown_key(config_name, earlier, key, before, loader, groups)
+        return _explain_unknown_key(config_name, overrides, index, key, before, loader, groups)
     message = re.sub(r"\s+", " ", _first_line(_innermost(error)))
     return f"invalid override '{line}': {message}"
 
 
-def _explain_unknown_key(config_name: str, earlier: list[str], key: str, before, loader,
-                         groups: list[str]) -> str:
+def _explain_unknown_key(config_name: str, overrides: list[str], index: int, key: str,
+                         before, loader, groups: list[str]) -> str:
+    earlier = overrides[:index]
     parent, _, _ = key.rpartition(".")
     parent_node = OmegaConf.select(before, parent) if parent else None
     if isinstance(parent_node, DictConfig) and OmegaConf.get_type(parent_node) is dict:
-        return f"'{key}' is not set yet: add it with a plus, +{key}=..."
+        return _explain_new_key(config_name, overrides, index, key, before)
     group = key.split(".")[0]
     if group in groups:  # maybe the key belongs to another option of this group
         owners = [option for option in sorted(loader.get_group_options(group))
@@ -215,6 +224,30 @@ def _explain_unknown_key(config_name: str, earlier: list[str], key: str, before,
                     f"select one of those or drop the override")
     return (f"unknown config key '{key}'{did_you_mean(key, dotted_keys(before))}: "
             "list the keys with `lepton-exp --cfg job`")
+
+
+def _explain_new_key(config_name: str, overrides: list[str], index: int, key: str,
+                     before) -> str:
+    """A key missing from a free-form node (``model.kwargs``, ``distill.terms.kd``): a typo of
+    a key that is there comes first, then adding it with a plus where the checks take it."""
+    parent = key.rpartition(".")[0]
+    siblings = [k for k in dotted_keys(before) if k.rpartition(".")[0] == parent]
+    hint = did_you_mean(key, siblings)
+    plus = [*overrides[:index], f"+{overrides[index]}", *overrides[index + 1:]]
+    try:  # what the checks say of the key once added (distill terms take known options only)
+        cfg = _compose(config_name, plus)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        validate(cfg)
+    except ConfigError as error:
+        if key in str(error):
+            return str(error)
+    except Exception:  # noqa: BLE001 - another override fails too: explain this one alone
+        pass
+    if hint:
+        return (f"unknown config key '{key}'{hint}: correct the name, or add a new key with a "
+                f"plus, +{key}=...")
+    return f"'{key}' is not set yet: add it with a plus, +{key}=..."
 
 
 def _has_key(config_name: str, overrides: list[str], key: str) -> bool:

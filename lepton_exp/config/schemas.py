@@ -249,6 +249,9 @@ class QuantConfig:
 class RootConfig:
     stage: str = "teacher"
     name: str = MISSING
+    # Keys whose values go into the default run name (distill-kd-T2-resnet8-cifar10); a
+    # multirun sets it to the keys it varies (config.naming.swept_keys)
+    name_keys: List[str] = not_result(factory=list)
     seed: int = 0
     tags: List[str] = field(default_factory=list)
     # A run directory that already holds this run: skip it when its record is complete (same
@@ -257,6 +260,8 @@ class RootConfig:
     # last.ckpt is also written every this many minutes of training (null: at epoch ends only)
     # and always when the run is stopped by SIGTERM or Ctrl-C
     checkpoint_every_minutes: Optional[float] = not_result(30.0)
+    # torch intra-op threads (null: this process's share of the cores); how fast, not what
+    threads: Optional[int] = not_result(None)
     data: Any = MISSING  # typed by the selected data set's schema (lepton_exp/data/sets)
     model: ModelConfig = MISSING
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

@@ -2,19 +2,26 @@
 pruned, quantized and dense models alike (one place, used by the prune and quant steps).
 
 Nothing here reads the requested ratio: every figure comes from the tensors or from timing
-the model, so a report cannot claim a compression that did not happen.
+the model, so a report cannot claim a compression that did not happen. A timing says how
+contended the cores were while it ran (``latency_busy``): other processes competing for
+them inflate a latency, and the record must not pass that off as the model's.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from lepton_exp.models.taps import model_logits, repeat_batch
+from lepton_exp.processes import load_average, machine_cores, thread_cpu_ns
+
+log = logging.getLogger(__name__)
 
 # The layers whose weights pruning and quantization act on (and sparsity is reported for).
 PRUNABLE = (nn.Conv2d, nn.Linear)
@@ -121,27 +128,116 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def latencies_ms(models: Sequence[nn.Module], example_inputs: torch.Tensor, repeats: int = 20,
-                 warmup: int = 3) -> list[float]:
-    """Median wall time of one forward pass of each model, in milliseconds. The models are
-    timed in turns (one pass of each per repeat), so load on the machine hits them alike
-    and their ratio is fair even when absolute times drift."""
+# A timing is "busy" when this process's threads spent more than this share of their runnable
+# time waiting for a core (taken by other processes, or by more threads than cores): a
+# single-threaded pass then takes about 1 / (1 - share) of its time on an idle machine.
+BUSY_WAIT_SHARE = 0.1
+# Without the kernel's wait accounting (not Linux): busy when the load average exceeds the
+# machine's cores by this much (more tasks want a core than there are cores).
+BUSY_LOAD_MARGIN = 0.5
+
+
+@dataclass
+class Timing:
+    """Forward passes of some models timed in turns, and how contended the cores were."""
+
+    samples_ms: list[list[float]]  # per model: the wall time of each timed repeat
+    warmup: int
+    threads: int  # torch's intra-op threads while timing
+    load_before: float | None  # the machine's 1-minute load average before the passes
+    load_after: float | None  # ... and after them
+    cpu_ns: tuple[int, int] | None  # this process's threads: ran, waited for a core
+
+    def medians(self) -> list[float]:
+        return [statistics.median(samples) for samples in self.samples_ms]
+
+    def spread(self, index: int) -> dict[str, float | int]:
+        """Median, min and max of model ``index``'s repeats (ms), and how many."""
+        samples = self.samples_ms[index]
+        return {"median": round(statistics.median(samples), 4), "min": round(min(samples), 4),
+                "max": round(max(samples), 4), "repeats": len(samples), "warmup": self.warmup}
+
+
+def _cpu_delta(before: dict | None, after: dict | None) -> tuple[int, int] | None:
+    """(ran, waited) nanoseconds of the threads alive at both samples."""
+    if not before or not after:
+        return None
+    ran = waited = 0
+    for task, (ran_after, waited_after) in after.items():
+        if task in before:
+            ran += ran_after - before[task][0]
+            waited += waited_after - before[task][1]
+    return (ran, waited) if ran > 0 else None  # schedstats off: every counter stays 0
+
+
+def time_in_turns(models: Sequence[nn.Module], example_inputs: torch.Tensor,
+                  repeats: int = 20, warmup: int = 3) -> Timing:
+    """Wall time of one forward pass of each model, ``warmup`` untimed passes and then
+    ``repeats`` timed ones. The models are timed in turns (one pass of each per repeat), so
+    load on the machine hits them alike and their ratio is fair even when absolute times
+    drift; the load average and this process's CPU and wait times around the timed passes
+    say whether that load was there (:func:`contention`)."""
     states = [model.training for model in models]
     for model in models:
         model.eval()
-    times: list[list[float]] = [[] for _ in models]
+    samples: list[list[float]] = [[] for _ in models]
     try:
         with torch.no_grad():
-            for index in range(warmup + repeats):
-                for model, timings in zip(models, times, strict=True):
+            for _ in range(warmup):
+                for model in models:
+                    model_logits(model, example_inputs)
+            load_before, cpu_before = load_average(), thread_cpu_ns()
+            for _ in range(repeats):
+                for model, timings in zip(models, samples, strict=True):
                     start = time.perf_counter()
                     model_logits(model, example_inputs)
-                    if index >= warmup:
-                        timings.append((time.perf_counter() - start) * 1000.0)
+                    timings.append((time.perf_counter() - start) * 1000.0)
+            cpu = _cpu_delta(cpu_before, thread_cpu_ns())
     finally:
         for model, training in zip(models, states, strict=True):
             model.train(training)
-    return [statistics.median(timings) for timings in times]
+    return Timing(samples, warmup, torch.get_num_threads(), load_before, load_average(), cpu)
+
+
+def contention(timings: Sequence[Timing]) -> dict[str, Any]:
+    """How contended the cores were over ``timings`` (taken one after the other): the load
+    average before and after, the share of its runnable time this process waited for a core,
+    and ``busy`` (that share above BUSY_WAIT_SHARE; where the kernel does not count waiting,
+    the load average above the machine's cores + BUSY_LOAD_MARGIN)."""
+    measured = [timing.cpu_ns for timing in timings if timing.cpu_ns]
+    ran, waited = (sum(part) for part in zip(*measured)) if measured else (0, 0)
+    share = waited / (ran + waited) if ran else None
+    loads = [load for t in timings for load in (t.load_before, t.load_after) if load is not None]
+    if share is not None:
+        busy = share > BUSY_WAIT_SHARE
+    else:
+        busy = bool(loads) and max(loads) > machine_cores() + BUSY_LOAD_MARGIN
+    return {"threads": timings[0].threads, "load_before": timings[0].load_before,
+            "load_after": timings[-1].load_after,
+            "cpu_wait_share": None if share is None else round(share, 4), "busy": busy}
+
+
+def warn_if_busy(conditions: dict[str, Any]) -> None:
+    """One warning line when a timing was taken on a busy machine (see :func:`contention`)."""
+    if not conditions["busy"]:
+        return
+    share = conditions["cpu_wait_share"]
+    waited = ("" if share is None else
+              f"this process's threads waited for a core {share:.0%} of the time, ")
+    fewer = ", or with fewer threads (threads=1)" if conditions["threads"] > 1 else ""
+    log.warning("latency timed on a busy machine (%sload average %s -> %s on %d cores, "
+                "threads=%d): the recorded latencies are inflated and marked latency_busy; "
+                "time again on an idle machine%s", waited, conditions["load_before"],
+                conditions["load_after"], machine_cores(), conditions["threads"], fewer)
+
+
+def latencies_ms(models: Sequence[nn.Module], example_inputs: torch.Tensor, repeats: int = 20,
+                 warmup: int = 3) -> list[float]:
+    """Median wall time of one forward pass of each model, in milliseconds, timed in turns
+    (:func:`time_in_turns`); a warning line when the machine was busy meanwhile."""
+    timing = time_in_turns(models, example_inputs, repeats, warmup)
+    warn_if_busy(contention([timing]))
+    return timing.medians()
 
 
 def latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 20,
@@ -151,13 +247,27 @@ def latency_ms(model: nn.Module, example_inputs: torch.Tensor, repeats: int = 20
 
 
 def latency_report(models: Sequence[nn.Module], example: torch.Tensor,
-                   latency_batch: int = 64) -> list[dict[str, float]]:
-    """``latency_ms_b1`` and ``latency_ms_b<latency_batch>`` of each model, timed in turns."""
-    batch = repeat_batch(example, latency_batch)
-    single = latencies_ms(models, example)
-    batched = latencies_ms(models, batch, repeats=10, warmup=2)
-    return [{"latency_ms_b1": round(one, 4), f"latency_ms_b{latency_batch}": round(many, 4)}
-            for one, many in zip(single, batched, strict=True)]
+                   latency_batch: int = 64,
+                   models_at: Callable[[torch.Tensor], Sequence[nn.Module]] | None = None
+                   ) -> list[dict[str, Any]]:
+    """Per model: ``latency_ms_b1`` and ``latency_ms_b<latency_batch>`` (medians of the
+    repeats, the models timed in turns), ``latency_busy`` and, under ``latency``, each
+    batch size's spread and the conditions (:func:`contention`). ``models_at(inputs)``
+    gives the models to time at an input shape when they depend on it (a graph lowered for
+    one shape); else ``models``."""
+    timings = {}
+    for size, repeats, warmup in ((1, 20, 3), (latency_batch, 10, 2)):
+        inputs = repeat_batch(example, size)
+        timed = models_at(inputs) if models_at else models
+        timings[f"b{size}"] = time_in_turns(timed, inputs, repeats, warmup)
+    conditions = contention(list(timings.values()))
+    warn_if_busy(conditions)
+    return [{**{f"latency_ms_{batch}": timing.spread(index)["median"]
+                for batch, timing in timings.items()},
+             "latency_busy": conditions["busy"],
+             "latency": {**{batch: timing.spread(index) for batch, timing in timings.items()},
+                         **conditions}}
+            for index in range(len(models))]
 
 
 def compression_report(model: nn.Module, example: torch.Tensor, latency_batch: int = 64,

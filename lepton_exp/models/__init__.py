@@ -8,6 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
+from lepton_exp.config.checkpoints import ARCHITECTURE
 from lepton_exp.config.registries import MODELS
 from lepton_exp.data.base import DataInfo
 from lepton_exp.errors import ConfigError
@@ -89,14 +90,21 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """The model's state dict as safetensors, written atomically (temp file + rename)."""
+    """The model's state dict as safetensors, written atomically (temp file + rename). The
+    metadata also names the architecture (timm's name), so a loader that is given another one
+    can say which it is."""
     from safetensors.torch import save_file
+
+    from lepton_exp.tracking.record import publish
 
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in
              model.state_dict().items()}
+    architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if architecture:
+        metadata = {ARCHITECTURE: str(architecture), **(metadata or {})}
     partial = path.with_name(f".{path.name}.partial")
     save_file(state, str(partial), metadata=metadata)
-    partial.replace(path)
+    publish(partial, path)
 
 
 __all__ = ["CIFAR_MODEL_NAMES", "build_model", "check_class_names", "check_pretrained_head",

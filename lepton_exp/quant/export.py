@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lepton_exp.quant.pt2e import MAX_BATCH
+from lepton_exp.tracking.record import publish
 
 
 class PositionalLogits(nn.Module):
@@ -50,7 +51,7 @@ def export_quantized(model: nn.Module, example: Any, path: Path) -> Path:
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, str(partial))
-        return partial.replace(path)
+        return publish(partial, path)
     if isinstance(example, dict):
         model = PositionalLogits(model, tuple(example))
     # TorchScript: torch.export cannot capture fbgemm's packed int8 Linear weights. Tracing
@@ -62,7 +63,7 @@ def export_quantized(model: nn.Module, example: Any, path: Path) -> Path:
             traced = torch.jit.trace(model.eval(), positional(example), strict=False,
                                      check_trace=False)
         torch.jit.save(traced, str(partial))
-    return partial.replace(path)
+    return publish(partial, path)
 
 
 def load_quantized(path: Path | str) -> nn.Module:

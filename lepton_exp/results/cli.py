@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from lepton_exp.results import provenance
 from lepton_exp.results.collect import collect_records, config_diff
 from lepton_exp.results.plots import plot_metric, plot_path
 from lepton_exp.results.report import render_report
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="plot the first metric against X (repeatable)")
     parser.add_argument("--out", type=Path, metavar="PATH",
                         help="output path without suffix (default: results/<first DIR name>)")
+    parser.add_argument("--stale", action="store_true",
+                        help="list the results/ files whose code changed since they were made"
+                        " (results/provenance.json); exit 1 if any")
     parser.add_argument("--diff", nargs=2, type=Path, metavar="RUN_DIR",
                         help="print the config keys whose values differ between two runs")
     return parser
@@ -106,8 +110,31 @@ def print_diff(first: Path, second: Path) -> None:
         print("  (none)")
 
 
+def runs_commit(runs: list) -> str:
+    """The commit whose code computed ``runs`` (the oldest run's), ``+dirty`` when a run was
+    made from uncommitted changes."""
+    states = [run.record.get("git") or {} for run in sorted(
+        runs, key=lambda run: str(run.record.get("started_at")))]
+    commit = next((state["commit"] for state in states if state.get("commit")), "unknown")
+    return commit + ("+dirty" if any(state.get("dirty") for state in states) else "")
+
+
+def print_stale(root: Path | None = None) -> None:
+    root = root or Path.cwd()
+    found = provenance.stale(root)
+    for entry, changed in found.items():
+        print(f"{entry}: stale, code changed since: {', '.join(changed[:5])}"
+              + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""))
+    if found:
+        raise SystemExit(1)
+    print("results/: every entry of provenance.json matches the code")
+
+
 def run(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
+    if args.stale:
+        print_stale()
+        return
     if args.diff:
         print_diff(*args.diff)
         return
@@ -149,6 +176,9 @@ def run(argv: list[str]) -> None:
     with atomic_file(markdown) as handle:  # tables are read by scripts and papers
         handle.write(report)
     write_csv(table, csv)
+    if (out.parent / provenance.PROVENANCE).exists():  # a results/ folder: say what made it
+        provenance.record(out.parent, out.name, [p.name for p in (markdown, csv, *plots)],
+                          shlex.join([PROG, *argv]), runs_commit(runs))
     print(report)
     print("wrote:", *(str(p) for p in (markdown, csv, *plots)), sep="\n  ")
 

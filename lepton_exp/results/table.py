@@ -92,6 +92,14 @@ def data_runs(runs: list[Run]) -> list[Run]:
     return [run for run in runs if run.status == "completed" and not run.is_pipeline]
 
 
+def one_per_computation(members: list[Run]) -> list[Run]:
+    """``members`` less the sweep jobs that pointed to a run of the same settings (``same_as``)
+    when that run is in the cell too: one computation counts once in a mean."""
+    where = {str(run.where).rstrip("/") for run in members}
+    return [run for run in members
+            if str(run.record.get("same_as") or "").rstrip("/") not in where]
+
+
 def group_runs(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
@@ -106,6 +114,7 @@ def build_table(runs: list[Run], rows: list[str], col: str | None,
     cells = {}
     for values, members in groups.items():
         row, column = values[:len(rows)], values[len(rows)] if col else None
+        members = one_per_computation(members)
         for metric in metrics:
             numbers = [float(v) for v in (run.get(metric) for run in members) if is_number(v)]
             if numbers:

@@ -112,9 +112,11 @@ def publish(run_cfg: DictConfig, model: nn.Module, metrics: dict[str, float],
     return entry
 
 
-def ensure_cached(run_cfg: DictConfig, train: TrainRun) -> tuple[Path, str]:
+def ensure_cached(run_cfg: DictConfig, train: TrainRun, role: str = "teacher"
+                  ) -> tuple[Path, str]:
     """The cache entry for ``run_cfg``'s teacher, training it first (``train(run_cfg,
-    run_dir=...)``) when missing.
+    run_dir=...)``) when missing. ``role``: what the caller uses it as, for the log (a prune
+    run's dense model is trained and cached as a teacher of the same settings is).
 
     Returns (entry directory, "hit" | "trained").
     """
@@ -126,7 +128,7 @@ def ensure_cached(run_cfg: DictConfig, train: TrainRun) -> tuple[Path, str]:
     if _complete(entry) and _intact(entry):
         return entry, "hit"
     if started_externally():  # one rank would train it while the others wait on the lock
-        raise ConfigError(f"teacher {run_cfg.model.name} (cache key {key}) is not cached, and "
+        raise ConfigError(f"{role} {run_cfg.model.name} (cache key {key}) is not cached, and "
                           "ranks started by the cluster cannot train it: train it first with "
                           "a one-node run (e.g. the same command with trainer.num_nodes=1)")
     root.mkdir(parents=True, exist_ok=True)
@@ -134,7 +136,7 @@ def ensure_cached(run_cfg: DictConfig, train: TrainRun) -> tuple[Path, str]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        log.warning("teacher %s is being trained by another job: waiting for it", key)
+        log.warning("%s %s is being trained by another job: waiting for it", role, key)
         lock.acquire()
     try:
         if _complete(entry) and not _intact(entry):  # truncated by a crash or a full disk
@@ -144,15 +146,16 @@ def ensure_cached(run_cfg: DictConfig, train: TrainRun) -> tuple[Path, str]:
             os.rename(entry, aside)
         if _complete(entry):  # trained by the job we waited for
             return entry, "hit"
-        log.info("teacher %s (%s) is not cached: training it first", key, run_cfg.model.name)
         run_dir = root / "runs" / key
+        log.info("%s %s (%s) is not cached: training it first (a stage=teacher run in %s)",
+                 role, key, run_cfg.model.name, run_dir)
         if _earlier_status(run_dir) in ("completed", "failed"):  # it published nothing
             shutil.rmtree(run_dir, ignore_errors=True)
         # else an attempt killed mid-way (a sweep stopped, a pre-empted job): it continues
         # from its last checkpoint
         record = train(run_cfg, run_dir=run_dir)
         if not _complete(entry):
-            raise LeptonError(f"teacher training ended with status {record['status']} "
+            raise LeptonError(f"{role} training ended with status {record['status']} "
                               f"without a cache entry: see {run_dir / 'summary.json'}")
         return entry, "trained"
     finally:

@@ -12,10 +12,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from lepton_exp.config.checkpoints import GIVE, missing, stored_architecture, unreadable
 from lepton_exp.data.base import DataInfo
 from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.measure import fold_masks
-from lepton_exp.models import build_model, check_class_names
+from lepton_exp.models import CIFAR_MODEL_NAMES, build_model, check_class_names
 from lepton_exp.prune.export import load_pruned, pruned_recipe
 from lepton_exp.teachers import TrainRun
 from lepton_exp.teachers.cache import (
@@ -36,8 +37,7 @@ class Teacher:
 def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
     """Weights from a safetensors file or a Lightning/PyTorch checkpoint (weights only)."""
     if not path.is_file():
-        raise ConfigError(f"{key}={path} does not exist: give a .ckpt, .pt or .safetensors file"
-                          " (or remove it to train and cache the teacher)")
+        raise ConfigError(missing(key, path))
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -45,9 +45,8 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated file, pickle with code, ...
-        raise ConfigError(f"cannot read {key}={path} ({one_line(error)[:160]}): is the file "
-                          "complete, and a checkpoint saved by lepton-exp or torch.save?"
-                          ) from error
+        what = unreadable(path, error) or f"does not load ({one_line(error)[:80]})"
+        raise ConfigError(f"cannot read {key}={path}: the file {what}: {GIVE}") from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict):
         raise ConfigError(f"{key}={path} holds no state dict")
@@ -59,15 +58,57 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, path: Path, key: str, model_key: str,
                  info: DataInfo) -> None:
+    """``model`` (of ``model_key``, e.g. ``teacher.model.name=resnet56``) with the weights at
+    ``path`` (config ``key``); a ConfigError that names the fix when they do not fit."""
     state = read_state_dict(path, key)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        detail = one_line(error).removeprefix("Error(s) in loading state_dict for ")
+    except RuntimeError:
         raise ConfigError(
             f"{key}={path} does not fit {model_key} with {info.num_classes} classes and "
-            f"{info.in_chans} input channels ({detail[:200]}): set {model_key} to the "
-            "architecture the checkpoint was trained with, on the same data") from error
+            f"{info.in_chans} input channels: "
+            f"{mismatch_hint(model, state, path, model_key, info)}") from None
+
+
+def mismatch_hint(model: nn.Module, state: dict[str, torch.Tensor], path: Path,
+                  model_key: str, info: DataInfo) -> str:
+    """What to set when ``state`` does not fit ``model``: the architecture the file says it
+    holds, else the one (of the CIFAR architectures) whose tensors it has, else which of its
+    tensors differ from the configured model's."""
+    setting, _, configured = model_key.partition("=")
+    stored = stored_architecture(path)
+    found = (stored[0], f"{stored[1]} says so") if stored else None
+    if found is None:
+        name = weights_architecture(state, info)
+        found = (name, "its tensors match one") if name else None
+    if found and found[0] != configured:
+        return f"it holds a {found[0]} ({found[1]}): set {setting}={found[0]}"
+    expected = model.state_dict()
+    name = next((n for n in expected if n in state and expected[n].shape != state[n].shape),
+                None)
+    if set(state) == set(expected) and name:  # the architecture, for other data or widths
+        return (f"it is a {configured} for other data or widths ({name} is "
+                f"{tuple(state[name].shape)}, here {tuple(expected[name].shape)}): use the data "
+                "it was trained on, or the model settings it was trained with")
+    return (f"the checkpoint is not a {configured}: set {setting} to the model it was "
+            "trained as")
+
+
+def weights_architecture(state: dict[str, torch.Tensor], info: DataInfo) -> str | None:
+    """The CIFAR architecture whose tensors (names and shapes, for ``info``'s classes and
+    channels) ``state`` has, if one has them (built on the meta device: no memory, ~1 s)."""
+    import timm
+
+    if info.is_text:
+        return None
+    shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    for name in CIFAR_MODEL_NAMES:
+        with torch.device("meta"):
+            candidate = timm.create_model(name, num_classes=info.num_classes,
+                                          in_chans=info.in_chans)
+        if {n: tuple(t.shape) for n, t in candidate.state_dict().items()} == shapes:
+            return name
+    return None
 
 
 def fetch_artifact(reference: str, cache_dir: Path) -> Path:
@@ -104,7 +145,8 @@ def load_trained(cfg: DictConfig, key: str, spec: DictConfig, model_cfg: DictCon
         path = fetch_artifact(spec.artifact, Path(cfg.paths.cache_dir).expanduser())
         source = {"kind": "wandb_artifact", "reference": spec.artifact, "path": str(path)}
     else:
-        entry, status = ensure_cached(teacher_run_config(cfg, spec, model_cfg), train)
+        role = "dense model" if key == "prune.dense" else "teacher"  # (the same cache)
+        entry, status = ensure_cached(teacher_run_config(cfg, spec, model_cfg), train, role)
         path = entry / WEIGHTS_NAME
         cached = cached_record(entry)
         source = {"kind": "cache", "cache": status, "key": entry.name, "path": str(path),

@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-RECORD_NAME = "summary.json"
+from lepton_exp.config import RECORD_NAME
+
 _LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "wandb",
               "torchmetrics", "timm", "transformers", "torch-pruning", "numpy", "scikit-learn",
               "lepton-exp")
@@ -65,10 +66,18 @@ def atomic_file(path: Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]
     except BaseException:
         os.unlink(handle.name)
         raise
+    publish(Path(handle.name), path)
+
+
+def publish(partial: Path, path: Path) -> Path:
+    """Rename the complete file ``partial`` onto ``path`` (atomic), readable as any file this
+    process creates (0o666 less the umask: 0644 with the usual 022). Every atomic writer ends
+    here: temp files, and the files safetensors writes, are created private (0600)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)  # temp files are private; what we write is not
-    os.replace(handle.name, path)
+    os.chmod(partial, 0o666 & ~umask)
+    os.replace(partial, path)
+    return Path(path)
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lepton_exp.config.checkpoints import unreadable
 from lepton_exp.config.identity import computed_settings, to_container
 from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.tracking.record import RECORD_NAME, read_record
@@ -82,10 +83,34 @@ def check_checkpoint(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - truncated zip, foreign pickle, ...
-        raise ConfigError(f"cannot continue from {path} ({one_line(error)[:120]}): it is "
-                          "damaged or holds more than tensors and plain values; run with "
+        what = unreadable(path, error) or f"does not load ({one_line(error)[:80]})"
+        raise ConfigError(f"cannot continue from {path}: the file {what}; run with "
                           "resume=false to start this run again (the attempt is kept aside)"
                           ) from None
+
+
+def discard_unstarted_job() -> bool:
+    """Remove the directory Hydra made for this job when it holds nothing but Hydra's own files
+    (its ``.hydra/`` and the job's log): a run stopped by a config check, before it began,
+    leaves no directory behind. Anything else in it (a run record, checkpoints: this
+    attempt's or an earlier run's) keeps it. Returns whether it was removed."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    hydra_files = {str(hydra.output_subdir), f"{hydra.job.name}.log"}
+    try:
+        names = {path.name for path in run_dir.iterdir()}
+    except OSError:
+        return False
+    if not names <= hydra_files:
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
 
 
 def earlier_record(run_dir: Path) -> dict[str, Any]:

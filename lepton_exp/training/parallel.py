@@ -14,17 +14,23 @@ conf/hydra/launcher/slurm.yaml); Lightning's SLURM environment picks them up.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from lepton_exp.errors import ConfigError, LeptonError
-from lepton_exp.processes import WORKER_ENV, cores, started_externally
+from lepton_exp.processes import (WORKER_ENV, cores, load_average, local_processes,
+                                  machine_cores, started_externally)
 from lepton_exp.tracking.record import RECORD_NAME, read_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Busy at the start of a run: other processes' load at least this far above the cores this
+# job leaves free (one competing single-threaded process is a load of about 1).
+BUSY_MARGIN = 0.5
 
 
 def process_count(trainer_cfg) -> int:
@@ -78,18 +84,66 @@ def threads_per_process(processes: int) -> int | None:
     return None if processes <= 1 else max(1, cores() // processes)
 
 
-def configure_threads() -> int:
-    """Give this process its share of the cores, shared with the jobs a local parallel Hydra
-    launcher runs at once (a DDP worker keeps the share its launcher gave it). Returns
-    torch's thread count."""
+@functools.cache
+def torch_default_threads() -> int:
+    """Torch's own thread count when this process's first run began: every core it may use
+    (physical cores where torch prefers them; OMP_NUM_THREADS when set)."""
     import torch
 
-    if os.environ.get(WORKER_ENV):
-        return torch.get_num_threads()
-    threads = threads_per_process(parallel_jobs())
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def default_threads() -> int:
+    """The ``threads=null`` default: this process's share of the cores, shared with the jobs
+    a local parallel Hydra launcher runs at once and the torchrun ranks on this node."""
+    return threads_per_process(parallel_jobs() * local_processes()) or torch_default_threads()
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Set torch's intra-op threads for this run: ``requested`` (the ``threads`` key) when
+    given, else :func:`default_threads` (a DDP worker keeps the share its launcher gave it);
+    warn once when other processes already keep the cores busy. Returns the thread count."""
+    import torch
+
+    torch_default_threads()  # before this process first changes it
+    if requested is not None:
+        threads = requested
+    elif os.environ.get(WORKER_ENV):
+        threads = torch.get_num_threads()
+    else:
+        threads = default_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # one line per run, not per rank
+        warn_if_machine_busy(threads, parallel_jobs() * local_processes())
+    return torch.get_num_threads()
+
+
+def own_recent_load(threads: int) -> float:
+    """This process's part of the 1-minute load average, estimated from its CPU time over
+    the minute the average spans (at most its threads: a process that used more CPU earlier
+    is taken as running all of them)."""
+    return min(threads, time.process_time() / 60.0)
+
+
+def warn_if_machine_busy(threads: int, processes: int) -> bool:
+    """One warning line (and True) when other processes already load the machine beyond the
+    cores this job's ``processes`` of ``threads`` leave free: the 1-minute load average less
+    what this job accounts for, its sibling processes (taken as running) and this process
+    (:func:`own_recent_load`)."""
+    load = load_average()
+    if load is None:
+        return False
+    others = load - own_recent_load(threads) - (processes - 1) * threads
+    free = max(0, machine_cores() - processes * threads)
+    if others < free + BUSY_MARGIN:
+        return False
+    hint = "run with threads=1, or wait" if threads > 1 else "wait"
+    log.warning("this machine is busy: load average %.1f on %d cores, about %.1f of it from "
+                "other processes; this run (threads=%d) will be slower and time its latencies "
+                "under competition: %s for them to finish", load, machine_cores(), others,
+                threads, hint)
+    return True
 
 
 def measured_alone(measure: Callable[[], T]) -> T:
@@ -124,7 +178,7 @@ def launch(run: Callable[..., dict[str, Any]], cfg, run_dir: Path,
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     processes = process_count(cfg.trainer)
-    threads = threads_per_process(parallel_jobs() * processes)
+    threads = cfg.get("threads") or threads_per_process(parallel_jobs() * processes)
     config = OmegaConf.to_container(cfg, resolve=True)
     # The elastic agent logs every child failure at length; our one-line error says it all.
     elastic_log = logging.getLogger("torch.distributed.elastic")

@@ -8,7 +8,8 @@ Record: ``test_int8/*`` beside the float model's ``test/*``; ``quant/*`` (int8) 
 run int8 and which fell back to float, and why. Latency: the float model as it is, the int8
 model as its method lowers it (oneDNN int8 kernels for static_int8 and qat, fbgemm's dynamic
 int8 Linear as it is for dynamic_int8), timed in turns at batch 1 and ``quant.latency_batch``,
-on the CPU.
+on the CPU; ``quant/latency_busy`` when other processes competed for the cores meanwhile
+(the block's ``latency`` keeps each model's spread and the load average).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
 from lepton_exp.config.registries import QUANT_METHODS
-from lepton_exp.measure import latencies_ms, state_bytes
-from lepton_exp.models.taps import repeat_batch
+from lepton_exp.measure import latency_report, state_bytes
 from lepton_exp.quant.coverage import coverage_summary
 from lepton_exp.quant.export import export_path, export_quantized
 from lepton_exp.tracking.rundir import check_checkpoint
@@ -91,14 +91,15 @@ def _finetune(ctx: StageContext, teachers: list, model: torch.nn.Module, *, lr: 
 
 def _latencies(model, quantized, lower: Callable, example, batch_size: int
                ) -> dict[str, dict]:
-    """{float, int8} -> {latency_ms_b1, latency_ms_b<batch_size>}, timed in turns."""
-    timings: dict[str, dict] = {"float": {}, "int8": {}}
-    for size in (1, batch_size):
-        inputs = repeat_batch(example, size)
-        float_ms, int8_ms = latencies_ms([model, lower(quantized, inputs)], inputs,
-                                         repeats=20 if size == 1 else 10)
-        timings["float"][f"latency_ms_b{size}"] = round(float_ms, 4)
-        timings["int8"][f"latency_ms_b{size}"] = round(int8_ms, 4)
+    """{float, int8} -> {latency_ms_b1, latency_ms_b<batch_size>}, timed in turns, and
+    ``timing``: each side's spread and how busy the machine was (measure.latency_report)."""
+    reports = latency_report([model, quantized], example, batch_size,
+                             models_at=lambda inputs: [model, lower(quantized, inputs)])
+    timings: dict[str, dict] = {"timing": {"busy": reports[0]["latency_busy"]}}
+    for side, report in zip(("float", "int8"), reports, strict=True):
+        timings[side] = {key: value for key, value in report.items()
+                         if key.startswith("latency_ms_")}
+        timings["timing"][side] = report["latency"]
     return timings
 
 
@@ -130,7 +131,8 @@ def quantize_output(ctx: StageContext, output: StageOutput) -> StageOutput:
                              "float": {"size_bytes": sizes["float"], **timings["float"]},
                              "int8": {"size_bytes": sizes["int8"], **timings["int8"],
                                       "file_bytes": metrics["quant/file_bytes"]},
-                             "layers": layers, "fallback": coverage["fallback"]}
+                             "layers": layers, "fallback": coverage["fallback"],
+                             "latency": timings["timing"]}  # spreads, load, busy
     return output
 
 
@@ -141,6 +143,7 @@ def _size_and_speed(sizes: dict[str, int], timings: dict[str, dict], exported,
     for side, prefix in (("float", "quant_float"), ("int8", "quant")):
         metrics[f"{prefix}/size_bytes"] = sizes[side]
         metrics.update({f"{prefix}/{key}": value for key, value in timings[side].items()})
+        metrics[f"{prefix}/latency_busy"] = timings["timing"]["busy"]  # timed on a busy CPU
     metrics["quant/size_reduction"] = round(sizes["float"] / sizes["int8"], 4)
     for key, value in timings["int8"].items():
         metrics[f"quant/speedup_{key.removeprefix('latency_ms_')}"] = round(

@@ -11,20 +11,28 @@ sample) is in ``lepton_exp.data.base``.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lepton_exp import processes
+from lepton_exp.errors import Stopped
 
 log = logging.getLogger(__name__)
 RNG_KEY = "lepton_rng_states"
 SUMS_KEY = "lepton_epoch_sums"
+T = TypeVar("T")
 
 
 def rng_states() -> dict[str, Any]:
@@ -106,6 +114,9 @@ class ExactResume(Callback):
         datamodule = trainer.datamodule
         if skip and hasattr(datamodule, "resume_within_epoch"):
             datamodule.resume_within_epoch(skip, checkpoint.get("epoch"))
+            # Lightning warns that a loader without its state_dict interface cannot resume
+            # mid-epoch; this one does (the skip above, seeded augmentation), as tested
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
@@ -122,8 +133,10 @@ class ExactResume(Callback):
 
 class CheckpointOnStop(Callback):
     """Writes ``path`` (the run's last.ckpt) every ``every_minutes`` of training and when the
-    fit is stopped by SIGTERM (cluster pre-emption, ``scancel``) or Ctrl-C, at the end of the
-    batch in progress, so a re-run continues from there (``resume``)."""
+    fit is stopped by SIGTERM (cluster pre-emption, ``scancel``) or Ctrl-C, so a re-run
+    continues from there (``resume``). A stop signal that arrives during a training step
+    waits for the step's end (``processes.defer_stops``): the checkpoint then holds whole
+    steps only, and the resumed run computes what the uninterrupted one does."""
 
     def __init__(self, path: Path, every_minutes: Optional[float] = None) -> None:
         self.path = Path(path)
@@ -133,8 +146,15 @@ class CheckpointOnStop(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
 
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        processes.defer_stops(True)
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
+        processes.defer_stops(False)
+        if processes.stop_requested() is not None:  # the step is whole: stop here
+            raise Stopped(processes.stop_requested())
         # (Lightning's own ModelCheckpoint saves from this hook too: it resumes after the batch)
         if self.every_seconds and time.monotonic() - self._last_save >= self.every_seconds:
             trainer.save_checkpoint(self.path)
@@ -145,11 +165,34 @@ class CheckpointOnStop(Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
+        processes.defer_stops(False)
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return  # a failure: the last good checkpoint stays as it is
-        if not trainer.training or trainer.sanity_checking:
-            return
+        if not trainer.training or trainer.sanity_checking or getattr(
+                exception, "mid_step", False):
+            return  # validating, testing, or inside a step: the last checkpoint is whole
         trainer.save_checkpoint(self.path)
-        log.warning("stopped by %s: checkpoint saved to %s; run the same command again to "
-                    "continue", "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C",
-                    self.path)
+        source = exception.source if isinstance(exception, Stopped) else (
+            "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C")
+        # the log file's line (app.logs: file_only); the console gets the CLI's one line
+        log.info("stopped by %s: checkpoint saved to %s; run the same command again to "
+                 "continue", source, self.path, extra={"file_only": True})
+
+
+def raise_stops(trainer: pl.Trainer, call: Callable[[], T]) -> T:
+    """``call()`` (a fit, validation or test of ``trainer``), where a stop ends in ``Stopped``:
+    Lightning turns Ctrl-C into ``sys.exit(1)`` once it has stopped (exit code 1, and its
+    handler ignores further Ctrl-C), which would hide from the CLI that the run was stopped."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return call()
+    except SystemExit:
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        raise Stopped(processes.stop_requested() or signal.SIGINT) from None
+    except SIGTERMException:  # Lightning's own SIGTERM stop (no handler of ours installed)
+        raise Stopped(signal.SIGTERM) from None
+    finally:
+        if signal.getsignal(signal.SIGINT) is not handler and (
+                threading.current_thread() is threading.main_thread()):
+            signal.signal(signal.SIGINT, handler)

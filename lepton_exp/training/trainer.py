@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -15,7 +16,8 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from lepton_exp.errors import ConfigError, one_line
-from lepton_exp.training.resume import CheckpointOnStop, ExactResume
+from lepton_exp.tracking.record import write_json_atomic
+from lepton_exp.training.resume import CheckpointOnStop, ExactResume, raise_stops
 from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
@@ -68,6 +70,20 @@ class Checkpoints:
         return cls(best, last)
 
 
+class Trainer(pl.Trainer):
+    """Lightning's Trainer, whose fit, validation and test end in ``errors.Stopped`` when
+    Ctrl-C or SIGTERM stops them (``resume.raise_stops``)."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> None:
+        raise_stops(self, lambda: super(Trainer, self).fit(*args, **kwargs))
+
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        return raise_stops(self, lambda: super(Trainer, self).validate(*args, **kwargs))
+
+    def test(self, *args: Any, **kwargs: Any) -> Any:
+        return raise_stops(self, lambda: super(Trainer, self).test(*args, **kwargs))
+
+
 def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callback] = (),
                   best_eligible: Optional[Callable[[pl.Trainer], bool]] = None,
                   resume_from: Optional[Path] = None,
@@ -91,7 +107,7 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     try:
         # The data modules shard their own loaders (lepton_exp.data.base.shard_sampler).
-        trainer = pl.Trainer(default_root_dir=str(run_dir), logger=loggers or False,
+        trainer = Trainer(default_root_dir=str(run_dir), logger=loggers or False,
                              callbacks=callbacks, use_distributed_sampler=False,
                              **trainer_kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
@@ -140,7 +156,7 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
              trainer_cfg) -> dict[str, float]:
     """Test ``module`` as it is (no fit) and return its metrics as ``<prefix>/*``, on the
     test batches and precision that the run's own tests use (``trainer_cfg``)."""
-    trainer = pl.Trainer(accelerator=trainer_cfg.accelerator, devices=_this_device(trainer_cfg),
+    trainer = Trainer(accelerator=trainer_cfg.accelerator, devices=_this_device(trainer_cfg),
                          precision=trainer_cfg.precision,
                          limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
@@ -169,6 +185,28 @@ def _this_device(trainer_cfg) -> int | list[int]:
     return [int(os.environ.get("LOCAL_RANK", 0))] if gpu else 1
 
 
+FIT_METRICS = "fit_metrics.json"  # beside last.ckpt once the fit is complete
+
+
+def _fit_metrics(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.LightningModule,
+                 datamodule: pl.LightningDataModule) -> dict[str, float]:
+    """The fit's train/* and val/*, kept beside the checkpoints: a run stopped after its
+    fit (while testing or exporting) has nothing left to fit when continued, and reports
+    the metrics the fit logged, as the uninterrupted run does."""
+    path = Path(checkpoints.last.dirpath) / FIT_METRICS
+    if checkpoints.resume_from is not None and not any(
+            key.startswith("val/") for key in trainer.callback_metrics):
+        if path.exists():
+            return json.loads(path.read_text())
+        # (a checkpoint of an older version, without the file): validate the restored last
+        # weights for val/*; train/* are not recorded
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = logged_floats(trainer.callback_metrics, ("train/", "val/"))
+    if trainer.is_global_zero:
+        write_json_atomic(path, metrics)
+    return metrics
+
+
 def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.LightningModule,
                  datamodule: pl.LightningDataModule) -> dict[str, Any]:
     """Fit, then test the last and the best-validation checkpoints.
@@ -181,12 +219,7 @@ def fit_and_test(trainer: pl.Trainer, checkpoints: Checkpoints, module: pl.Light
     # weights_only: a checkpoint is read as tensors and plain values, never as code
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoints.resume_from,
                 weights_only=True)
-    if checkpoints.resume_from is not None and not any(
-            key.startswith("val/") for key in trainer.callback_metrics):
-        # killed after its last epoch (while testing or exporting): the fit had nothing left
-        # to do, so validate the restored last weights for val/* (train/* are not recorded)
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = logged_floats(trainer.callback_metrics, ("train/", "val/"))
+    metrics = _fit_metrics(trainer, checkpoints, module, datamodule)
     # With monitor=None, "best" is simply the latest save.
     last_path = checkpoints.last.best_model_path or None
     best_path = checkpoints.best.best_model_path or None

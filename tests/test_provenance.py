@@ -1,0 +1,67 @@
+"""Every file of results/ says which commit and command made it, and a figure whose code
+changed since is found (results/provenance.json, lepton_exp.results.provenance)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from lepton_exp.results import provenance
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _commit(root: Path, path: str, text: str) -> str:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
+    _git(root, "add", path)
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", path)
+    return _git(root, "rev-parse", "HEAD")
+
+
+def test_a_figure_is_stale_once_its_code_changes_and_fresh_once_checked_again(tmp_path):
+    _git(tmp_path, "init", "-q")
+    results = tmp_path / "results"
+    made = _commit(tmp_path, "lepton_exp/distill/kd.py", "loss = 1\n")
+    results.mkdir()
+    provenance.record(results, "kd", ["kd.md"], "lepton-exp distill=kd", made,
+                      code=("lepton_exp/distill",))
+    (results / "kd.md").write_text("| kd | 0.9 |\n")
+    assert provenance.stale(tmp_path) == {} and provenance.uncovered(results) == []
+    _commit(tmp_path, "README.md", "docs only\n")  # outside the code: still fresh
+    assert provenance.stale(tmp_path) == {}
+    changed = _commit(tmp_path, "lepton_exp/distill/kd.py", "loss = 2\n")
+    assert provenance.stale(tmp_path) == {"kd": ["lepton_exp/distill/kd.py"]}
+    assert provenance.unacknowledged(tmp_path) == {"kd": ["lepton_exp/distill/kd.py"]}
+    entries = provenance.load(results)
+    entries["kd"]["known_stale"] = {"at": changed, "why": "a 3-hour run"}
+    (results / provenance.PROVENANCE).write_text(json.dumps(entries))
+    assert provenance.unacknowledged(tmp_path) == {}  # known, and said so
+    _commit(tmp_path, "lepton_exp/distill/at.py", "loss = 3\n")  # changed again after that
+    assert provenance.unacknowledged(tmp_path) == {"kd": ["lepton_exp/distill/at.py"]}
+    entries["kd"]["checked_at"] = _git(tmp_path, "rev-parse", "HEAD")  # re-run: same figures
+    (results / provenance.PROVENANCE).write_text(json.dumps(entries))
+    assert provenance.stale(tmp_path) == {}
+    (results / "at.md").write_text("| at | 0.8 |\n")  # a file nothing says how it was made
+    assert provenance.uncovered(results) == ["at.md"]
+    entries["kd"]["made_at"], entries["kd"]["checked_at"] = f"{made}+dirty", None
+    (results / provenance.PROVENANCE).write_text(json.dumps(entries))
+    assert list(provenance.stale(tmp_path)) == ["kd"]  # uncommitted code: unknown
+
+
+def test_every_results_file_has_its_command_and_commit_and_none_is_silently_stale():
+    results = REPO / "results"
+    assert provenance.uncovered(results) == []
+    for name, entry in provenance.load(results).items():
+        assert entry["command"] and entry["made_at"] and entry["code"], name
+    if not (REPO / ".git").exists():
+        return  # an installed copy without history cannot tell
+    stale = provenance.unacknowledged(REPO)
+    assert stale == {}, ("results made from code that changed since (regenerate them, or "
+                         "say why not in known_stale): " + json.dumps(stale)[:2000])

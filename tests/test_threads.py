@@ -1,0 +1,169 @@
+"""Threads on a shared machine: the ``threads`` key and its default share of the cores, and
+latency that says when it was timed while other processes competed for the cores."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from lepton_exp.config.identity import computed_settings, to_container
+from lepton_exp.config.preflight import PreflightError, preflight
+from lepton_exp.measure import BUSY_WAIT_SHARE, Timing, contention, latency_report
+from lepton_exp.processes import cores, thread_cpu_ns
+from lepton_exp.teachers.cache import cache_key, teacher_run_config
+from lepton_exp.training import parallel
+
+FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "logger=none", "data.train_subset=64"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hydra_cfg():
+    """Compose conf/ with Hydra's own node (its launcher), as a Hydra job sees it."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lepton_exp.config.compose import compose_config
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        return compose_config(list(overrides), hydra_node=True, explain=False)
+
+    return _compose
+
+
+def test_default_threads_are_this_process_share_of_the_cores(hydra_cfg, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    alone = parallel.torch_default_threads()  # torch's own: every core this process may use
+    assert parallel.default_threads() == alone  # no Hydra launcher: one process
+    for jobs, share in ((1, alone), (2, max(1, cores() // 2))):
+        HydraConfig.instance().set_config(hydra_cfg("hydra/launcher=joblib",
+                                                    f"hydra.launcher.n_jobs={jobs}"))
+        try:
+            assert parallel.parallel_jobs() == jobs
+            assert parallel.default_threads() == share, jobs
+            assert parallel.configure_threads() == share == torch.get_num_threads()
+            assert parallel.configure_threads(1) == 1 == torch.get_num_threads()  # key wins
+        finally:
+            HydraConfig.instance().cfg = None
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun ranks on this node
+    assert parallel.default_threads() == max(1, cores() // 2)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("threads=0", "threads=0 is out of range: it must be in [1, inf)"),
+    ("threads=abc", "'threads=abc'")])
+def test_bad_threads_give_one_line(override, expected):
+    with pytest.raises(PreflightError) as caught:
+        preflight([override])
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_threads_do_not_change_the_run_identity_or_the_teacher_key(compose_cfg):
+    base, one = compose_cfg(), compose_cfg("threads=1")
+    assert one.threads == 1 and base.threads is None
+    assert computed_settings(to_container(one)) == computed_settings(to_container(base))
+    assert (cache_key(teacher_run_config(one, one.teacher))
+            == cache_key(teacher_run_config(base, base.teacher)))
+
+
+def test_a_run_with_threads_1_runs_and_records_one_thread(compose_cfg, tmp_path):
+    from lepton_exp.app.runner import run_stage
+
+    cfg = compose_cfg(*FAST, "threads=1", "prune=magnitude", "prune.latency_batch=4",
+                      f"paths.cache_dir={tmp_path / 'cache'}")
+    record = run_stage(cfg, run_dir=tmp_path / "run")
+    assert record["status"] == "completed" and record["torch_threads"] == 1
+    # its latencies keep their spread and how busy the machine was
+    assert isinstance(record["metrics"]["compress/latency_busy"], bool)
+    timing = record["compression"]["pruned"]["latency"]
+    assert timing["threads"] == 1 and timing["b1"]["repeats"] == 20
+    assert timing["b1"]["min"] <= record["metrics"]["compress/latency_ms_b1"] <= timing["b1"]["max"]
+
+
+def test_the_busy_criterion():
+    def timing(cpu_ns, load=0.0):
+        return Timing([[1.0]], warmup=1, threads=1, load_before=load, load_after=load,
+                      cpu_ns=cpu_ns)
+
+    assert not contention([timing((95, 5))])["busy"]  # 5 % of its time waiting for a core
+    busy = contention([timing((60, 40)), timing((100, 0))])  # 20 % over both timings
+    assert busy["busy"] and busy["cpu_wait_share"] == pytest.approx(0.2)
+    # no wait accounting (not Linux): the load average against the machine's cores
+    assert contention([timing(None, load=os.cpu_count() + 1)])["busy"]
+    assert not contention([timing(None, load=0.0)])["busy"]
+
+
+def test_a_run_warns_once_when_other_processes_keep_the_cores_busy(monkeypatch, caplog):
+    monkeypatch.setattr(parallel, "machine_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "own_recent_load", lambda threads: 0.1)  # a fresh process
+    monkeypatch.setattr(parallel, "load_average", lambda: 3.0)  # 2+ other busy processes
+    with caplog.at_level(logging.WARNING, logger=parallel.__name__):
+        assert parallel.warn_if_machine_busy(threads=2, processes=1)
+    assert len(caplog.records) == 1 and "threads=1" in caplog.text
+    monkeypatch.setattr(parallel, "load_average", lambda: 0.2)
+    assert not parallel.warn_if_machine_busy(threads=2, processes=1)
+    # a sweep's own parallel jobs, running for a while, are not "other processes"
+    monkeypatch.setattr(parallel, "own_recent_load", lambda threads: threads)
+    monkeypatch.setattr(parallel, "load_average", lambda: 2.0)
+    assert not parallel.warn_if_machine_busy(threads=1, processes=2)
+    monkeypatch.setattr(parallel, "load_average", lambda: 3.0)  # and one more process
+    assert parallel.warn_if_machine_busy(threads=1, processes=2)
+
+
+@contextlib.contextmanager
+def competing_processes(count: int):
+    """``count`` processes spinning on the CPU, all of them running when this enters."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"],
+                                 stdout=subprocess.PIPE) for _ in range(count)]
+    try:
+        for spinner in spinners:
+            spinner.stdout.readline()  # it is past its start-up, spinning
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+            spinner.stdout.close()
+
+
+@pytest.mark.skipif(thread_cpu_ns() is None, reason="the kernel keeps no per-thread wait times")
+def test_a_latency_timed_under_competing_processes_is_flagged_busy():
+    torch.set_num_threads(1)
+    model = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    example = torch.randn(1, 512)
+
+    def timed():
+        (report,) = latency_report([model], example, latency_batch=8)
+        return report
+
+    # Other tests may load this machine too: the quiet timings cannot be promised idle, so
+    # the competing one must have waited more than the less disturbed of the two around it.
+    before = timed()
+    with competing_processes(2 * cores()):  # this process gets at most a third of a core
+        busy = timed()
+    after = timed()
+    assert busy["latency_busy"] is True
+    assert busy["latency"]["cpu_wait_share"] > BUSY_WAIT_SHARE
+    quiet = min(before["latency"]["cpu_wait_share"], after["latency"]["cpu_wait_share"])
+    assert busy["latency"]["cpu_wait_share"] > quiet
+    for report in (before, busy, after):
+        spread = report["latency"]["b1"]
+        assert spread["min"] <= report["latency_ms_b1"] == spread["median"] <= spread["max"]
+        assert report["latency"]["load_before"] is not None
+        assert report["latency_busy"] == (report["latency"]["cpu_wait_share"] > BUSY_WAIT_SHARE)
