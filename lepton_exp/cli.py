@@ -105,6 +105,22 @@ def sweep_dir_override(argv: list[str]) -> list[str]:
     return [f"hydra.sweep.dir=${{paths.output_dir}}/multiruns/{label}-{digest}"]
 
 
+# Hydra's flags that take a value (the next argument is not an override).
+_VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn",
+                "--experimental-rerun")
+
+
+def overrides_only(argv: list[str]) -> list[str]:
+    """The overrides of a command line, without Hydra's flags and their values."""
+    overrides, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = not skip and arg in _VALUE_FLAGS
+            continue
+        overrides.append(arg)
+    return overrides
+
+
 def name_keys_override(argv: list[str]) -> list[str]:
     """A multirun's runs are named after what it varies (``name_keys``), unless names or
     ``name_keys`` are given: two runs of ``distill.temperature=2,4`` are
@@ -113,7 +129,7 @@ def name_keys_override(argv: list[str]) -> list[str]:
             a.startswith(("name=", "name_keys=", "+name_keys=")) for a in argv):
         return []
     try:
-        keys = swept_keys([a for a in argv if a not in _MOVABLE_FLAGS], CONF_DIR)
+        keys = swept_keys(overrides_only(argv), CONF_DIR)
     except Exception:  # noqa: BLE001 - a malformed override: preflight reports it
         return []
     return [f"name_keys=[{','.join(keys)}]"] if keys else []
@@ -135,7 +151,7 @@ def _main() -> None:
         # a sweep preset's grid, explicit: the config check sees every job's values
         # (`sweep=glue` sets data.task), and Hydra builds the same grid from it
         sys.argv[1:] += [f"{key}={value}" for key, value in
-                         preset_params(sys.argv[1:], CONF_DIR).items()]
+                         preset_params(overrides_only(sys.argv[1:]), CONF_DIR).items()]
     if "--version" in sys.argv[1:]:
         print(f"lepton-exp {__version__} (hydra-core {hydra.__version__})")
         return

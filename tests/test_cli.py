@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 EXE = shutil.which("lepton-exp") or str(Path(sys.executable).parent / "lepton-exp")
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false", "logger=none"]
@@ -129,6 +131,7 @@ def test_parallel_multirun_runs_each_job_once_and_skips_complete_ones_on_rerun(t
     assert len(list((tmp_path / "out" / "multiruns").iterdir())) == 2
 
 
+@pytest.mark.slow  # ~20 s; the default suite stops and continues real commands in test_stops.py
 def test_rerun_of_a_killed_sweep_continues_from_the_last_checkpoint(tmp_path):
     env = {**os.environ, "LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
     args = ["-m", "data=synthetic", "data.num_samples=1000", "seed=0", "trainer.max_epochs=3",
