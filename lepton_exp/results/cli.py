@@ -122,9 +122,12 @@ def runs_commit(runs: list) -> str:
 def print_stale(root: Path | None = None) -> None:
     root = root or Path.cwd()
     found = provenance.stale(root)
+    entries = provenance.load(root / "results")
     for entry, changed in found.items():
+        known = entries[entry].get("known_stale")
         print(f"{entry}: stale, code changed since: {', '.join(changed[:5])}"
-              + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else ""))
+              + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
+              + (f"; known since {known['at'][:10]}: {known['why']}" if known else ""))
     if found:
         raise SystemExit(1)
     print("results/: every entry of provenance.json matches the code")
