@@ -37,7 +37,7 @@ OVERRIDES = st.lists(st.tuples(st.sampled_from(KEYS), VALUES), max_size=3,
                      unique_by=lambda kv: kv[0])
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OVERRIDES)
 def test_random_overrides_compose_or_fail_with_one_clean_line(pairs):
     overrides = [f"{key}={value}" for key, value in pairs]

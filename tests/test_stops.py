@@ -34,7 +34,7 @@ def _record(tmp_path: Path, outputs: str) -> dict:
 
 
 def _stopped_then_continued(tmp_path, args, signal_name, where, n):
-    outputs = f"{signal_name}-{where}{n}"
+    outputs = f"{signal_name}-{where}{n}-{len(args)}-{hash(tuple(args)) % 10**6}"
     stopped = _run(tmp_path, outputs, *args, stop=(signal_name, where, n))
     expected_code = {"INT": 130, "TERM": 143}[signal_name]
     assert stopped.returncode == expected_code, stopped.stderr[-3000:]

@@ -93,6 +93,7 @@ def test_slurm_launcher_asks_for_the_trainers_devices():
     assert (multi_node.nodes, multi_node.tasks_per_node) == (2, 2)
 
 
+@pytest.mark.slow  # ~28 s (keeps the default suite under 15 min); make test-all runs it
 def test_optuna_study_is_stored_and_continued_by_a_rerun(tmp_path):
     optuna = pytest.importorskip("optuna")
     env = {"LEPTON_OUTPUT_DIR": str(tmp_path / "out")}
@@ -112,6 +113,7 @@ def test_optuna_study_is_stored_and_continued_by_a_rerun(tmp_path):
     assert sorted(r["metrics"]["val/acc_best"] for r in records) == pytest.approx(sorted(values))
 
 
+@pytest.mark.slow  # ~23 s (keeps the default suite under 15 min); make test-all runs it
 def test_submitit_launcher_runs_the_sweep_jobs(tmp_path):
     # The SLURM launcher's code path (submitit pickles each job and runs it elsewhere),
     # executed locally: the records come back complete, in one sweep directory.

@@ -72,13 +72,15 @@ class DistillationModule(ClassificationModule):
     def teacher_taps(self, inputs, indices: Optional[torch.Tensor] = None) -> list[Taps]:
         if self.output_cache is None or indices is None:
             return [tapper(inputs) for tapper in self.teacher_tappers]
-        # Only samples not seen yet go through the teachers (eval mode: per-sample outputs
-        # do not depend on the rest of the batch); the cache then serves the whole batch.
+        # A batch with samples not seen yet goes through the teachers whole, and the new
+        # samples' outputs are stored; the cache then serves the whole batch. Whole: in eval
+        # mode a sample's outputs do not depend on the rest of the batch, but the float
+        # rounding of CPU kernels does depend on the batch size, so a resumed run (whose
+        # cache starts empty) stores the values the uninterrupted run stored in epoch 0.
         missing = self.output_cache.missing(indices)
         if missing.any():
-            subset = inputs[missing.to(inputs.device)]
-            self.output_cache.put(indices[missing.to(indices.device)],
-                                  [tapper(subset) for tapper in self.teacher_tappers])
+            outputs = [tapper(inputs) for tapper in self.teacher_tappers]
+            self.output_cache.put(indices, outputs, only=missing)
         return self.output_cache.get(indices)
 
     def training_step(self, batch, batch_idx):
