@@ -180,8 +180,10 @@ def run(argv: list[str]) -> None:
         handle.write(report)
     write_csv(table, csv)
     if (out.parent / provenance.PROVENANCE).exists():  # a results/ folder: say what made it
+        made_by = [*(f"{grid.command} (-> {grid.sweep_dir.name})" for grid in grids
+                     if grid.command), shlex.join([PROG, *argv])]
         provenance.record(out.parent, out.name, [p.name for p in (markdown, csv, *plots)],
-                          shlex.join([PROG, *argv]), runs_commit(runs))
+                          "; then ".join(made_by), runs_commit(runs))
     print(report)
     print("wrote:", *(str(p) for p in (markdown, csv, *plots)), sep="\n  ")
 
