@@ -78,6 +78,10 @@ def sweep_objective(metrics: dict) -> float | None:
 _MOVABLE_FLAGS = ("-m", "--multirun", "--resolve")
 
 
+def is_multirun(argv: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in argv)
+
+
 def flags_first(argv: list[str]) -> list[str]:
     return [a for a in argv if a in _MOVABLE_FLAGS] + [a for a in argv
                                                        if a not in _MOVABLE_FLAGS]
@@ -92,8 +96,7 @@ def sweep_dir_override(argv: list[str]) -> list[str]:
     """``hydra.sweep.dir`` named after the command line, unless given: re-running the same
     sweep goes to the same directory, where complete runs are skipped and unfinished ones
     continue (``resume``). The name shows the preset(s) and a hash of the overrides."""
-    if not any(a in ("-m", "--multirun") for a in argv) or any(
-            a.startswith("hydra.sweep.dir=") for a in argv):
+    if not is_multirun(argv) or any(a.startswith("hydra.sweep.dir=") for a in argv):
         return []
     # Sorted: the order of the overrides changes the job numbers, not the jobs (their
     # directories are named by content, conf/hydra/default.yaml).
@@ -125,7 +128,7 @@ def name_keys_override(argv: list[str]) -> list[str]:
     """A multirun's runs are named after what it varies (``name_keys``), unless names or
     ``name_keys`` are given: two runs of ``distill.temperature=2,4`` are
     ``distill-kd-T2-...`` and ``distill-kd-T4-...`` in W&B, their directories and tables."""
-    if not any(a in ("-m", "--multirun") for a in argv) or any(
+    if not is_multirun(argv) or any(
             a.startswith(("name=", "name_keys=", "+name_keys=")) for a in argv):
         return []
     try:
@@ -147,7 +150,7 @@ def _main() -> None:
     sys.argv[1:] = flags_first(sys.argv[1:])
     sys.argv[1:] += sweep_dir_override(sys.argv[1:])
     sys.argv[1:] += name_keys_override(sys.argv[1:])
-    if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+    if is_multirun(sys.argv[1:]):
         # a sweep preset's grid, explicit: the config check sees every job's values
         # (`sweep=glue` sets data.task), and Hydra builds the same grid from it
         sys.argv[1:] += [f"{key}={value}" for key, value in

@@ -95,18 +95,17 @@ def run_stage(cfg: DictConfig, run_dir: Path | None = None,
     run_dir, overrides = locate(cfg, run_dir, overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
-    if resume is None and not parallel.started_externally():
-        owner = same_settings.claim(run_dir, config)  # another job of this sweep runs it
-        done = owner and same_settings.point_to(
-            owner, new_record(cfg, run_dir, overrides, time.time(), config))
-        if done:
-            return done
     if resume is None and parallel.started_externally():
         # Ranks started by the cluster would each read the directory while rank zero
         # rewrites it: no skip/resume for them (README: Multi-GPU).
         resume = False
     if resume is not None:  # a DDP rank: the process that launched it holds the run
         return _run(cfg, run_dir, overrides, resume, config)
+    owner = same_settings.claim(run_dir, config)  # another job of this sweep runs it
+    pointer = owner and same_settings.point_to(
+        owner, new_record(cfg, run_dir, overrides, time.time(), config))
+    if pointer:
+        return pointer
     with run_lock(run_dir):
         # decided once, by the process that starts the run (not per DDP rank)
         done, resume = previous_run(cfg, run_dir, config)

@@ -50,17 +50,6 @@ def _as_taps(tensors: dict[tuple[str, int], torch.Tensor]) -> Taps:
     return taps
 
 
-def _select(taps: Taps, mask: torch.Tensor) -> Taps:
-    """The rows of ``taps`` where ``mask`` holds (logits, embedding, stage maps)."""
-    picked = Taps(logits=taps.logits[mask],
-                  embedding=None if taps.embedding is None else taps.embedding[mask])
-    for kind in ("features", "preact"):
-        maps = getattr(taps, kind, None)
-        if maps:
-            setattr(picked, kind, [None if t is None else t[mask] for t in maps])
-    return picked
-
-
 class TeacherOutputCache:
     def __init__(self, num_samples: int, stored: Stored):
         self.num_samples = num_samples
@@ -84,10 +73,9 @@ class TeacherOutputCache:
     def put(self, indices: torch.Tensor, taps: Sequence[Taps],
             only: Optional[torch.Tensor] = None) -> None:
         """Store the taps of ``indices`` (of those where the mask ``only`` holds)."""
+        rows = slice(None) if only is None else only.to(taps[0].logits.device)
         if only is not None:
-            keep = only.to(taps[0].logits.device)
             indices = indices[only.to(indices.device)]
-            taps = [_select(teacher, keep) for teacher in taps]
         if not self._tensors:  # allocate on first use, on the device and dtype of the outputs
             self._kept = _per_teacher(taps, self.stored)
             for teacher, kept in zip(taps, self._kept, strict=True):
@@ -97,7 +85,7 @@ class TeacherOutputCache:
         for teacher, kept, tensors in zip(taps, self._kept, self._tensors, strict=True):
             outputs = _tensors(teacher, kept)
             for key, stored in tensors.items():
-                stored[indices] = outputs[key].detach()
+                stored[indices] = outputs[key][rows].detach()
         self.filled[indices.cpu()] = True
 
     def stats(self) -> dict[str, int]:

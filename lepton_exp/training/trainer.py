@@ -108,8 +108,8 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
     try:
         # The data modules shard their own loaders (lepton_exp.data.base.shard_sampler).
         trainer = Trainer(default_root_dir=str(run_dir), logger=loggers or False,
-                             callbacks=callbacks, use_distributed_sampler=False,
-                             **trainer_kwargs)
+                          callbacks=callbacks, use_distributed_sampler=False,
+                          **trainer_kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
         raise ConfigError(f"invalid trainer settings: {one_line(error)}") from error
     return trainer, checkpoints
@@ -157,10 +157,10 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
     """Test ``module`` as it is (no fit) and return its metrics as ``<prefix>/*``, on the
     test batches and precision that the run's own tests use (``trainer_cfg``)."""
     trainer = Trainer(accelerator=trainer_cfg.accelerator, devices=_this_device(trainer_cfg),
-                         precision=trainer_cfg.precision,
-                         limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False)
+                      precision=trainer_cfg.precision,
+                      limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, use_distributed_sampler=False)
     module.test_prefix = prefix
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
