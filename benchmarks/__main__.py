@@ -16,13 +16,13 @@ import sys
 import time
 import traceback
 
-from benchmarks import (cifar_distill, cifar_prune, cifar_zoo, image_loader, overhead,
+from benchmarks import (cifar_distill, cifar_prune, cifar_zoo, gpu, image_loader, overhead,
                         peer_torchdistill, quantization, sst2, sweep_throughput,
                         teacher_output_cache)
 from benchmarks.common import REPO, Section, Target, machine_info, parse_options, run_section
 
 # In report order. Timing-sensitive sections first, before the long runs heat the machine.
-SECTIONS = {"overhead": overhead.run, "cache": teacher_output_cache.run,
+SECTIONS = {"overhead": overhead.run, "gpu": gpu.run, "cache": teacher_output_cache.run,
             "sweep": sweep_throughput.run, "cifar_distill": cifar_distill.run,
             "cifar_zoo": cifar_zoo.run,
             "cifar_prune": cifar_prune.run, "peer": peer_torchdistill.run, "sst2": sst2.run,

@@ -19,6 +19,22 @@ def started_externally() -> bool:
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
 
+def started_at() -> float:
+    """When this process started, in seconds since the epoch: the kernel's record on Linux
+    (the interpreter's own start-up included), else when lepton_exp was first imported."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            # field 22, after the parenthesised command name (which may hold spaces)
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        import lepton_exp
+
+        return lepton_exp.IMPORTED_AT
+
+
 def cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

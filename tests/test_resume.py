@@ -39,8 +39,8 @@ def _stop_at(monkeypatch, step: int, stage_module: type = ClassificationModule) 
 
 
 def _interrupted_then_resumed(compose_cfg, tmp_path, monkeypatch, step, *overrides,
-                              module=ClassificationModule, checkpoint=True):
-    cfg = compose_cfg(*FAST, f"paths.cache_dir={tmp_path / 'cache'}", *overrides)
+                              module=ClassificationModule, checkpoint=True, base=FAST):
+    cfg = compose_cfg(*base, f"paths.cache_dir={tmp_path / 'cache'}", *overrides)
     reference = run_stage(cfg.copy(), run_dir=tmp_path / "reference")
     _stop_at(monkeypatch, step, module)
     with pytest.raises(Stopped):  # Ctrl-C: Lightning stops, the trainer raises Stopped

@@ -60,6 +60,10 @@ class DataConfig:
     split_seed: int = 0  # fixes the train/val(/test) split, independently of `seed`
     val_size: float = 0.1  # < 1: fraction of the training pool, >= 1: number of samples
     augment: bool = False
+    # Images held in memory: batches are cut, augmented (crop + flip, seeded per sample) and
+    # normalised as whole tensors, on the training device; the same values as the per-sample
+    # torchvision pipeline (false), bit for bit, at a fraction of the cost.
+    batch_transforms: bool = not_result(True)
     train_subset: Optional[int] = None  # train on a stratified subset of this many samples
     mean: Optional[List[float]] = None  # per-channel normalisation; None: data set default
     std: Optional[List[float]] = None
@@ -97,6 +101,8 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam(w) only
+    # fused kernels (one launch for all parameters); null: when the parameters are on CUDA
+    fused: Optional[bool] = not_result(None)
 
 
 @dataclass
@@ -120,7 +126,13 @@ class TrainerConfig:
     strategy: str = not_trained("auto")
     num_nodes: int = 1
     sync_batchnorm: bool = False
+    # Lightning's precision; auto: bf16-mixed on a GPU with bf16, 16-mixed (fp16 + gradient
+    # scaler) on one without, 32-true on CPU (lepton_exp.training.speed)
     precision: str = "32-true"
+    # On CUDA: conv models in the NHWC layout (tensor cores); torch.compile of student and
+    # teachers. Neither changes a CPU run; how it runs, not what it computes.
+    channels_last: bool = not_result(True)
+    compile: bool = not_result(False)
     max_epochs: int = 10
     max_steps: int = -1
     deterministic: bool = True

@@ -139,12 +139,15 @@ def sample_seed(run_seed: int, epoch: int, index: int) -> int:
     return ((run_seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63
 
 
-def loader_workers(setting: int | str) -> int:
-    """DataLoader worker processes for ``data.num_workers``: a number, or ``auto`` = the CPU
-    cores this process may use, shared among the DDP processes of this node (at most 8:
-    more rarely helps and each costs memory)."""
+def loader_workers(setting: int | str, makes_batches: bool = False) -> int:
+    """DataLoader worker processes for ``data.num_workers``: a number, or ``auto`` = none for
+    a data set that cuts whole batches from memory (``makes_batches``: workers would only
+    copy them between processes), else the CPU cores this process may use, shared among the
+    DDP processes of this node (at most 8: more rarely helps and each costs memory)."""
     if setting != "auto":
         return int(setting)
+    if makes_batches:
+        return 0
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
@@ -226,6 +229,11 @@ class ClassificationData(pl.LightningDataModule):
 
     collate = None  # the DataLoader's collate_fn (None: torch's default)
 
+    def collate_for(self, dataset: Dataset):
+        """The collate_fn of a loader over ``dataset`` (``collate`` unless the data set
+        makes whole batches itself)."""
+        return self.collate
+
     #: why teacher outputs cannot be cached per sample, when they cannot (None: they can)
     no_output_cache_reason: Optional[str] = None
 
@@ -275,7 +283,7 @@ class ClassificationData(pl.LightningDataModule):
         batch_size = self.cfg.batch_size if train else (
             self.cfg.eval_batch_size or self.cfg.batch_size)
         dataset = self.dataset(split, train)
-        workers = loader_workers(self.cfg.num_workers)
+        workers = loader_workers(self.cfg.num_workers, getattr(dataset, "makes_batches", False))
         sampler = shard_sampler(dataset, train)
         if isinstance(sampler, ResumableSampler):
             sampler.pending = self._pending_skip
@@ -283,7 +291,7 @@ class ClassificationData(pl.LightningDataModule):
             dataset, batch_size=batch_size, sampler=sampler,
             drop_last=train and len(sampler or split) > batch_size,
             num_workers=workers, persistent_workers=workers > 0,
-            pin_memory=self._on_gpu(), collate_fn=self.collate,
+            pin_memory=self._on_gpu(), collate_fn=self.collate_for(dataset),
             # its own generator: making an iterator draws a seed, which must not move the
             # global RNG that dropout and the losses use (an exact resume restores that one)
             generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63) if train

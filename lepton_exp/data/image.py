@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lepton_exp.data.base import ClassificationData, DataInfo, Split
+from lepton_exp.data.batch_transforms import BatchTransform, RawImages, batch_equivalents
 from lepton_exp.data.folder import BadImageError
 from lepton_exp.errors import ConfigError
 
@@ -49,6 +50,46 @@ class ImageDataset(Dataset):
             index, image = key, self.transform(self.split.images[key])
         label = self.split.labels[index]
         return (image, label, index) if self.with_index else (image, label)
+
+
+class ImageBatches(Dataset):
+    """A split held as one tensor, read a batch at a time (``__getitems__``: the DataLoader
+    hands over the batch's keys at once): the batch is cut from the tensor in one indexing
+    op and transformed whole (``lepton_exp.data.batch_transforms``), here on CPU or, with
+    ``on_device``, after it reached the training device."""
+
+    makes_batches = True  # (loader workers would only copy its batches between processes)
+
+    def __init__(self, split: Split, transform: BatchTransform, with_index: bool = False,
+                 random_transform: bool = False, on_device: bool = False):
+        self.split = split
+        self.transform = transform
+        self.with_index = with_index
+        self.random_transform = random_transform  # the sampler pairs keys with seeds
+        self.on_device = on_device
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key):
+        images, labels, *index = self.__getitems__([key])
+        return (images[0], labels[0], *(i[0] for i in index))
+
+    def __getitems__(self, keys: list):
+        if keys and isinstance(keys[0], tuple):  # (index, seed) pairs: seeded draws
+            indices = [index for index, _ in keys]
+            choices = self.transform.choices([seed for _, seed in keys])
+        else:
+            indices, choices = list(keys), None
+        index = torch.as_tensor(indices, dtype=torch.long)
+        raw = RawImages(self.split.images[index], choices, self.split.labels[index],
+                        index if self.with_index else None)
+        return raw if self.on_device else self.transform(raw)
+
+
+def _whole_batch(batch):
+    """The collate step of ImageBatches: its batch is made already."""
+    return batch
 
 
 def seeded(transform: v2.Transform, image: torch.Tensor, seed: int) -> torch.Tensor:
@@ -100,6 +141,7 @@ class ImageClassificationData(ClassificationData):
         self._augmentation = augmentation
         self._preprocess = preprocess
         self._bad_files: Optional[str] = None
+        self._batch_transform: BatchTransform | None | bool = False  # False: not made yet
         if cfg.get("skip_bad_files"):  # undecodable files are noted here and left out
             import tempfile
 
@@ -158,10 +200,36 @@ class ImageClassificationData(ClassificationData):
         return v2.Compose([*self.preprocess(), self._normalize()])
 
     def dataset(self, split: Split, train: bool) -> Dataset:
+        random_transform = train and not self.deterministic_train_transform
+        batch_transform = self.batch_transform()
+        if batch_transform is not None and isinstance(split.images, torch.Tensor):
+            return ImageBatches(split, batch_transform,
+                                with_index=train and self.train_with_index,
+                                random_transform=random_transform,
+                                on_device=self._on_gpu())
         transform = self.train_transform() if train else self.eval_transform()
         return ImageDataset(split, transform, with_index=train and self.train_with_index,
-                            random_transform=train and not self.deterministic_train_transform,
-                            bad_files=self._bad_files)
+                            random_transform=random_transform, bad_files=self._bad_files)
+
+    def batch_transform(self) -> BatchTransform | None:
+        """The transforms as batch operations (``data.batch_transforms``), when every one
+        has a batch form; None: per sample, in the loader (torchvision v2)."""
+        if self._batch_transform is False:
+            steps = None
+            if self.cfg.get("batch_transforms", True) and not self.preprocess() and \
+                    self._bad_files is None:
+                steps = batch_equivalents(self.augmentation() if self.cfg.augment else [])
+            size = self.info.image_size
+            self._batch_transform = None if steps is None else BatchTransform(
+                steps, self._normalize(), (size, size))
+        return self._batch_transform
+
+    def collate_for(self, dataset: Dataset):
+        return _whole_batch if isinstance(dataset, ImageBatches) else self.collate
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # ImageBatches on a GPU: the batch is cropped, flipped and normalised where it is now
+        return self.batch_transform()(batch) if isinstance(batch, RawImages) else batch
 
     def example_batch(self, size: int = 2, full_length: bool = False) -> torch.Tensor:
         dataset = ImageDataset(self.train, self.eval_transform())

@@ -19,6 +19,7 @@ from lepton_exp.data.base import DataInfo
 from lepton_exp.distill.objective import label_loss
 from lepton_exp.errors import ConfigError, LeptonError
 from lepton_exp.models.taps import model_logits
+from lepton_exp.training.epoch_means import EpochMeans, load_metric_states, metric_states
 from lepton_exp.training.optim import build_optimizer, build_scheduler
 from lepton_exp.training.trainer import training_horizon
 
@@ -59,6 +60,9 @@ def classification_metrics(info: DataInfo) -> MetricCollection:
                               f"{', '.join(METRICS)}")
         metrics[name] = METRICS[name](info.num_classes)
     return MetricCollection(metrics)
+
+
+TRAIN_EPOCH_KEY = "lepton_train_epoch"  # the checkpoint's entry for the unfinished epoch
 
 
 class NonFiniteLossError(LeptonError):
@@ -102,6 +106,9 @@ class ClassificationModule(pl.LightningModule):
         # Evaluation losses as sample-weighted means that sync sums and counts over DDP
         # ranks: the ranks' shards differ in size by up to one sample.
         self.eval_losses = nn.ModuleDict({split: MeanMetric() for split in evaluated})
+        # train/loss (and the distillation terms) of the running epoch, summed by the module
+        # (lepton_exp.training.epoch_means): one tensor op a step instead of a self.log call
+        self.train_means = EpochMeans()
 
     def forward(self, inputs) -> torch.Tensor:
         return model_logits(self.model, inputs)
@@ -115,25 +122,76 @@ class ClassificationModule(pl.LightningModule):
         inputs, labels = batch[0], batch[1]
         logits = self(inputs)
         loss = label_loss(logits, labels, self.regression)
-        self.log_split(split, logits, labels, loss)
+        if split == "train":
+            self.update_train_metrics(logits, labels)
+            self.log_train({"loss": loss}, len(labels))
+        else:
+            self.log_split(split, logits, labels, loss)
         return loss
+
+    def update_train_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """The step's outputs into the training epoch's metrics (train/acc, ...)."""
+        outputs = logits.detach()
+        self.metrics["train_metrics"].update(
+            outputs.squeeze(-1) if self.regression else outputs, labels)
+
+    def log_train(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        """A training step's values (``loss``, the terms' ``loss_<name>``, ...) into the
+        epoch's means, logged as ``train/<name>_epoch`` at its end (``train/<name>`` in the
+        record); the loggers also get them as ``train/<name>_step`` every
+        ``trainer.log_every_n_steps`` steps, when there are loggers."""
+        self.train_means.add(values, batch_size)
+        trainer = self.trainer
+        if trainer.loggers and trainer._logger_connector.should_update_logs:
+            # (each rank's own values: a sync here would cost every rank a collective)
+            self.log_dict({f"train/{name}_step": value.detach()
+                           for name, value in values.items()},
+                          on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def on_train_epoch_end(self) -> None:
+        """The epoch's means (summed over DDP ranks, then divided) and train metrics."""
+        trainer = self.trainer
+        reduce = None
+        if trainer.world_size > 1:
+            def reduce(tensor: torch.Tensor) -> torch.Tensor:
+                return trainer.strategy.reduce(tensor, reduce_op="sum")
+        values = {f"train/{name}_epoch": mean
+                  for name, mean in self.train_means.means(reduce).items()}
+        metrics = self.metrics["train_metrics"]
+        if any(metric.update_called for metric in metrics.values()):
+            # (compute() syncs the metrics' states over DDP ranks itself)
+            values.update({f"train/{name}": value for name, value in metrics.compute().items()})
+        metrics.reset()
+        self.train_means.reset()
+        if values:
+            self.log_dict(values, on_step=False, on_epoch=True)
+
+    # A checkpoint taken inside an epoch (a stop, checkpoint_every_minutes) carries what the
+    # epoch has summed so far: the resumed run's epoch figures then cover all its batches.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[TRAIN_EPOCH_KEY] = {
+            "means": self.train_means.state_dict(),
+            "metrics": metric_states(self.metrics["train_metrics"])}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get(TRAIN_EPOCH_KEY)
+        if state is not None:
+            self.train_means.load_state_dict(state["means"], self.device)
+            load_metric_states(self.metrics["train_metrics"], state["metrics"])
 
     def log_split(self, split: str, logits: torch.Tensor, labels: torch.Tensor,
                   loss: torch.Tensor) -> None:
-        """Update and log ``<split>/loss`` and the split's metrics (``split``: train, val,
-        test or test_<name>)."""
+        """Update and log ``<split>/loss`` and the split's metrics (``split``: val, test or
+        test_<name>)."""
         metrics = self.metrics[f"{split}_metrics"]
         outputs = logits.detach()
         metrics.update(outputs.squeeze(-1) if self.regression else outputs, labels)
         prefix = self.test_prefix + split.removeprefix("test") if split.startswith("test") \
             else split
-        if split == "train":  # equal batches on every rank: the mean of the ranks' means
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                     batch_size=len(labels), sync_dist=True)
-        else:  # torchmetrics sync themselves at compute, over DDP ranks
-            self.eval_losses[split].update(loss.detach(), weight=len(labels))
-            self.log(f"{prefix}/loss", self.eval_losses[split], on_step=False, on_epoch=True,
-                     batch_size=len(labels), add_dataloader_idx=False)
+        # torchmetrics sync themselves at compute, over DDP ranks
+        self.eval_losses[split].update(loss.detach(), weight=len(labels))
+        self.log(f"{prefix}/loss", self.eval_losses[split], on_step=False, on_epoch=True,
+                 batch_size=len(labels), add_dataloader_idx=False)
         # (several test loaders: the split's own names, not Lightning's /dataloader_idx_<i>)
         self.log_dict({f"{prefix}/{name}": metric for name, metric in metrics.items()},
                       on_step=False, on_epoch=True, prog_bar=split == "val",

@@ -90,18 +90,17 @@ class DistillationModule(ClassificationModule):
         teachers = self.teacher_taps(inputs, indices)
         loss, logs = self.objective(student, teachers, labels, self.global_step,
                                     self.teacher_weights, indices)
-        self.log_split("train", student.logits, labels, loss)
         logs.pop("loss")
         self.stop_if_not_finite(loss, logs)
-        if self.objective.constant:  # weights and temperature: once an epoch (each self.log
-            # costs Lightning about a millisecond of bookkeeping a step)
+        if self.objective.constant:  # weights and temperature: logged once, at epoch ends
             self.constant_logs = {n: v for n, v in logs.items() if not n.startswith("loss_")}
             logs = {n: v for n, v in logs.items() if n.startswith("loss_")}
-        self.log_dict({f"train/{name}": value for name, value in logs.items()},
-                      on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.update_train_metrics(student.logits, labels)
+        self.log_train({"loss": loss, **logs}, len(labels))
         return loss
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if self.constant_logs:
             self.log_dict({f"train/{name}": value for name, value in self.constant_logs.items()},
                           on_step=False, on_epoch=True)
@@ -110,6 +109,7 @@ class DistillationModule(ClassificationModule):
     # or the given checkpoint); loading puts the in-memory ones back, so loading stays strict
     # for everything else.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         kept = OrderedDict((name, tensor) for name, tensor in state.items()
                            if not name.startswith("teachers."))
@@ -119,6 +119,7 @@ class DistillationModule(ClassificationModule):
         checkpoint["state_dict"] = kept
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         checkpoint["state_dict"].update(
             {f"teachers.{name}": tensor for name, tensor in self.teachers.state_dict().items()})
 

@@ -50,10 +50,8 @@ class InitPhaseModule(DistillationModule):
         losses = {name: term.init_loss(student, teacher) for name, term in self.phased.items()}
         loss = sum(losses.values())
         self.stop_if_not_finite(loss, losses)
-        self.log_dict({"train/init_loss": loss.detach(),
-                       **{f"train/init_loss_{name}": value.detach()
-                          for name, value in losses.items()}},
-                      on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.log_train({"init_loss": loss, **{f"init_loss_{name}": value
+                                              for name, value in losses.items()}}, len(labels))
         return loss
 
     def configure_optimizers(self):

@@ -13,29 +13,38 @@ if TYPE_CHECKING:
     import torch
 
 
-def _sgd(params: Iterable, cfg) -> "torch.optim.Optimizer":
+def _sgd(params: list, cfg, fused: bool) -> "torch.optim.Optimizer":
     import torch
 
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
+                           **({"fused": True} if fused else {}))
 
 
 def _adam(decoupled: bool) -> Callable:
-    def build(params: Iterable, cfg) -> "torch.optim.Optimizer":
+    def build(params: list, cfg, fused: bool) -> "torch.optim.Optimizer":
         import torch
 
         cls = torch.optim.AdamW if decoupled else torch.optim.Adam
-        return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+        return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas),
+                   **({"fused": True} if fused else {}))
 
     return build
 
 
-OPTIMIZERS: dict[str, Callable[[Iterable, Any], "torch.optim.Optimizer"]] = {
+OPTIMIZERS: dict[str, Callable[[list, Any, bool], "torch.optim.Optimizer"]] = {
     "sgd": _sgd, "adamw": _adam(decoupled=True), "adam": _adam(decoupled=False)}
 
 
 def build_optimizer(params: Iterable, cfg) -> "torch.optim.Optimizer":
-    return OPTIMIZERS[cfg.name](params, cfg)
+    """The optimiser ``cfg.name`` over ``params`` (tensors or parameter groups), with fused
+    kernels where ``optim.fused`` asks for them (null: on CUDA)."""
+    from lepton_exp.training.speed import fused_optimizer
+
+    params = list(params)
+    tensors = [p for item in params
+               for p in (item["params"] if isinstance(item, dict) else [item])]
+    return OPTIMIZERS[cfg.name](params, cfg, fused_optimizer(cfg.get("fused"), tensors))
 
 
 def milestone_epochs(milestones: Iterable[float], max_epochs: int) -> list[int]:

@@ -31,7 +31,6 @@ from lepton_exp.errors import Stopped
 
 log = logging.getLogger(__name__)
 RNG_KEY = "lepton_rng_states"
-SUMS_KEY = "lepton_epoch_sums"
 T = TypeVar("T")
 
 
@@ -63,54 +62,23 @@ def batches_done_in_epoch(checkpoint: dict[str, Any]) -> int:
     return int(fit.get("epoch_loop.batch_progress", {}).get("current", {}).get("processed", 0))
 
 
-def epoch_sums(trainer: pl.Trainer) -> dict[str, dict[str, Any]]:
-    """What the training epoch's logged values have summed so far (Lightning's per-epoch
-    accumulators, and the states of logged torchmetrics), by logged key."""
-    sums: dict[str, dict[str, Any]] = {}
-    for key, result in trainer.fit_loop.epoch_loop._results.items():
-        if not result.meta.on_epoch:
-            continue
-        if result.is_tensor:
-            sums[key] = {"value": result.value.detach().clone()}
-            if result.meta.is_mean_reduction:
-                sums[key]["cumulated_batch_size"] = result.cumulated_batch_size.clone()
-        else:  # a torchmetrics Metric: its states (sums, counts)
-            sums[key] = {name: state.detach().clone() for name, state
-                         in result.value.metric_state.items() if torch.is_tensor(state)}
-    return sums
-
-
-def add_epoch_sums(trainer: pl.Trainer, sums: dict[str, dict[str, Any]]) -> None:
-    """Add an interrupted epoch's sums to the resumed epoch's (all are sums or counts:
-    Lightning's means are sum/count, torchmetrics' accuracy counts, MeanMetric's sums)."""
-    for key, result in trainer.fit_loop.epoch_loop._results.items():
-        target = result if result.is_tensor else result.value
-        for name, saved in sums.get(key, {}).items():
-            setattr(target, name, getattr(target, name) + saved.to(getattr(target, name)))
-
-
 class ExactResume(Callback):
-    """Saves the RNG states (and, mid-epoch, the epoch's metric sums) with every checkpoint;
-    on resume, has the training loader skip the batches already trained in the interrupted
-    epoch, puts the RNG states back just before the next training step (after the sanity
-    check and the loader's prefetch) and adds the sums back after it, so the epoch's train/*
-    cover all of its batches."""
+    """Saves the RNG states with every checkpoint; on resume, has the training loader skip
+    the batches already trained in the interrupted epoch and puts the RNG states back just
+    before the next training step (after the sanity check and the loader's prefetch). (What
+    the interrupted epoch summed for train/* travels with the module: classify.TRAIN_EPOCH_KEY.)"""
 
     def __init__(self) -> None:
         self._rng: Optional[dict[str, Any]] = None
-        self._sums: Optional[dict[str, dict[str, Any]]] = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint[RNG_KEY] = rng_states()
-        if batches_done_in_epoch(checkpoint):
-            checkpoint[SUMS_KEY] = epoch_sums(trainer)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         self._rng = checkpoint.get(RNG_KEY)
         skip = batches_done_in_epoch(checkpoint)
-        self._sums = checkpoint.get(SUMS_KEY) if skip else None
         datamodule = trainer.datamodule
         if skip and hasattr(datamodule, "resume_within_epoch"):
             datamodule.resume_within_epoch(skip, checkpoint.get("epoch"))
@@ -123,12 +91,6 @@ class ExactResume(Callback):
         if self._rng is not None:
             set_rng_states(self._rng)
             self._rng = None
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._sums is not None:  # the accumulators exist once the step has logged
-            add_epoch_sums(trainer, self._sums)
-            self._sums = None
 
 
 class CheckpointOnStop(Callback):

@@ -1,5 +1,7 @@
 """Training throughput of a run: time spent in training epochs (data loading included,
-validation excluded) and the samples trained in it, for the run record (`timing`)."""
+validation excluded) and the samples trained in it, and the seconds from the command's start
+to its first training step (imports, config, data, models, sanity check), for the run
+record (`timing`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
+
+from lepton_exp import processes
 
 
 def batch_size(batch: Any) -> int:
@@ -24,14 +27,17 @@ def batch_size(batch: Any) -> int:
 
 
 class TrainTimer(pl.Callback):
-    """Seconds and samples of each training epoch; validation, which Lightning runs inside
-    the epoch, is left out."""
+    """Seconds and samples of each training epoch: from its start to its last step, the
+    loading of its batches included; validation, which Lightning runs inside the epoch, is
+    left out with what follows it (the best checkpoint's save), as is the epoch-end save."""
 
     def __init__(self):
         self.epoch_seconds: list[float] = []
         self.samples = 0
         self._elapsed = 0.0  # of the current epoch, up to `_started`
         self._started: float | None = None
+        self._in_epoch = False
+        self.first_step_s: float | None = None
 
     def _pause(self) -> None:
         if self._started is not None:
@@ -39,7 +45,13 @@ class TrainTimer(pl.Callback):
             self._started = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._elapsed, self._started = 0.0, time.perf_counter()
+        self._elapsed, self._started, self._in_epoch = 0.0, time.perf_counter(), True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_step_s is None:
+            self.first_step_s = time.time() - processes.started_at()
+        if self._started is None and self._in_epoch:  # training goes on after a validation
+            self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += batch_size(batch)
@@ -47,17 +59,14 @@ class TrainTimer(pl.Callback):
     def on_validation_start(self, trainer, pl_module) -> None:
         self._pause()
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        # validation inside a training epoch (not the sanity check, not trainer.validate)
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            self._started = time.perf_counter()
-
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._pause()
+        self._in_epoch = False
         self.epoch_seconds.append(self._elapsed)
 
     def summary(self) -> dict[str, Any]:
         seconds = sum(self.epoch_seconds)
         return {"train_s": round(seconds, 3), "train_samples": self.samples,
                 "train_samples_per_s": round(self.samples / seconds, 2) if seconds else None,
-                "epoch_s": [round(s, 3) for s in self.epoch_seconds]}
+                "epoch_s": [round(s, 3) for s in self.epoch_seconds],
+                "first_step_s": round(self.first_step_s, 3) if self.first_step_s else None}

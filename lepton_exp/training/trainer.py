@@ -18,6 +18,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.tracking.record import write_json_atomic
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume, raise_stops
+from lepton_exp.training.speed import ThroughputSettings, resolve_precision
 from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
@@ -101,6 +102,11 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
         if value is not None
     }
     trainer_kwargs.update(overrides)
+    # ours, not Lightning's: applied by a callback once the module is on its device
+    callbacks.append(ThroughputSettings(trainer_kwargs.pop("channels_last", True),
+                                        trainer_kwargs.pop("compile", False)))
+    trainer_kwargs["precision"] = resolve_precision(trainer_kwargs.get("precision", "32-true"),
+                                                    trainer_kwargs.get("accelerator", "cpu"))
     if trainer_kwargs.get("enable_progress_bar", True):
         callbacks.append(_progress_bar())
     if loggers:
@@ -126,16 +132,54 @@ def training_horizon(trainer: pl.Trainer) -> tuple[int, int]:
 
 
 def _progress_bar() -> Callback:
+    import time
+
     from pytorch_lightning.callbacks import RichProgressBar
 
     class ProgressBar(RichProgressBar):
-        """Rich bar showing the running train loss and val metrics only (no v_num, no twins)."""
+        """Rich bar showing the epoch's running train loss and the val metrics (no v_num, no
+        twins), redrawn at most every ``REDRAW_S`` seconds: Lightning's bar renders and reads
+        the metrics (a device sync) at every batch, a millisecond a step on a small model."""
+
+        REDRAW_S = 0.25
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._drawn_at = 0.0
+
+        def _due(self, batch_idx: int, total) -> bool:
+            now = time.monotonic()
+            if now - self._drawn_at < self.REDRAW_S and batch_idx + 1 != total:
+                return False
+            self._drawn_at = now
+            return True
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if self._due(batch_idx, self.total_train_batches):
+                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                    dataloader_idx=0):
+            if self._due(batch_idx, self.total_val_batches_current_dataloader):
+                super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx,
+                                                dataloader_idx)
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                              dataloader_idx=0):
+            if self._due(batch_idx, self.total_test_batches_current_dataloader):
+                super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx,
+                                          dataloader_idx)
 
         def get_metrics(self, trainer, pl_module):
             items = super().get_metrics(trainer, pl_module)
             items.pop("v_num", None)
-            return {key.removesuffix("_step"): value for key, value in items.items()
-                    if not key.endswith("_epoch")}
+            shown = {key: value for key, value in items.items()
+                     if not key.endswith(("_step", "_epoch"))}
+            means = getattr(pl_module, "train_means", None)
+            if trainer.training and means is not None:
+                shown.update({f"train/{name}": float(value)
+                              for name, value in means.means().items()})
+            return shown
 
         @property
         def test_description(self) -> str:
@@ -146,10 +190,10 @@ def _progress_bar() -> Callback:
 
 
 def logged_floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, float]:
-    # Lightning adds `<key>_step`/`<key>_epoch` twins for metrics logged both ways; the
-    # epoch value is already under `<key>`.
-    return {key: float(value) for key, value in metrics.items()
-            if key.startswith(prefixes) and not key.endswith(("_step", "_epoch"))}
+    # train/<name> is logged as train/<name>_epoch (its epoch mean) and train/<name>_step
+    # (for the loggers); the record keeps the epoch value under train/<name>.
+    return {key.removesuffix("_epoch"): float(value) for key, value in metrics.items()
+            if key.startswith(prefixes) and not key.endswith("_step")}
 
 
 def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, prefix: str,
@@ -157,7 +201,8 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
     """Test ``module`` as it is (no fit) and return its metrics as ``<prefix>/*``, on the
     test batches and precision that the run's own tests use (``trainer_cfg``)."""
     trainer = Trainer(accelerator=trainer_cfg.accelerator, devices=_this_device(trainer_cfg),
-                      precision=trainer_cfg.precision,
+                      precision=resolve_precision(trainer_cfg.precision,
+                                                  trainer_cfg.accelerator),
                       limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, use_distributed_sampler=False)

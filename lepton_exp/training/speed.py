@@ -1,0 +1,104 @@
+"""The GPU throughput path: what a run switches on where it applies, each switchable.
+
+- ``trainer.precision=auto`` (trainer=gpu, trainer=ddp): bf16 autocast on GPUs that have it,
+  fp16 autocast with a gradient scaler on older ones, float32 on CPU. The teachers run inside
+  the same autocast, in its dtype.
+- ``trainer.channels_last`` (default true): on CUDA, convolutional models (students and
+  teachers) in the NHWC layout tensor cores read; the first convolution converts the input.
+- ``optim.fused`` (default null: on CUDA): the fused CUDA kernels of SGD / Adam / AdamW.
+- ``trainer.compile=true``: ``torch.compile`` of the student and the teachers, in place
+  (``nn.Module.compile``: state dicts, checkpoints and hooks stay as they are).
+- Loader workers (``data.num_workers=auto``) and pinned memory: ``lepton_exp.data.base``;
+  in-memory images are transformed as batches on the device (``lepton_exp.data.image``).
+
+Nothing here changes a CPU run's arithmetic: CPU runs stay bit-exact and resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lepton_exp.errors import ConfigError, one_line
+
+log = logging.getLogger(__name__)
+
+
+def on_cuda(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` puts this run on a CUDA GPU."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(precision: Any, accelerator: str) -> Any:
+    """``auto``: bf16-mixed on a GPU with bf16, 16-mixed (fp16 + scaler) on one without,
+    32-true on CPU; any other value as given."""
+    if precision != "auto":
+        return precision
+    if not on_cuda(accelerator) or not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def fused_optimizer(setting: Optional[bool], params: list) -> bool:
+    """``optim.fused``: null = fused kernels when every parameter is on a CUDA device."""
+    if setting is not None:
+        return bool(setting)
+    return bool(params) and all(p.is_cuda for p in params)
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(layer, nn.Conv2d) for layer in model.modules())
+
+
+class ThroughputSettings(pl.Callback):
+    """Applies ``trainer.channels_last`` and ``trainer.compile`` once the module is on its
+    device, before the first step."""
+
+    def __init__(self, channels_last: bool = True, compile_models: bool = False):
+        self.channels_last = channels_last
+        self.compile_models = compile_models
+        self.applied: list[str] = []  # what this run switched on (for the record)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        models = _models(pl_module)
+        if self.channels_last and pl_module.device.type == "cuda" and any(
+                has_convolutions(model) for model in models.values()):
+            pl_module.to(memory_format=torch.channels_last)
+            self.applied.append("channels_last")
+        if self.compile_models:
+            for model in models.values():
+                model.compile()
+            self.applied.append("compile")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if self.compile_models and _is_compile_error(exception):
+            raise ConfigError(f"trainer.compile=true: torch.compile cannot compile this model "
+                              f"({one_line(exception)[:300]}): set trainer.compile=false"
+                              ) from exception
+
+
+def _models(module: pl.LightningModule) -> dict[str, nn.Module]:
+    """The student (``model``) and the teachers' models of a lepton-exp module."""
+    models = {"model": module.model} if isinstance(getattr(module, "model", None),
+                                                  nn.Module) else {}
+    for index, teacher in enumerate(getattr(module, "teachers", [])):
+        models[f"teacher{index}"] = teacher.model
+    return models
+
+
+def _is_compile_error(exception: BaseException) -> bool:
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return False
+    chain: Optional[BaseException] = exception
+    while chain is not None:
+        if isinstance(chain, (TorchDynamoException, BackendCompilerFailed)):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False

@@ -1,0 +1,80 @@
+"""The GPU throughput path's decisions (precision, fused optimisers, channels_last, compile,
+loader workers), checked on this CPU machine with CUDA's answers stubbed where needed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from lepton_exp.config.schemas import OptimConfig
+from lepton_exp.data.base import loader_workers
+from lepton_exp.training import speed
+from lepton_exp.training.optim import build_optimizer
+
+
+@pytest.mark.parametrize("cuda, bf16, accelerator, expected", [
+    (False, False, "cpu", "32-true"),
+    (False, False, "auto", "32-true"),
+    (True, True, "gpu", "bf16-mixed"),
+    (True, False, "gpu", "16-mixed"),  # fp16 autocast + Lightning's gradient scaler
+    (True, True, "cpu", "32-true"),  # a CPU run on a GPU machine
+])
+def test_precision_auto_picks_bf16_where_the_gpu_has_it(monkeypatch, cuda, bf16, accelerator,
+                                                         expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert speed.resolve_precision("auto", accelerator) == expected
+    assert speed.resolve_precision("16-mixed", accelerator) == "16-mixed"  # as given
+
+
+def test_fused_optimizers_on_cuda_parameters_or_when_asked():
+    cpu = [nn.Parameter(torch.zeros(2))]
+    assert not speed.fused_optimizer(None, cpu)
+    assert speed.fused_optimizer(True, cpu) and not speed.fused_optimizer(False, cpu)
+    meta = [nn.Parameter(torch.zeros(2, device="meta"))]
+    assert not speed.fused_optimizer(None, meta)
+    for name in ("sgd", "adamw"):
+        cfg = OmegaConf.structured(OptimConfig(name=name, fused=True))
+        optimizer = build_optimizer([nn.Parameter(torch.zeros(2))], cfg)
+        assert optimizer.defaults["fused"] is True
+        cfg.fused = None
+        assert not build_optimizer([nn.Parameter(torch.zeros(2))], cfg).defaults.get("fused")
+
+
+def test_channels_last_and_compile_leave_a_cpu_module_as_it_is():
+    class Module(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+    module = Module()
+    settings = speed.ThroughputSettings(channels_last=True, compile_models=False)
+    settings.on_fit_start(None, module)
+    assert settings.applied == []
+    assert module.model[0].weight.is_contiguous()  # NCHW, untouched on CPU
+
+
+def test_loader_workers_auto_skips_processes_for_batches_cut_from_memory():
+    assert loader_workers("auto", makes_batches=True) == 0
+    assert loader_workers("auto") >= 1
+    assert loader_workers(3, makes_batches=True) == 3
+
+
+@pytest.mark.slow  # inductor compiles the models (C++ on CPU): a minute or two
+def test_compiled_training_runs_and_keeps_plain_state_dicts(compose_cfg, tmp_path):
+    from lepton_exp.app.runner import run_stage
+
+    cfg = compose_cfg("distill=kd", "data=synthetic", "data.num_samples=128",
+                      "trainer.max_epochs=1", "trainer.compile=true", "logger=none",
+                      "trainer.enable_progress_bar=false", "model=resnet8",
+                      f"paths.cache_dir={tmp_path / 'cache'}")
+    record = run_stage(cfg, run_dir=tmp_path / "run")
+    assert record["status"] == "completed" and record["metrics"]["test/acc"] >= 0
+    checkpoint = torch.load(record["checkpoints"]["last"], weights_only=True)
+    assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
