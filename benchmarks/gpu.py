@@ -30,17 +30,20 @@ TEACHER, STUDENT = "resnet32x4", "resnet8x4"
 VARIANTS = {"float32": dict(precision="32-true", compile=False),
             "bf16": dict(precision="bf16-mixed", compile=False),
             "bf16 + compile": dict(precision="bf16-mixed", compile=True)}
-SCALES = {"full": dict(batches=(64, 256), subset=12800, epochs=3, device="gpu"),
-          "smoke": dict(batches=(16,), subset=160, epochs=2, device="cpu")}
+SCALES = {"full": dict(batches=(64, 256), subset=12800, epochs=3, device="gpu", eval=2000),
+          "smoke": dict(batches=(16,), subset=160, epochs=2, device="cpu", eval=64)}
 
 
 def _overrides(options: Options, batch: int, variant: str) -> list[str]:
     s = SCALES[options.scale]
     settings = VARIANTS[variant]
     return ["distill=kd", "data=cifar10", f"data.train_subset={s['subset']}",
+            f"data.val_size={s['eval']}", f"data.test_subset={s['eval']}",
             f"data.batch_size={batch}", f"model={STUDENT}", f"teacher.model.name={TEACHER}",
             f"trainer={s['device']}", f"trainer.max_epochs={s['epochs']}", "teacher.max_epochs=1",
-            f"trainer.precision={settings['precision']}",
+            # (the CPU smoke check runs float32 throughout: bf16 convolutions are emulated,
+            # minutes, on CPUs without bf16 instructions)
+            f"trainer.precision={settings['precision'] if s['device'] == 'gpu' else '32-true'}",
             f"trainer.compile={str(settings['compile']).lower()}",
             "distill.cache_teacher_outputs=false"]  # the teacher's forward every step, timed
 
@@ -67,6 +70,7 @@ def plain_run(options: Options, batch: int, variant: str, teacher_path: str) -> 
     crop/flip/normalise), the same models and optimiser, autocast and compile as asked."""
     from lepton_exp.config.compose import compose_config
     from lepton_exp.data import build_datamodule
+    from lepton_exp.data.batch_transforms import RawImages
     from safetensors.torch import load_file
 
     from lepton_exp.models import build_model
@@ -92,7 +96,8 @@ def plain_run(options: Options, batch: int, variant: str, teacher_path: str) -> 
         student.compile()
         teacher.compile()
     optimizer = build_optimizer(student.parameters(), cfg.optim)
-    dtype = torch.bfloat16 if settings["precision"] == "bf16-mixed" else None
+    dtype = torch.bfloat16 if settings["precision"] == "bf16-mixed" and device.type == "cuda" \
+        else None
     # distill=kd: alpha * CE + (1 - alpha) * KL(T) * T^2
     temperature, alpha = cfg.distill.temperature, cfg.distill.alpha
 
@@ -118,9 +123,10 @@ def plain_run(options: Options, batch: int, variant: str, teacher_path: str) -> 
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 started = time.perf_counter()
-            raw = type(raw)(*(t.to(device, non_blocking=True) if torch.is_tensor(t) else t
-                              for t in raw))
-            inputs, labels = transform(raw)[:2]
+            moved = [t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in raw]
+            # on CUDA the loader hands over RawImages, transformed here on the device
+            batch = transform(RawImages(*moved)) if isinstance(raw, RawImages) else moved
+            inputs, labels = batch[0], batch[1]
             step(inputs, labels)
             samples += len(labels)
         if device.type == "cuda":

@@ -5,6 +5,7 @@ record (`timing`)."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -38,6 +39,10 @@ class TrainTimer(pl.Callback):
         self._started: float | None = None
         self._in_epoch = False
         self.first_step_s: float | None = None
+        # whole loop iterations (batch start to the next one's: loading, step, hooks) after
+        # the first epoch, whose median a step's cost is read from: robust to a pause
+        self.step_seconds: list[float] = []
+        self._batch_started: float | None = None
 
     def _pause(self) -> None:
         if self._started is not None:
@@ -46,18 +51,24 @@ class TrainTimer(pl.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._elapsed, self._started, self._in_epoch = 0.0, time.perf_counter(), True
+        self._batch_started = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
         if self.first_step_s is None:
             self.first_step_s = time.time() - processes.started_at()
         if self._started is None and self._in_epoch:  # training goes on after a validation
-            self._started = time.perf_counter()
+            self._started = now
+        elif self._batch_started is not None and self.epoch_seconds:
+            self.step_seconds.append(now - self._batch_started)
+        self._batch_started = now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += batch_size(batch)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._pause()
+        self._batch_started = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._pause()
@@ -69,4 +80,6 @@ class TrainTimer(pl.Callback):
         return {"train_s": round(seconds, 3), "train_samples": self.samples,
                 "train_samples_per_s": round(self.samples / seconds, 2) if seconds else None,
                 "epoch_s": [round(s, 3) for s in self.epoch_seconds],
+                "step_ms": round(statistics.median(self.step_seconds) * 1000, 3)
+                if self.step_seconds else None,
                 "first_step_s": round(self.first_step_s, 3) if self.first_step_s else None}
