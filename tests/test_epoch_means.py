@@ -57,3 +57,7 @@ def test_metric_states_round_trip():
     load_metric_states(resumed, metric_states(split))
     resumed.update(logits[2:], labels[2:])
     assert resumed.compute()["acc"].item() == whole.compute()["acc"].item() == 0.5
+    never = collection()  # never updated: nothing saved, still not updated once loaded
+    assert metric_states(never) == {}
+    load_metric_states(never, metric_states(never))
+    assert not never["acc"].update_called

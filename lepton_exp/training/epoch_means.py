@@ -56,10 +56,12 @@ class EpochMeans:
 
 
 def metric_states(metrics: MetricCollection) -> dict[str, dict[str, torch.Tensor]]:
-    """The tensor states (counts, sums) of every metric of a collection."""
+    """The tensor states (counts, sums) of every metric of a collection that has been
+    updated (one that has not, an initialisation phase's, stays out of the epoch's logs)."""
     return {name: {key: value.detach().cpu() for key, value in metric.metric_state.items()
                    if torch.is_tensor(value)}
-            for name, metric in metrics.items(keep_base=True, copy_state=False)}
+            for name, metric in metrics.items(keep_base=True, copy_state=False)
+            if metric.update_called}
 
 
 def load_metric_states(metrics: MetricCollection,
