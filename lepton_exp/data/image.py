@@ -225,7 +225,7 @@ class ImageClassificationData(ClassificationData):
         return self._batch_transform
 
     def collate_for(self, dataset: Dataset):
-        return _whole_batch if isinstance(dataset, ImageBatches) else self.collate
+        return _whole_batch if getattr(dataset, "makes_batches", False) else self.collate
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # ImageBatches on a GPU: the batch is cropped, flipped and normalised where it is now

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.tracking.record import write_json_atomic
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume, raise_stops
-from lepton_exp.training.speed import ThroughputSettings, resolve_precision
+from lepton_exp.training.speed import ThroughputSettings, on_cuda, resolve_precision
 from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
@@ -225,11 +225,7 @@ def tested_keys(module: pl.LightningModule) -> tuple[str, ...]:
 
 def _this_device(trainer_cfg) -> int | list[int]:
     """One device for a side evaluation: in a DDP rank, the rank's own GPU (not GPU 0)."""
-    import torch
-
-    accelerator = trainer_cfg.accelerator
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return [int(os.environ.get("LOCAL_RANK", 0))] if gpu else 1
+    return [int(os.environ.get("LOCAL_RANK", 0))] if on_cuda(trainer_cfg.accelerator) else 1
 
 
 FIT_METRICS = "fit_metrics.json"  # beside last.ckpt once the fit is complete
