@@ -23,7 +23,7 @@ from lepton_exp.config.preflight import PreflightError, preflight
 from lepton_exp.config.store import register_configs
 from lepton_exp.digest import short_hash
 from lepton_exp.errors import LeptonError, Stopped
-from lepton_exp.processes import handle_stop_signals
+from lepton_exp.processes import collector_paused_while_importing, handle_stop_signals
 from lepton_exp.tracking.rundir import discard_unstarted_job, unfinished_run
 
 
@@ -49,9 +49,10 @@ def _stopped(error: KeyboardInterrupt) -> NoReturn:
 
 @hydra.main(config_path=str(CONF_DIR), config_name=ROOT_CONFIG, version_base="1.3")
 def _app(cfg: DictConfig) -> float | None:
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
+    with collector_paused_while_importing():
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from lepton_exp.app.run import run
+        from lepton_exp.app.run import run
 
     try:
         record = run(cfg)

@@ -6,9 +6,28 @@ and the training loop's stop handling ask it."""
 
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 WORKER_ENV = "LEPTON_DDP_WORKER"  # set in the DDP worker processes lepton-exp starts
+
+
+@contextmanager
+def collector_paused_while_importing() -> Iterator[None]:
+    """Python's garbage collector off while torch, Lightning, timm, ... import (~600k objects),
+    then those objects left out of its later collections (``gc.freeze``): each full
+    collection during the imports scans everything loaded so far, a second or more in all
+    at start-up. Module-level objects live as long as the process anyway."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 def started_externally() -> bool:

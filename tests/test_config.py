@@ -142,3 +142,22 @@ def test_distill_settings_that_would_silently_do_nothing_are_errors(compose_cfg,
 def test_a_scheduled_alpha_below_one_keeps_kd_alive(compose_cfg):
     validate(compose_cfg("distill=kd", "distill.alpha=1", "distill.schedule.name=linear",
                          "distill.schedule.alpha_final=0.5"))
+
+
+@pytest.mark.parametrize("overrides, composes", [
+    (["trainer.max_epochs=abc"], 1),          # a value the key's type refuses: no more
+    (["data.root=/x"], 2),                    # an unknown key: the config before it too
+    (["optim.lr=0.1", "trainer.max_epohs=3"], 2),  # the prefix; the config before is it
+])
+def test_explaining_a_bad_override_composes_only_what_the_reason_needs(monkeypatch, overrides,
+                                                                       composes):
+    """Each compose costs a few tenths of a second: a config error stays under a second."""
+    from lepton_exp.config import preflight as module
+
+    calls = []
+    compose = module._compose
+    monkeypatch.setattr(module, "_compose",
+                        lambda *args: calls.append(args) or compose(*args))
+    with pytest.raises(PreflightError):
+        preflight(overrides)
+    assert len(calls) == composes

@@ -78,3 +78,35 @@ def test_compiled_training_runs_and_keeps_plain_state_dicts(compose_cfg, tmp_pat
     assert record["status"] == "completed" and record["metrics"]["test/acc"] >= 0
     checkpoint = torch.load(record["checkpoints"]["last"], weights_only=True)
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
+
+
+def test_imports_leave_the_collector_on_and_their_objects_frozen():
+    import gc
+
+    from lepton_exp.processes import collector_paused_while_importing
+
+    frozen_before = gc.get_freeze_count()
+    try:
+        with collector_paused_while_importing():
+            assert not gc.isenabled()
+            loaded = [[index] for index in range(1000)]  # stands in for modules' objects
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + len(loaded)
+    finally:
+        gc.unfreeze()
+
+
+def test_progress_bar_stops_without_waiting_for_its_drawing_thread(tmp_path):
+    """Lightning's rich bar is stopped at every epoch start: the stop must not join the
+    drawing thread (which sleeps half a second between wake-ups), only signal it."""
+    from lepton_exp.training.trainer import _progress_bar
+
+    bar = _progress_bar()
+    bar._init_progress(trainer=object())  # (the metrics column only keeps the trainer)
+    thread = bar.progress.live._refresh_thread
+    assert thread is not None and thread.is_alive()
+    bar._stop_progress()
+    assert bar._progress_stopped and thread.done.is_set()
+    assert thread.is_alive()  # not joined: it ends at its next wake-up
+    thread.join(timeout=5)
+    assert not thread.is_alive()

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from hydra._internal.utils import get_args_parser
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ValidationError
 
 from lepton_exp.config import CONF_DIR, ROOT_CONFIG
 from lepton_exp.config.checkpoints import checkpoint_problem
@@ -146,10 +148,10 @@ def _check(config_name: str, overrides: list[str], explain: bool = True,
     ``files``, the checkpoints it names (before Hydra makes a run directory for it)."""
     try:
         cfg = _compose(config_name, overrides)
-    except Exception:  # noqa: BLE001 - find which override caused it and explain that one
+    except Exception as error:  # noqa: BLE001 - find which override caused it, explain that
         if not explain:
             return None
-        raise PreflightError(_explain(config_name, overrides)) from None
+        raise PreflightError(_explain(config_name, overrides, error)) from None
     unsafe = [f"{where}={target}" for where, target in _targets(
         OmegaConf.to_container(cfg, resolve=False)) if not target.startswith(ALLOWED_TARGETS)]
     if unsafe:
@@ -169,30 +171,34 @@ def _check(config_name: str, overrides: list[str], explain: bool = True,
     return cfg
 
 
-def _explain(config_name: str, overrides: list[str]) -> str:
-    try:
-        previous = _compose(config_name, [])
-    except Exception as error:  # noqa: BLE001 - the config files themselves are broken
+def _explain(config_name: str, overrides: list[str], error: Exception) -> str:
+    """Which override made composing ``overrides`` fail with ``error``, and why. Composes as
+    little as it can (each compose is a few tenths of a second): the shorter prefixes of
+    ``overrides``, and the config before the failing one only where the reason needs it."""
+    if not overrides:
         return f"the config in {CONF_DIR} does not compose: {_first_line(error)}"
-    for count, override_line in enumerate(overrides, start=1):
+    index, failed, previous = len(overrides) - 1, error, None
+    for count in range(1, len(overrides)):
         try:
             current = _compose(config_name, overrides[:count])
-        except Exception as error:  # noqa: BLE001
-            return _explain_override(config_name, overrides, count - 1, previous, error)
+        except Exception as prefix_error:  # noqa: BLE001
+            index, failed = count - 1, prefix_error
+            break
         previous = current
-    return "the overrides do not compose (run with HYDRA_FULL_ERROR=1 for details)"
+    if index == 0:
+        previous = None  # the config before the first override: composed when needed
+    return _explain_override(config_name, overrides, index, previous, failed)
 
 
 def _explain_override(config_name: str, overrides: list[str], index: int, before,
                       error: Exception) -> str:
     """Why ``overrides[index]`` failed, given the config ``before`` it (composed from the
-    earlier ones)."""
+    earlier ones; None: composed here if needed, from the config files alone)."""
     line = overrides[index]
     override = OverridesParser.create().parse_override(line)
     key = override.key_or_group
     loader = GlobalHydra.instance().config_loader()
-    groups = _groups(loader)
-    if key in groups:  # group=option
+    if _is_group(loader, key):  # group=option
         options = sorted(loader.get_group_options(key))
         value = override.value()
         if value is None:
@@ -200,30 +206,42 @@ def _explain_override(config_name: str, overrides: list[str], index: int, before
         if str(value) not in options:
             return (f"unknown option {key}={value}{did_you_mean(str(value), options)}: "
                     f"choose one of {', '.join(options)}")
-    elif not override.is_add() and key not in dotted_keys(before):
-        return _explain_unknown_key(config_name, overrides, index, key, before, loader, groups)
+    elif not override.is_add() and not isinstance(_innermost(error), ValidationError):
+        # (a ValidationError is a value the key's type refuses: the key exists)
+        if before is None:
+            try:
+                before = _compose(config_name, [])
+            except Exception as broken:  # noqa: BLE001 - the config files themselves
+                return f"the config in {CONF_DIR} does not compose: {_first_line(broken)}"
+        if key not in dotted_keys(before):
+            return _explain_unknown_key(config_name, overrides, index, key, before, loader)
     message = re.sub(r"\s+", " ", _first_line(_innermost(error)))
     return f"invalid override '{line}': {message}"
 
 
 def _explain_unknown_key(config_name: str, overrides: list[str], index: int, key: str,
-                         before, loader, groups: list[str]) -> str:
+                         before, loader) -> str:
     earlier = overrides[:index]
     parent, _, _ = key.rpartition(".")
     parent_node = OmegaConf.select(before, parent) if parent else None
     if isinstance(parent_node, DictConfig) and OmegaConf.get_type(parent_node) is dict:
         return _explain_new_key(config_name, overrides, index, key, before)
+    hint = did_you_mean(key, dotted_keys(before))
     group = key.split(".")[0]
-    if group in groups:  # maybe the key belongs to another option of this group
-        owners = [option for option in sorted(loader.get_group_options(group))
-                  if _has_key(config_name, [*earlier, f"{group}={option}"], key)]
+    if _is_group(loader, group):  # maybe the key belongs to another option of this group
+        options = sorted(loader.get_group_options(group))
+        # the options' own files first (composing each option takes seconds in all);
+        # composed only when that finds none and the key is no near miss either
+        owners = [option for option in options if _file_has_key(group, option, key)]
+        if not owners and not hint:
+            owners = [option for option in options
+                      if _has_key(config_name, [*earlier, f"{group}={option}"], key)]
         if owners:
             selector = SCHEMA_GROUPS[group][1] if group in SCHEMA_GROUPS else "name"
             current = OmegaConf.select(before, f"{group}.{selector}", default="?")
             return (f"'{key}' belongs to {group}={', '.join(owners)}, not {group}={current}: "
                     f"select one of those or drop the override")
-    return (f"unknown config key '{key}'{did_you_mean(key, dotted_keys(before))}: "
-            "list the keys with `lepton-exp --cfg job`")
+    return f"unknown config key '{key}'{hint}: list the keys with `lepton-exp --cfg job`"
 
 
 def _explain_new_key(config_name: str, overrides: list[str], index: int, key: str,
@@ -250,6 +268,30 @@ def _explain_new_key(config_name: str, overrides: list[str], index: int, key: st
     return f"'{key}' is not set yet: add it with a plus, +{key}=..."
 
 
+def _file_has_key(group: str, option: str, key: str) -> bool:
+    """Whether ``conf/<group>/<option>.yaml`` sets ``key`` (``<group>.<path>``): in the file
+    itself, a schema it puts ``@_here_`` (data sets) or a sibling option it builds on."""
+    return key.partition(".")[2] in dotted_keys(_option_node(group, option))
+
+
+def _option_node(group: str, option: str, depth: int = 0):
+    path = CONF_DIR / group / f"{option}.yaml"
+    if depth > 5 or not path.is_file():
+        return OmegaConf.create()
+    node = OmegaConf.load(path)
+    parts = []
+    for entry in node.pop("defaults", None) or []:
+        if not isinstance(entry, str) or entry == "_self_":
+            continue
+        name = entry.removesuffix("@_here_")
+        if name.startswith("/"):  # a stored schema (lepton_exp.config.store)
+            with contextlib.suppress(Exception):
+                parts.append(ConfigStore.instance().load(f"{name[1:]}.yaml").node)
+        else:
+            parts.append(_option_node(group, name, depth + 1))
+    return OmegaConf.merge(*parts, node) if parts else node
+
+
 def _has_key(config_name: str, overrides: list[str], key: str) -> bool:
     try:
         return key in dotted_keys(_compose(config_name, overrides))
@@ -257,17 +299,10 @@ def _has_key(config_name: str, overrides: list[str], key: str) -> bool:
         return False
 
 
-def _groups(loader) -> list[str]:
-    found = []
-
-    def walk(parent: str) -> None:
-        for name in loader.list_groups(parent):
-            path = f"{parent}/{name}" if parent else name
-            found.append(path)
-            walk(path)
-
-    walk("")
-    return found
+def _is_group(loader, name: str) -> bool:
+    # one lookup (Hydra copies its config repository for each; walking all the groups
+    # took a second and a half)
+    return bool(loader.get_group_options(name))
 
 
 def _innermost(error: BaseException) -> BaseException:

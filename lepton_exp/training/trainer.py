@@ -135,6 +135,7 @@ def _progress_bar() -> Callback:
     import time
 
     from pytorch_lightning.callbacks import RichProgressBar
+    from rich.progress import Progress
 
     class ProgressBar(RichProgressBar):
         """Rich bar showing the epoch's running train loss and the val metrics (no v_num, no
@@ -182,6 +183,15 @@ def _progress_bar() -> Callback:
                 shown.update({f"train/{name}": float(value)
                               for name, value in means.means().items()})
             return shown
+
+        def _stop_progress(self) -> None:
+            # rich's own stop, without Lightning's join of its refresh thread: that thread
+            # sleeps a whole refresh period (0.5 s) before it sees the stop, and the bar is
+            # stopped at every epoch start (leave=True) and teardown. The thread ends on its
+            # own at its next wake-up (it checks the stop flag before drawing).
+            if self.progress is not None:
+                Progress.stop(self.progress)
+                self._progress_stopped = True
 
         @property
         def test_description(self) -> str:
