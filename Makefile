@@ -16,9 +16,10 @@ VENV ?= $(SAFE_ROOT)/venv-$(DEPS_HASH)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
 # test: pytest & co; text: the offline pretrained text teacher; tune: the Optuna sweeper;
-# stream: sharded streaming data (LitData); docs: the documentation site (mkdocs)
+# stream: sharded streaming data (LitData); docs: the documentation site (mkdocs);
+# deploy: ONNX / ExecuTorch exports and their runtimes
 # (a variable: $(call) splits its arguments on literal commas)
-EXTRAS := test,text,tune,stream,docs
+EXTRAS := test,text,tune,stream,docs,deploy
 ARGS ?=
 # pip's own output goes to $(VENV)/install.log and is printed only if an install fails.
 pip_install = @echo '[setup] pip install $(1)'; \

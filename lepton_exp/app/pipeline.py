@@ -93,6 +93,8 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None,
             record["steps"][name]["model"] = step_cfg.model.name
             if result.get("quant"):  # the int8 model beside the float one in the table
                 record["steps"][name]["quant"] = quant_summary(result)
+            if result.get("deploy"):  # each runtime's export, a row of its own
+                record["steps"][name]["deploy"] = result["deploy"]
             record["steps"][name].update(stage_of(step_cfg).table_row(step_cfg))
             if result.get("teachers"):  # a distill step: where its teacher came from
                 source = result["teachers"][0]

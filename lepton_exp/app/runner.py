@@ -41,6 +41,7 @@ from lepton_exp.tracking.record import (
 from lepton_exp.tracking.report import print_summary
 from lepton_exp.tracking.rundir import check_checkpoint, earlier_record, run_lock
 from lepton_exp.training import parallel
+from lepton_exp.training.deploy import DEPLOY_DIR, deploy_output
 from lepton_exp.training.quantize import EXPORT_STEM, quantize_output
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,8 @@ def _execute(cfg: DictConfig, run_dir: Path, resume: Path | bool | None,
     if is_rank_zero:
         save_weights(output.model, run_dir / EXPORT_NAME,
                      {**(output.export_metadata or {}), **data_metadata(datamodule.info)})
+    if cfg.export.formats:  # deployment files, checked and timed in their runtimes
+        output = deploy_output(context, output)
     record.update(
         status="completed",
         metrics=output.metrics,
@@ -240,7 +243,8 @@ def _close(record: dict[str, Any], loggers: list, run_dir: Path,
 # What an earlier attempt of another config leaves in a run directory, set aside before
 # this one starts (a stale checkpoint must never be continued by a later re-run): the files
 # every run writes, the int8 export, and what any stage or quant method declares it writes.
-_RUN_ARTEFACTS = (RECORD_NAME, "checkpoints", EXPORT_NAME, "wandb", "csv", f"{EXPORT_STEM}.*")
+_RUN_ARTEFACTS = (RECORD_NAME, "checkpoints", EXPORT_NAME, "wandb", "csv", f"{EXPORT_STEM}.*",
+                  DEPLOY_DIR)
 
 
 def run_artefacts() -> tuple[str, ...]:

@@ -4,13 +4,15 @@ data set, prune method or quant method live in that entry's module."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import math
 from typing import Any, Iterable, Iterator, Optional
 
 from omegaconf import DictConfig
 
-from lepton_exp.config.registries import DISTILL_METHODS, NONE, STAGES
+from lepton_exp.config.registries import DISTILL_METHODS, EXPORT_FORMATS, NONE, STAGES
 from lepton_exp.errors import ConfigError, did_you_mean
 
 SEED_LIMIT = 2**32  # numpy's seed range, which Lightning's seed_everything also uses
@@ -268,3 +270,26 @@ def prune_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
     if cfg.stage not in (*pruning, PIPELINE) and prune.method != NONE:
         yield (f"prune={prune.method} applies to stage={'|'.join(pruning)}, but "
                f"stage={cfg.stage}: drop the stage override (or prune=none)")
+
+
+def export_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
+    """The export formats exist, take the options given, and their own checks pass."""
+    export = cfg.export
+    yield from (check_range("export.check_batches", export.check_batches, 1),
+                check_range("export.tolerance", export.tolerance, 0, low_open=True),
+                check_range("export.min_agreement", export.min_agreement, 0, 1),
+                check_range("export.calibration_batches", export.calibration_batches, 1),
+                check_range("export.latency_batch", export.latency_batch, 1),
+                check_range("export.threads", export.threads, 1))
+    for name, options in export.formats.items():
+        if name not in EXPORT_FORMATS:
+            yield EXPORT_FORMATS.unknown(name).replace("export.formats=", "export=")
+            continue
+        known = [f.name for f in dataclasses.fields(EXPORT_FORMATS.get(name).Schema)]
+        for key in (options or {}).keys():
+            if key not in known:
+                yield (f"unknown option export.formats.{name}.{key}"
+                       f"{did_you_mean(str(key), known)}: {name} takes "
+                       f"{', '.join(known) or 'no options'}")
+        yield from EXPORT_FORMATS.check(name, cfg)
+

@@ -11,6 +11,7 @@ DISTILL_METHODS = Registry("distillation method", "lepton_exp.distill.methods",
                            key="distill.terms")
 PRUNE_METHODS = Registry("prune method", "lepton_exp.prune.methods", key="prune.method")
 QUANT_METHODS = Registry("quant method", "lepton_exp.quant.methods", key="quant.method")
+EXPORT_FORMATS = Registry("export format", "lepton_exp.export.formats", key="export.formats")
 LOGGERS = Registry("logger", "lepton_exp.tracking.loggers", key="logger.name")
 STAGES = Registry("stage", "lepton_exp.stages", key="stage")
 

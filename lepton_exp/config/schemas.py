@@ -258,6 +258,21 @@ class QuantConfig:
 
 
 @dataclass
+class ExportConfig:
+    """Deployment exports after the model file (model.safetensors, always written), each
+    checked and timed in its runtime (lepton_exp/export; conf/export: `export=[onnx,...]`)."""
+
+    # format name (lepton_exp/export/formats/<name>.py) -> its options; empty: none
+    formats: Dict[str, Any] = field(default_factory=dict)
+    check_batches: int = 2  # first test batches on which each export is compared with PyTorch
+    tolerance: float = 1e-3  # float exports: largest logit difference from PyTorch allowed
+    min_agreement: float = 0.9  # int8 exports: least top-1 agreement with the float model
+    calibration_batches: int = 8  # training batches calibrating the int8 exports
+    latency_batch: int = 64  # runtime latency at batch 1 and at this batch size
+    threads: Optional[int] = not_result(None)  # the runtimes' threads (null: the run's)
+
+
+@dataclass
 class RootConfig:
     stage: str = "teacher"
     name: str = MISSING
@@ -281,6 +296,7 @@ class RootConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: Any = MISSING  # typed by the selected method's schema (lepton_exp/prune/methods)
     quant: Any = MISSING  # typed by the selected method's schema (lepton_exp/quant/methods)
+    export: ExportConfig = field(default_factory=ExportConfig)
     optim: OptimConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     trainer: TrainerConfig = MISSING

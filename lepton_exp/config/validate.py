@@ -16,6 +16,7 @@ from lepton_exp.config.checks import (
     PIPELINE,
     check_choice,
     common_checks,
+    export_checks,
     distill_checks,
     prune_checks,
 )
@@ -97,7 +98,7 @@ def validate(cfg: DictConfig) -> None:
         if problem:
             raise ConfigError(problem)
     groups = (_entries(cfg), _choices(cfg), common_checks(cfg), distill_checks(cfg),
-              prune_checks(cfg))
+              prune_checks(cfg), export_checks(cfg))
     for checks in groups:
         for problem in checks:
             if problem:

@@ -227,6 +227,16 @@ class ClassificationData(pl.LightningDataModule):
         (``full_length``: text at its maximum length, where latency is measured)."""
         raise NotImplementedError
 
+    def unaugmented_batches(self, batches: int) -> list:
+        """The first ``batches`` training batches of ``data.batch_size``, without
+        augmentation: inference inputs (int8 calibration)."""
+        size = self.cfg.batch_size
+        samples = self.example_batch(batches * size)
+        if isinstance(samples, dict):
+            return [{key: value[start:start + size] for key, value in samples.items()}
+                    for start in range(0, len(next(iter(samples.values()))), size)]
+        return [chunk for chunk in samples.split(size) if len(chunk) > 0]
+
     collate = None  # the DataLoader's collate_fn (None: torch's default)
 
     def collate_for(self, dataset: Dataset):

@@ -168,9 +168,14 @@ class ImageClassificationData(ClassificationData):
                         image_size=images.shape[-1], class_names=self.class_names)
 
     # -- transforms ------------------------------------------------------------------------
-    def _normalize(self) -> v2.Transform:
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """(mean, std) per channel, applied to pixel values scaled to [0, 1]."""
         mean = list(self.cfg.mean) if self.cfg.mean is not None else list(self.mean)
         std = list(self.cfg.std) if self.cfg.std is not None else list(self.std)
+        return mean, std
+
+    def _normalize(self) -> v2.Transform:
+        mean, std = self.normalization()
         channels = self.info.in_chans
         if len(mean) != channels or len(std) != channels:
             raise ConfigError(

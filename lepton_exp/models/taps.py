@@ -47,6 +47,23 @@ def model_logits(model: nn.Module, inputs: Any) -> torch.Tensor:
     return model(inputs)
 
 
+class PositionalLogits(nn.Module):
+    """Logits from positional inputs, whichever library built the model (a transformers
+    model takes keywords and returns an output object)."""
+
+    def __init__(self, model: nn.Module, input_names: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits
+
+
+def positional(inputs: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(inputs.values()) if isinstance(inputs, dict) else (inputs,)
+
+
 def repeat_batch(inputs: Any, size: int) -> Any:
     """A batch of ``size`` copies of a one-sample batch (tensor or dict of tensors)."""
     if isinstance(inputs, dict):

@@ -16,25 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from lepton_exp.models.taps import PositionalLogits, positional  # noqa: F401 - reloads
 from lepton_exp.quant.pt2e import MAX_BATCH
 from lepton_exp.tracking.record import publish
-
-
-class PositionalLogits(nn.Module):
-    """Logits from positional inputs, whichever library built the model (a transformers
-    model takes keywords and returns an output object)."""
-
-    def __init__(self, model: nn.Module, input_names: tuple[str, ...]):
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits
-
-
-def positional(inputs: Any) -> tuple[torch.Tensor, ...]:
-    return tuple(inputs.values()) if isinstance(inputs, dict) else (inputs,)
 
 
 def export_path(stem: Path, model: nn.Module) -> Path:

@@ -94,6 +94,32 @@ def quant_table(record: dict[str, Any]) -> Table:
     return table
 
 
+def deploy_table(record: dict[str, Any]) -> Table:
+    """Each deployment export in its runtime beside the eager model (runs with export set)."""
+    deploy = record["deploy"]
+    batches = sorted({key for export in deploy["exports"].values() for key in export
+                      if key.startswith("latency_ms_")}, key=lambda key: int(key[12:]))
+    table = Table(title=f"deployment exports (measured on CPU, {deploy['threads']} threads)",
+                  show_header=True, header_style="bold")
+    for column in ("export", "runtime", "precision", "test acc", "KiB", *[
+            f"ms {key.removeprefix('latency_ms_')}" for key in batches], "max |Δ|", "top-1 ="):
+        table.add_column(column, justify="left" if column in ("export", "runtime",
+                                                               "precision") else "right")
+    for key, export in deploy["exports"].items():
+        if export.get("skipped"):
+            table.add_row(key, "-", export["precision"], f"skipped: {export['skipped']}")
+            continue
+        accuracy = (export.get("test") or {}).get("acc")
+        size = export.get("file_bytes", record.get("model_size_bytes"))
+        table.add_row(key, export["runtime"], export["precision"],
+                      "-" if accuracy is None else f"{accuracy:.4f}",
+                      "-" if size is None else f"{size / 1024:.1f}",
+                      *[f"{export[b]:.3f}" if b in export else "-" for b in batches],
+                      f"{export['max_abs_diff']:.2g}" if "max_abs_diff" in export else "-",
+                      f"{export['top1_agreement']:.3f}" if "top1_agreement" in export else "-")
+    return table
+
+
 def _console() -> Console:
     console = Console(soft_wrap=True)
     if not console.is_terminal:  # a log file or pipe: no reason to squeeze tables to 80
@@ -112,6 +138,10 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
         for name, layer in fallback.items():
             console.print(f"float fallback: {name}: {layer['why']} ({layer['fallback']})")
         console.print(f"int8 model: {record['quant']['exported']}")
+    if record.get("deploy"):
+        console.print(deploy_table(record))
+        console.print(f"deployment folder (runs alone, inputs.json says what it takes): "
+                      f"{record['deploy']['dir']}")
     run_dir = Path(record["run_dir"])
     console.print(f"run record:  {run_dir / 'summary.json'}")
     for kind, path in (record.get("checkpoints") or {}).items():
@@ -174,6 +204,16 @@ def _step_rows(name: str, step: dict[str, Any]) -> list[list[str]]:
                      *["-"] * 4, f"{int8['size_bytes'] / 1024:.1f}",
                      *[f"{int8[key]:.2f}" if key in int8 else "-"
                        for key in ("latency_ms_b1", f"latency_ms_b{BATCH}")]])
+    for key, export in ((step.get("deploy") or {}).get("exports") or {}).items():
+        if key == "eager" or export.get("skipped"):
+            continue
+        accuracy = metrics.get(f"test_{key}/acc")
+        rows.append([f"{name} {export['runtime']}", str(step.get("model")), distill,
+                     step.get("prune") or "-", export["precision"],
+                     "-" if accuracy is None else f"{accuracy:.4f}", "-", *["-"] * 4,
+                     f"{export['file_bytes'] / 1024:.1f}",
+                     *[f"{export[k]:.2f}" if k in export else "-"
+                       for k in ("latency_ms_b1", f"latency_ms_b{BATCH}")]])
     return rows
 
 

@@ -27,18 +27,11 @@ def for_cnns(cfg) -> str | None:
     return None
 
 
-def calibration_batches(datamodule, batches: int) -> list:
-    """The first ``batches`` training batches, without augmentation (inference inputs)."""
-    size = datamodule.cfg.batch_size
-    samples = datamodule.example_batch(batches * size)
-    return [chunk for chunk in samples.split(size) if len(chunk) > 0]
-
-
 def quantize(model, quant, datamodule, finetune):
     from lepton_exp.quant import pt2e
 
     quantized = pt2e.quantize_static(
-        model, calibration_batches(datamodule, quant.calibration_batches), quant.skip)
+        model, datamodule.unaugmented_batches(quant.calibration_batches), quant.skip)
     return quantized, pt2e.layer_coverage(quantized, quant.skip)
 
 

@@ -1,0 +1,149 @@
+"""The export step that ends a run when ``export`` names deployment formats (after
+quantization, when there is one): the run's model written for each format's runtime
+(lepton_exp/export/formats), in float and, for a quantized run, int8; each file loaded back
+into its runtime, compared with the PyTorch model on the first test batches, tested on the
+whole test set there, and timed there in turns with the eager model.
+
+Record: ``deploy`` (per export: file, runtime, precision, bytes, max abs logit difference,
+top-1 agreement, latencies with their spread), ``test_<format>[_int8]/*`` beside ``test/*``,
+``deploy/<format>[_int8]/*`` for bytes and latencies. The folder ``deploy/`` runs alone: the
+exports, ``inputs.json`` (normalisation, input size, channel order, class names) and, for
+text, the tokenizer's files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from lepton_exp.config.registries import EXPORT_FORMATS, NONE
+from lepton_exp.export.runtime import (RuntimeModel, Unsupported, compare, exportable,
+                                       input_spec, write_inputs_file)
+from lepton_exp.measure import latency_report
+from lepton_exp.training.classify import ClassificationModule
+from lepton_exp.training.context import StageContext, StageOutput
+from lepton_exp.training.parallel import measured_alone
+from lepton_exp.training.trainer import evaluate
+
+log = logging.getLogger(__name__)
+DEPLOY_DIR = "deploy"
+
+
+def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
+    """``output`` with its model exported as ``export.formats`` say (run when any is set)."""
+    cfg, datamodule = ctx.cfg, ctx.datamodule
+    export = cfg.export
+    directory = ctx.run_dir / DEPLOY_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    threads = export.threads or torch.get_num_threads()
+    example = datamodule.example_batch(2)
+    eager = exportable(output.model, example)
+    largest = max(export.latency_batch, datamodule.cfg.batch_size,
+                  datamodule.cfg.get("eval_batch_size") or 0)
+    spec = input_spec(datamodule, largest)
+    variants = ("float", "int8") if cfg.quant.method != NONE else ("float",)
+    calibration = (datamodule.unaugmented_batches(export.calibration_batches)
+                   if "int8" in variants else None)
+    checked_on = _first_test_batches(datamodule, export.check_batches)
+    cpu = OmegaConf.merge(cfg.trainer, {"accelerator": "cpu", "devices": 1})
+    exports: dict[str, dict[str, Any]] = {}
+    runtimes: dict[str, RuntimeModel] = {}
+    for name, options in export.formats.items():
+        entry = EXPORT_FORMATS.get(name)
+        options = OmegaConf.merge(OmegaConf.structured(entry.Schema), options or {})
+        for precision in variants:
+            key = name if precision == "float" else f"{name}_int8"
+            path = directory / f"model{'' if precision == 'float' else '_int8'}{entry.SUFFIX}"
+            if rank_zero_only.rank != 0:
+                continue  # DDP ranks hold the same model: one writes and measures
+            try:
+                if precision == "float":
+                    entry.write(eager, example, path, options, spec)
+                else:
+                    entry.write_int8(eager, example, path, options, spec, calibration)
+            except Unsupported as why:
+                exports[key] = {"format": name, "precision": precision, "skipped": str(why)}
+                log.info("export %s: %s", key, why)
+                continue
+            runtime = RuntimeModel(entry.load(path, threads), f"{entry.RUNTIME} {precision}")
+            agreement = compare(eager, runtime, checked_on,
+                                export.tolerance if precision == "float" else None,
+                                export.min_agreement, f"export {key} ({path.name})")
+            tested = evaluate(ClassificationModule(runtime, datamodule.info, cfg.optim,
+                                                   cfg.scheduler), datamodule, f"test_{key}", cpu)
+            output.metrics.update(tested)
+            exports[key] = {"format": name, "runtime": entry.RUNTIME, "precision": precision,
+                            "path": str(path), "file_bytes": path.stat().st_size,
+                            **agreement, "test": _unprefixed(tested)}
+            runtimes[key] = runtime
+    if runtimes:
+        one = datamodule.example_batch(1, full_length=True)
+        reports = measured_alone(lambda: latency_report([eager, *runtimes.values()], one,
+                                                        export.latency_batch))
+        # the reference first, tested as exported (test/* may be another epoch's weights)
+        tested = evaluate(ClassificationModule(output.model, datamodule.info, cfg.optim,
+                                               cfg.scheduler), datamodule, "test_eager", cpu)
+        exports = {"eager": {"runtime": "PyTorch (eager)", "precision": "float",
+                             "test": _unprefixed(tested), **_latencies(reports[0])}, **exports}
+        for key, report in zip(runtimes, reports[1:], strict=True):
+            exports[key].update(_latencies(report))
+            output.metrics.update({f"deploy/{key}/{name}": value
+                                   for name, value in exports[key].items()
+                                   if name.startswith("latency_ms_") or name in (
+                                       "file_bytes", "max_abs_diff", "top1_agreement")})
+    if rank_zero_only.rank == 0:
+        write_inputs_file(directory, _inputs(datamodule, directory))
+    output.extra["deploy"] = {"dir": str(directory), "threads": threads,
+                              "exports": exports}
+    return output
+
+
+def _unprefixed(metrics: dict[str, float]) -> dict[str, float]:
+    return {key.split("/", 1)[1]: value for key, value in metrics.items()}
+
+
+def _latencies(report: dict[str, Any]) -> dict[str, Any]:
+    return {**{key: value for key, value in report.items() if key.startswith("latency_ms_")},
+            "latency_busy": report["latency_busy"], "latency": report["latency"]}
+
+
+def _first_test_batches(datamodule, count: int) -> list:
+    """The inputs of the first ``count`` test batches (the main test split)."""
+    loaders = datamodule.test_dataloader()
+    loader = loaders[0] if isinstance(loaders, list) else loaders
+    return [batch[0] for batch in itertools.islice(loader, count)]
+
+
+def _inputs(datamodule, directory: Path) -> dict[str, Any]:
+    """What a caller of the exports must feed them (``deploy/inputs.json``)."""
+    info = datamodule.info
+    spec: dict[str, Any] = {"class_names": list(info.class_names) or None,
+                            "num_classes": info.num_classes}
+    if info.is_text:
+        spec.update(inputs=list(datamodule.example_batch(1)), max_length=info.max_length,
+                    tokenizer=_save_tokenizer(datamodule, directory))
+    else:
+        # (data modules of other images, e.g. shards, may not say: None)
+        mean, std = getattr(datamodule, "normalization", lambda: (None, None))()
+        spec.update(inputs=["images"], layout="NCHW", channels=info.in_chans,
+                    channel_order="RGB" if info.in_chans == 3 else "grey",
+                    image_size=info.image_size, value_range=[0, 1],
+                    preprocess="pixel values scaled to [0, 1] (8-bit images: / 255), then "
+                               "(x - mean) / std per channel",
+                    mean=mean, std=std)
+    return spec
+
+
+def _save_tokenizer(datamodule, directory: Path) -> str | None:
+    """The tokenizer's files in ``directory/tokenizer`` (None: a tokenizer without files)."""
+    save = getattr(datamodule.tokenizer, "save_pretrained", None)
+    if save is None:
+        return None
+    save(str(directory / "tokenizer"))
+    return "tokenizer"
