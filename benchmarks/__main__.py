@@ -16,8 +16,8 @@ import sys
 import time
 import traceback
 
-from benchmarks import (cifar_distill, cifar_prune, cifar_zoo, gpu, image_loader, overhead,
-                        peer_torchdistill, quantization, sst2, sweep_throughput,
+from benchmarks import (cifar_distill, cifar_prune, cifar_zoo, deploy, gpu, image_loader,
+                        overhead, peer_torchdistill, quantization, sst2, sweep_throughput,
                         teacher_output_cache)
 from benchmarks.common import REPO, Section, Target, machine_info, parse_options, run_section
 
@@ -27,6 +27,7 @@ SECTIONS = {"overhead": overhead.run, "gpu": gpu.run, "cache": teacher_output_ca
             "cifar_zoo": cifar_zoo.run,
             "cifar_prune": cifar_prune.run, "peer": peer_torchdistill.run, "sst2": sst2.run,
             "quant": quantization.run,  # quantizes models that cifar_distill and sst2 trained
+            "deploy": deploy.run,  # exports models that cifar_distill and cifar_prune trained
             "image_loader": image_loader.run}
 
 

@@ -251,3 +251,114 @@ def test_a_runtime_not_installed_names_the_extra_to_install(monkeypatch, compose
                         lambda name, *a: None if name == "executorch" else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'lepton-exp\[deploy\]'"):
         validate(compose_cfg("export=executorch"))
+
+
+def test_a_finished_run_is_exported_without_training_it_again(tmp_path, compose_cfg):
+    """from_run: the model of a finished run, quantized and exported as a run of its own
+    (stage compress), tested as it is: the same accuracy as the run's own model."""
+    from lepton_exp.app.run import run
+    from lepton_exp.config.validate import validate
+    from lepton_exp.errors import ConfigError
+
+    trained = run(compose_cfg("stage=teacher", "trainer.max_epochs=1", "logger=none",
+                              f"paths.output_dir={tmp_path}"))
+    cfg = compose_cfg(f"from_run={trained['run_dir']}", "export=onnx", "logger=none",
+                      f"paths.output_dir={tmp_path}")
+    assert cfg.stage == "compress"
+    record = run(cfg)
+    assert record["stage"] == "compress" and "epochs" not in record["metrics"]
+    assert record["from_run"]["path"].endswith("model.safetensors")
+    assert not (tmp_path / record["run_dir"] / "checkpoints").exists()
+    weights_from = "test_best/acc" if "test_best/acc" in trained["metrics"] else "test/acc"
+    assert record["metrics"]["test/acc"] == pytest.approx(trained["metrics"][weights_from])
+    assert record["metrics"]["test_onnx/acc"] == pytest.approx(record["metrics"]["test/acc"],
+                                                                abs=0.01)
+    # the run's own settings, or one line saying which
+    with pytest.raises(ConfigError, match="add data=digits model=resnet8"):
+        run(compose_cfg(f"from_run={trained['run_dir']}", "export=onnx", "model=resnet20",
+                        "logger=none", f"paths.output_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="nothing to do without quant"):
+        validate(compose_cfg(f"from_run={trained['run_dir']}"))
+
+
+def test_runtime_latency_is_a_results_column_and_plot_axis(tmp_path, compose_cfg):
+    from lepton_exp.app.run import run
+    from lepton_exp.results.cli import main
+
+    for seed in (0, 1):
+        run(compose_cfg("stage=teacher", "trainer.max_epochs=1", "logger=none", "export=onnx",
+                        f"seed={seed}", f"paths.output_dir={tmp_path / 'runs'}"))
+    out = tmp_path / "table"
+    main([str(tmp_path / "runs"), "--rows", "name", "--metric", "test_onnx/acc",
+          "--metric", "deploy/onnx/latency_ms_b1", "--plot", "deploy/onnx/latency_ms_b1",
+          "--out", str(out)])
+    table = (tmp_path / "table.md").read_text()
+    assert "| deploy/onnx/latency_ms_b1 |" in table.replace("test_onnx/acc | ", "")
+    assert "(n=2)" in table
+    assert (tmp_path / "table_test_onnx_acc_vs_deploy_onnx_latency_ms_b1.png").stat().st_size
+
+
+def test_an_export_failure_is_one_line_and_keeps_the_runs_other_outputs(tmp_path, compose_cfg,
+                                                                        monkeypatch):
+    from pathlib import Path
+
+    from lepton_exp.app.run import run
+    from lepton_exp.export.runtime import ExportError
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported operator aten::weird_op\n(page of details)")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(ExportError) as caught:
+        run(compose_cfg("stage=teacher", "trainer.max_epochs=1", "logger=none", "export=onnx",
+                        f"paths.output_dir={tmp_path}"))
+    message = str(caught.value)
+    assert "\n" not in message and "aten::weird_op" in message and "opset" in message
+    record_path, = Path(tmp_path).rglob("summary.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "failed"
+    assert (record_path.parent / "model.safetensors").is_file()
+    assert (record_path.parent / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_text_export_carries_its_tokenizer_and_runs_without_torch(tmp_path, compose_cfg):
+    from lepton_exp.app.run import run
+    from lepton_exp.data import build_datamodule
+    from lepton_exp.models import build_model
+    from safetensors.torch import load_file
+
+    cfg = compose_cfg("data=synthetic_text", "model=bert_tiny", "stage=teacher",
+                      "trainer.max_epochs=1", "logger=none", "export=onnx",
+                      f"paths.output_dir={tmp_path}")
+    record = run(cfg)
+    deploy = record["deploy"]["dir"]
+    spec = json.loads(open(f"{deploy}/inputs.json").read())
+    assert spec["inputs"][:2] == ["input_ids", "attention_mask"] and spec["tokenizer"]
+    sentences = ["a short one", "and a somewhat longer sentence than the first"]
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["lepton_exp"] = None
+        import json, numpy as np, onnxruntime
+        from tokenizers import Tokenizer
+        spec = json.load(open({f"{deploy}/inputs.json"!r}))
+        tokenizer = Tokenizer.from_file({deploy!r} + "/" + spec["tokenizer"] + "/tokenizer.json")
+        tokenizer.enable_padding()
+        encoded = tokenizer.encode_batch({sentences!r})
+        feed = {{"input_ids": np.array([e.ids for e in encoded], np.int64),
+                 "attention_mask": np.array([e.attention_mask for e in encoded], np.int64)}}
+        session = onnxruntime.InferenceSession({f"{deploy}/model.onnx"!r})
+        print(json.dumps(session.run(None, {{k: feed[k] for k in spec["inputs"]}})[0].tolist()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    logits = torch.tensor(json.loads(done.stdout))
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup()
+    model = build_model(cfg.model, datamodule.info)
+    model.load_state_dict(load_file(f"{record['run_dir']}/model.safetensors"))
+    batch = datamodule.tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.eval()(input_ids=batch["input_ids"],
+                                attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(logits, expected, atol=1e-4)

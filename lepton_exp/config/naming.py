@@ -102,9 +102,12 @@ def preset_params(overrides: list[str], conf_dir: Path) -> dict[str, str]:
     return params
 
 
-def stage_for(terms: Any, prune: Any = "none") -> str:
-    """Default stage: `prune` when a prune method is chosen, `distill` when a distillation
-    term is (prune + distill: finetuning with distillation), else `teacher`."""
+def stage_for(terms: Any, prune: Any = "none", from_run: Any = None) -> str:
+    """Default stage: `compress` when a trained model is given (`from_run`), `prune` when a
+    prune method is chosen, `distill` when a distillation term is (prune + distill:
+    finetuning with distillation), else `teacher`."""
+    if from_run:
+        return "compress"
     if prune not in (None, NONE):
         return "prune"
     return "distill" if terms else "teacher"

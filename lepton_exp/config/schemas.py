@@ -280,6 +280,8 @@ class RootConfig:
     # multirun sets it to the keys it varies (config.naming.swept_keys)
     name_keys: List[str] = not_result(factory=list)
     seed: int = 0
+    # a trained model to quantize / export without training (stage compress)
+    from_run: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     # A run directory that already holds this run: skip it when its record is complete (same
     # config), else continue from its last checkpoint. Sweeps re-run into the same directory.

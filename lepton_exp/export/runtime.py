@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lepton_exp.errors import LeptonError
-from lepton_exp.models.taps import PositionalLogits, positional
+from lepton_exp.models.taps import PositionalLogits, model_logits, positional
 
 
 class ExportError(LeptonError):
@@ -116,8 +116,9 @@ def compare(reference: nn.Module, exported: RuntimeModel, batches: list,
     with torch.no_grad():
         for index, batch in enumerate(batches):
             inputs = positional(batch)
-            expected = reference(*inputs) if not isinstance(batch, dict) else \
-                reference(**batch).logits
+            # (the export's own positional wrapper, or the model as the run holds it)
+            expected = reference(*inputs) if isinstance(reference, PositionalLogits) \
+                else model_logits(reference, batch)
             got = exported(*inputs)
             difference = (got.float() - expected.float()).abs()
             per_sample = difference.flatten(1).amax(1)
@@ -136,8 +137,10 @@ def compare(reference: nn.Module, exported: RuntimeModel, batches: list,
                           "(export.formats.onnx.opset) or report the model")
     if agreement < min_agreement:
         raise ExportError(f"{what}: top-1 agrees with PyTorch on {agreement:.1%} of the first "
-                          f"test samples (< export.min_agreement={min_agreement}): keep the "
-                          "layers that suffer float (quant.skip) or check the calibration")
+                          f"test samples (< export.min_agreement={min_agreement}): calibrate on "
+                          "more batches (export.calibration_batches), train the model further "
+                          "(an undertrained model's close logits flip), or accept it with a "
+                          "lower export.min_agreement")
     return {"max_abs_diff": worst, "top1_agreement": agreement, "compared": total}
 
 

@@ -107,7 +107,7 @@ def deploy_table(record: dict[str, Any]) -> Table:
                                                                "precision") else "right")
     for key, export in deploy["exports"].items():
         if export.get("skipped"):
-            table.add_row(key, "-", export["precision"], f"skipped: {export['skipped']}")
+            table.add_row(key, "-", export["precision"], "skipped (below)")
             continue
         accuracy = (export.get("test") or {}).get("acc")
         size = export.get("file_bytes", record.get("model_size_bytes"))
@@ -140,6 +140,9 @@ def print_summary(record: dict[str, Any], console: Console | None = None) -> Non
         console.print(f"int8 model: {record['quant']['exported']}")
     if record.get("deploy"):
         console.print(deploy_table(record))
+        for key, export in record["deploy"]["exports"].items():
+            if export.get("skipped"):
+                console.print(f"{key} skipped: {export['skipped']}")
         console.print(f"deployment folder (runs alone, inputs.json says what it takes): "
                       f"{record['deploy']['dir']}")
     run_dir = Path(record["run_dir"])

@@ -43,7 +43,8 @@ def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
     directory.mkdir(parents=True, exist_ok=True)
     threads = export.threads or torch.get_num_threads()
     example = datamodule.example_batch(2)
-    eager = exportable(output.model, example)
+    eager = exportable(output.model, example)  # what the formats export (text: positional)
+    reference = getattr(eager, "model", eager)  # the same model, called as the run calls it
     largest = max(export.latency_batch, datamodule.cfg.batch_size,
                   datamodule.cfg.get("eval_batch_size") or 0)
     spec = input_spec(datamodule, largest)
@@ -72,7 +73,7 @@ def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
                 log.info("export %s: %s", key, why)
                 continue
             runtime = RuntimeModel(entry.load(path, threads), f"{entry.RUNTIME} {precision}")
-            agreement = compare(eager, runtime, checked_on,
+            agreement = compare(reference, runtime, checked_on,
                                 export.tolerance if precision == "float" else None,
                                 export.min_agreement, f"export {key} ({path.name})")
             tested = evaluate(ClassificationModule(runtime, datamodule.info, cfg.optim,
@@ -84,7 +85,7 @@ def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
             runtimes[key] = runtime
     if runtimes:
         one = datamodule.example_batch(1, full_length=True)
-        reports = measured_alone(lambda: latency_report([eager, *runtimes.values()], one,
+        reports = measured_alone(lambda: latency_report([reference, *runtimes.values()], one,
                                                         export.latency_batch))
         # the reference first, tested as exported (test/* may be another epoch's weights)
         tested = evaluate(ClassificationModule(output.model, datamodule.info, cfg.optim,
