@@ -198,3 +198,13 @@ def main_for(run: Callable[[Options], Section]) -> None:
     options, _ = parse_options(description=(run.__module__ or "").rsplit(".", 1)[-1])
     section = run_section(run, options)
     print(f"## {section.title}\n\n{section.body}\n\n({section.seconds:.0f} s)")
+
+
+def table_section_body(intro: str, headers: list[str], rows: list[list[str]],
+                       notes: list[str], missing: list[str], command: str) -> str:
+    """A section of runs measured in a table: what was measured, the table, notes, the
+    runs not there (another section trains them), and the command."""
+    return (intro + "\n\n" + markdown_table(headers, rows) + "\n\n" + "\n".join(notes)
+            + (f"\n\nNot run (train them first): {', '.join(missing)}." if missing else "")
+            + f"\n\nCommand: {command}")
+

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.common import Options, Section, main_for, markdown_table, records
+from benchmarks.common import Options, Section, main_for, records, table_section_body
 
 FORMATS = ("onnx", "executorch")
 
@@ -89,22 +89,20 @@ def run(options: Options) -> Section:
                      f"({result['deploy']['threads']} threads).")
     missing = [label for label in ("resnet8 KD student", "resnet20, 50 % channels pruned")
                if label not in runs]
-    body = (
-        "The models trained by the sections above, through the export step a run with "
-        "`export=[onnx,executorch] quant=static_int8` ends with "
-        "(`lepton_exp/training/deploy.py`): ONNX (torch's dynamo exporter; int8: QDQ by "
-        "onnxruntime.quantization, calibrated on 8 training batches) in ONNX Runtime, and "
-        "ExecuTorch (XNNPACK; int8: XNNPACK's quantizer) in the ExecuTorch runtime. Test "
-        "accuracy on the whole CIFAR-10 test split in each runtime; bytes of each file "
-        "(eager: the model's tensors); latency: the median forward time on this CPU, all "
-        "of a model's variants timed in turns; max |Δ| and top-1 = compare the logits with "
-        "the eager model on the first two test batches.\n\n"
-        + markdown_table(["model", "runtime", "precision", "test acc %", "KiB",
-                          "latency b1 (ms)", "latency b64 (ms)", "max |Δ|", "top-1 =",
-                          "busy"], rows)
-        + "\n\n" + "\n".join(notes)
-        + (f"\n\nNot run (train them first): {', '.join(missing)}." if missing else "")
-        + "\n\nCommand: `python -m benchmarks.deploy --scale full` (a user's run: add "
+    body = table_section_body(
+        ("The models trained by the sections above, through the export step a run with "
+         "`export=[onnx,executorch] quant=static_int8` ends with "
+         "(`lepton_exp/training/deploy.py`): ONNX (torch's dynamo exporter; int8: QDQ by "
+         "onnxruntime.quantization, calibrated on 8 training batches) in ONNX Runtime, and "
+         "ExecuTorch (XNNPACK; int8: XNNPACK's quantizer) in the ExecuTorch runtime. Test "
+         "accuracy on the whole CIFAR-10 test split in each runtime; bytes of each file "
+         "(eager: the model's tensors); latency: the median forward time on this CPU, all "
+         "of a model's variants timed in turns; max |Δ| and top-1 = compare the logits with "
+         "the eager model on the first two test batches."),
+        ["model", "runtime", "precision", "test acc %", "KiB",
+         "latency b1 (ms)", "latency b64 (ms)", "max |Δ|", "top-1 =",
+         "busy"], rows, notes, missing,
+        "`python -m benchmarks.deploy --scale full` (a user's run: add "
         "`export=[onnx,executorch]`, and `quant=static_int8` for the int8 files).")
     return Section("deploy", "Deployment: eager, ONNX Runtime and ExecuTorch", body, [])
 

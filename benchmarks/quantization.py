@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.common import Options, Section, main_for, markdown_table, records
+from benchmarks.common import Options, Section, main_for, records, table_section_body
 
 METHODS = {"cnn": "static_int8", "bert": "dynamic_int8"}
 
@@ -82,20 +82,18 @@ def run(options: Options) -> Section:
                      + f"; export `{Path(quant['exported']).name}` "
                      f"{quant['int8']['file_bytes'] / 1024:.0f} KiB. Float run: `{run_dir}`")
     missing = [labels[k] for k in METHODS if k not in runs]
-    body = (
-        "The float models trained by the sections above, quantized by the step a run with "
-        "`quant=...` ends with (`lepton_exp/training/quantize.py`): static int8 through "
-        "torchao's PyTorch 2 export quantization with the x86 quantizer, calibrated on 8 "
-        "training batches, timed lowered to oneDNN int8 kernels; dynamic int8 of the "
-        "Linear layers with fbgemm kernels. Accuracy on the full test sets; bytes are the "
-        "tensors each model holds; latency is the median forward time on this CPU, float "
-        "and int8 timed in turns (CNN: 3x32x32 images; BERT: full-length 48-token "
-        "inputs).\n\n"
-        + markdown_table(["model", "precision", "test acc %", "KiB", "latency b1 (ms)",
-                          "latency batch (ms)"], rows)
-        + "\n\n" + "\n".join(notes)
-        + (f"\n\nNot run (train them first): {', '.join(missing)}." if missing else "")
-        + "\n\nCommand: `python -m benchmarks.quantization --scale full` (a user's run: add "
+    body = table_section_body(
+        ("The float models trained by the sections above, quantized by the step a run with "
+         "`quant=...` ends with (`lepton_exp/training/quantize.py`): static int8 through "
+         "torchao's PyTorch 2 export quantization with the x86 quantizer, calibrated on 8 "
+         "training batches, timed lowered to oneDNN int8 kernels; dynamic int8 of the "
+         "Linear layers with fbgemm kernels. Accuracy on the full test sets; bytes are the "
+         "tensors each model holds; latency is the median forward time on this CPU, float "
+         "and int8 timed in turns (CNN: 3x32x32 images; BERT: full-length 48-token "
+         "inputs)."),
+        ["model", "precision", "test acc %", "KiB", "latency b1 (ms)",
+         "latency batch (ms)"], rows, notes, missing,
+        "`python -m benchmarks.quantization --scale full` (a user's run: add "
         "`quant=static_int8` or `quant=dynamic_int8` to its command).")
     return Section("quant", "Quantization: float vs int8", body, [])
 
