@@ -99,9 +99,9 @@ def test_imports_leave_the_collector_on_and_their_objects_frozen():
 def test_progress_bar_stops_without_waiting_for_its_drawing_thread(tmp_path):
     """Lightning's rich bar is stopped at every epoch start: the stop must not join the
     drawing thread (which sleeps half a second between wake-ups), only signal it."""
-    from lepton_exp.training.trainer import _progress_bar
+    from lepton_exp.training.progress import ProgressBar
 
-    bar = _progress_bar()
+    bar = ProgressBar(leave=True)
     bar._init_progress(trainer=object())  # (the metrics column only keeps the trainer)
     thread = bar.progress.live._refresh_thread
     assert thread is not None and thread.is_alive()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 from pytorch_lightning.utilities import rank_zero_only
 
 from lepton_exp.config.registries import EXPORT_FORMATS, NONE
@@ -35,63 +37,59 @@ log = logging.getLogger(__name__)
 DEPLOY_DIR = "deploy"
 
 
+@dataclass
+class _Exporting:
+    """What every export of one run shares."""
+
+    eager: nn.Module  # what the formats export (text: called positionally)
+    reference: nn.Module  # the same model, called as the run calls it
+    example: Any
+    spec: Any
+    calibration: Optional[list]
+    checked_on: list
+    directory: Path
+    threads: int
+    test: Callable[[nn.Module, str], dict[str, float]]  # (model, prefix) -> test metrics
+
+
 def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
     """``output`` with its model exported as ``export.formats`` say (run when any is set)."""
     cfg, datamodule = ctx.cfg, ctx.datamodule
     export = cfg.export
     directory = ctx.run_dir / DEPLOY_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    threads = export.threads or torch.get_num_threads()
     example = datamodule.example_batch(2)
-    eager = exportable(output.model, example)  # what the formats export (text: positional)
-    reference = getattr(eager, "model", eager)  # the same model, called as the run calls it
+    eager = exportable(output.model, example)
     largest = max(export.latency_batch, datamodule.cfg.batch_size,
                   datamodule.cfg.get("eval_batch_size") or 0)
-    spec = input_spec(datamodule, largest)
     variants = ("float", "int8") if cfg.quant.method != NONE else ("float",)
-    calibration = (datamodule.unaugmented_batches(export.calibration_batches)
-                   if "int8" in variants else None)
-    checked_on = _first_test_batches(datamodule, export.check_batches)
     cpu = OmegaConf.merge(cfg.trainer, {"accelerator": "cpu", "devices": 1})
+    job = _Exporting(
+        eager, getattr(eager, "model", eager), example, input_spec(datamodule, largest),
+        datamodule.unaugmented_batches(export.calibration_batches) if "int8" in variants
+        else None, _first_test_batches(datamodule, export.check_batches), directory,
+        export.threads or torch.get_num_threads(),
+        lambda model, prefix: evaluate(ClassificationModule(
+            model, datamodule.info, cfg.optim, cfg.scheduler), datamodule, prefix, cpu))
     exports: dict[str, dict[str, Any]] = {}
     runtimes: dict[str, RuntimeModel] = {}
-    for name, options in export.formats.items():
-        entry = EXPORT_FORMATS.get(name)
-        options = OmegaConf.merge(OmegaConf.structured(entry.Schema), options or {})
-        for precision in variants:
-            key = name if precision == "float" else f"{name}_int8"
-            path = directory / f"model{'' if precision == 'float' else '_int8'}{entry.SUFFIX}"
-            if rank_zero_only.rank != 0:
-                continue  # DDP ranks hold the same model: one writes and measures
-            try:
-                if precision == "float":
-                    entry.write(eager, example, path, options, spec)
-                else:
-                    entry.write_int8(eager, example, path, options, spec, calibration)
-            except Unsupported as why:
-                exports[key] = {"format": name, "precision": precision, "skipped": str(why)}
-                log.info("export %s: %s", key, why)
-                continue
-            runtime = RuntimeModel(entry.load(path, threads), f"{entry.RUNTIME} {precision}")
-            agreement = compare(reference, runtime, checked_on,
-                                export.tolerance if precision == "float" else None,
-                                export.min_agreement, f"export {key} ({path.name})")
-            tested = evaluate(ClassificationModule(runtime, datamodule.info, cfg.optim,
-                                                   cfg.scheduler), datamodule, f"test_{key}", cpu)
-            output.metrics.update(tested)
-            exports[key] = {"format": name, "runtime": entry.RUNTIME, "precision": precision,
-                            "path": str(path), "file_bytes": path.stat().st_size,
-                            **agreement, "test": _unprefixed(tested)}
-            runtimes[key] = runtime
+    if rank_zero_only.rank == 0:  # DDP ranks hold the same model: one writes and measures
+        for name, options in export.formats.items():
+            for precision in variants:
+                key = name if precision == "float" else f"{name}_int8"
+                exports[key], runtime = _export(job, name, options, precision, export)
+                if runtime is not None:
+                    runtimes[key] = runtime
+                    output.metrics.update({f"test_{key}/{metric}": value for metric, value
+                                           in exports[key]["test"].items()})
     if runtimes:
         one = datamodule.example_batch(1, full_length=True)
-        reports = measured_alone(lambda: latency_report([reference, *runtimes.values()], one,
-                                                        export.latency_batch))
+        reports = measured_alone(lambda: latency_report([job.reference, *runtimes.values()],
+                                                        one, export.latency_batch))
         # the reference first, tested as exported (test/* may be another epoch's weights)
-        tested = evaluate(ClassificationModule(output.model, datamodule.info, cfg.optim,
-                                               cfg.scheduler), datamodule, "test_eager", cpu)
         exports = {"eager": {"runtime": "PyTorch (eager)", "precision": "float",
-                             "test": _unprefixed(tested), **_latencies(reports[0])}, **exports}
+                             "test": _unprefixed(job.test(output.model, "test_eager")),
+                             **_latencies(reports[0])}, **exports}
         for key, report in zip(runtimes, reports[1:], strict=True):
             exports[key].update(_latencies(report))
             output.metrics.update({f"deploy/{key}/{name}": value
@@ -100,9 +98,33 @@ def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
                                        "file_bytes", "max_abs_diff", "top1_agreement")})
     if rank_zero_only.rank == 0:
         write_inputs_file(directory, _inputs(datamodule, directory))
-    output.extra["deploy"] = {"dir": str(directory), "threads": threads,
+    output.extra["deploy"] = {"dir": str(directory), "threads": job.threads,
                               "exports": exports}
     return output
+
+
+def _export(job: _Exporting, name: str, options, precision: str, export
+            ) -> tuple[dict[str, Any], Optional[RuntimeModel]]:
+    """One file: written, loaded into its runtime, compared with PyTorch, tested there."""
+    entry = EXPORT_FORMATS.get(name)
+    options = OmegaConf.merge(OmegaConf.structured(entry.Schema), options or {})
+    key = name if precision == "float" else f"{name}_int8"
+    path = job.directory / f"model{'' if precision == 'float' else '_int8'}{entry.SUFFIX}"
+    try:
+        if precision == "float":
+            entry.write(job.eager, job.example, path, options, job.spec)
+        else:
+            entry.write_int8(job.eager, job.example, path, options, job.spec, job.calibration)
+    except Unsupported as why:
+        log.info("export %s: %s", key, why)
+        return {"format": name, "precision": precision, "skipped": str(why)}, None
+    runtime = RuntimeModel(entry.load(path, job.threads), f"{entry.RUNTIME} {precision}")
+    agreement = compare(job.reference, runtime, job.checked_on,
+                        export.tolerance if precision == "float" else None,
+                        export.min_agreement, f"export {key} ({path.name})")
+    return {"format": name, "runtime": entry.RUNTIME, "precision": precision,
+            "path": str(path), "file_bytes": path.stat().st_size, **agreement,
+            "test": _unprefixed(job.test(runtime, f"test_{key}"))}, runtime
 
 
 def _unprefixed(metrics: dict[str, float]) -> dict[str, float]:
