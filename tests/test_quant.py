@@ -14,7 +14,8 @@ from lepton_exp.errors import ConfigError
 from lepton_exp.measure import state_bytes
 from lepton_exp.quant import dynamic, pt2e
 from lepton_exp.quant.coverage import coverage_summary
-from lepton_exp.quant.export import export_quantized, load_quantized, positional
+from lepton_exp.models.taps import positional
+from lepton_exp.quant.export import export_quantized, load_quantized
 
 
 def small_cnn() -> nn.Module:

@@ -5,7 +5,6 @@ data set, prune method or quant method live in that entry's module."""
 from __future__ import annotations
 
 import dataclasses
-
 import inspect
 import math
 from typing import Any, Iterable, Iterator, Optional
@@ -292,4 +291,3 @@ def export_checks(cfg: DictConfig) -> Iterator[Optional[str]]:
                        f"{did_you_mean(str(key), known)}: {name} takes "
                        f"{', '.join(known) or 'no options'}")
         yield from EXPORT_FORMATS.check(name, cfg)
-

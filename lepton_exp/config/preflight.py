@@ -185,8 +185,6 @@ def _explain(config_name: str, overrides: list[str], error: Exception) -> str:
             index, failed = count - 1, prefix_error
             break
         previous = current
-    if index == 0:
-        previous = None  # the config before the first override: composed when needed
     return _explain_override(config_name, overrides, index, previous, failed)
 
 
@@ -198,8 +196,8 @@ def _explain_override(config_name: str, overrides: list[str], index: int, before
     override = OverridesParser.create().parse_override(line)
     key = override.key_or_group
     loader = GlobalHydra.instance().config_loader()
-    if _is_group(loader, key):  # group=option
-        options = sorted(loader.get_group_options(key))
+    options = _group_options(loader, key)
+    if options:  # group=option
         value = override.value()
         if value is None:
             return f"{key}=null is not an option: leave {key} out to select none"
@@ -228,8 +226,8 @@ def _explain_unknown_key(config_name: str, overrides: list[str], index: int, key
         return _explain_new_key(config_name, overrides, index, key, before)
     hint = did_you_mean(key, dotted_keys(before))
     group = key.split(".")[0]
-    if _is_group(loader, group):  # maybe the key belongs to another option of this group
-        options = sorted(loader.get_group_options(group))
+    options = _group_options(loader, group)
+    if options:  # maybe the key belongs to another option of this group
         # the options' own files first (composing each option takes seconds in all);
         # composed only when that finds none and the key is no near miss either
         owners = [option for option in options if _file_has_key(group, option, key)]
@@ -299,10 +297,10 @@ def _has_key(config_name: str, overrides: list[str], key: str) -> bool:
         return False
 
 
-def _is_group(loader, name: str) -> bool:
-    # one lookup (Hydra copies its config repository for each; walking all the groups
-    # took a second and a half)
-    return bool(loader.get_group_options(name))
+def _group_options(loader, name: str) -> list[str]:
+    """The options of group ``name``, sorted; [] when it is not a group. One lookup: Hydra
+    copies its config repository for each (walking all the groups took 1.5 s)."""
+    return sorted(loader.get_group_options(name))
 
 
 def _innermost(error: BaseException) -> BaseException:

@@ -16,8 +16,8 @@ from lepton_exp.config.checks import (
     PIPELINE,
     check_choice,
     common_checks,
-    export_checks,
     distill_checks,
+    export_checks,
     prune_checks,
 )
 from lepton_exp.config.registries import LOGGERS, SCHEMA_GROUPS, STAGES

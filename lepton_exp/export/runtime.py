@@ -6,7 +6,6 @@ its outputs with PyTorch's."""
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -109,16 +108,15 @@ class RuntimeModel(nn.Module):
 def compare(reference: nn.Module, exported: RuntimeModel, batches: list,
             tolerance: float | None, min_agreement: float, what: str) -> dict[str, float]:
     """Max abs logit difference and top-1 agreement of ``exported`` against the PyTorch
-    ``reference`` on ``batches``; ExportError naming the first diverging output beyond
-    ``tolerance`` (None: int8, judged by its top-1 agreement alone)."""
+    ``reference`` (called as the run calls it: text as keywords) on ``batches``;
+    ExportError naming the first diverging output beyond ``tolerance`` (None: int8, judged
+    by its top-1 agreement alone)."""
     worst, agree, total = 0.0, 0, 0
     first = None
     with torch.no_grad():
         for index, batch in enumerate(batches):
             inputs = positional(batch)
-            # (the export's own positional wrapper, or the model as the run holds it)
-            expected = reference(*inputs) if isinstance(reference, PositionalLogits) \
-                else model_logits(reference, batch)
+            expected = model_logits(reference, batch)
             got = exported(*inputs)
             difference = (got.float() - expected.float()).abs()
             per_sample = difference.flatten(1).amax(1)
@@ -153,6 +151,3 @@ def write_inputs_file(directory: Path, spec: dict[str, Any]) -> Path:
     write_json_atomic(path, spec)
     return path
 
-
-def read_inputs_file(directory: Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / "inputs.json").read_text())

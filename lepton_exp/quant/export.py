@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lepton_exp.models.taps import PositionalLogits, positional  # noqa: F401 - reloads
+from lepton_exp.models.taps import PositionalLogits, positional
 from lepton_exp.quant.pt2e import MAX_BATCH
 from lepton_exp.tracking.record import publish
 

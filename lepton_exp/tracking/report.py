@@ -98,7 +98,8 @@ def deploy_table(record: dict[str, Any]) -> Table:
     """Each deployment export in its runtime beside the eager model (runs with export set)."""
     deploy = record["deploy"]
     batches = sorted({key for export in deploy["exports"].values() for key in export
-                      if key.startswith("latency_ms_")}, key=lambda key: int(key[12:]))
+                      if key.startswith("latency_ms_")},
+                     key=lambda key: int(key.removeprefix("latency_ms_b")))
     table = Table(title=f"deployment exports (measured on CPU, {deploy['threads']} threads)",
                   show_header=True, header_style="bold")
     for column in ("export", "runtime", "precision", "test acc", "KiB", *[
@@ -199,24 +200,24 @@ def _step_rows(name: str, step: dict[str, Any]) -> list[list[str]]:
                zip(measured, ("{:,}", "{:.3f}", "{:,}"), strict=True)],
              f"{size / 1024:.1f}" if size else "-",
              *["-" if value is None else f"{value:.2f}" for value in latency]]]
+    def other_model(label: str, precision: str, accuracy: Any, size_bytes: int,
+                    measured: dict[str, Any]) -> list[str]:
+        """A row for another form of the step's model (int8, a runtime's export): its own
+        accuracy, bytes and latency; parameters and sparsity are the float row's."""
+        return [f"{name} {label}", str(step.get("model")), distill, step.get("prune") or "-",
+                precision, "-" if accuracy is None else f"{accuracy:.4f}", "-", *["-"] * 4,
+                f"{size_bytes / 1024:.1f}",
+                *[f"{measured[key]:.2f}" if key in measured else "-"
+                  for key in ("latency_ms_b1", f"latency_ms_b{BATCH}")]]
+
     if quant:
-        int8 = quant["int8"]
-        accuracy = metrics.get("test_int8/acc")
-        rows.append([f"{name} int8", str(step.get("model")), distill, step.get("prune") or "-",
-                     quant["method"], "-" if accuracy is None else f"{accuracy:.4f}", "-",
-                     *["-"] * 4, f"{int8['size_bytes'] / 1024:.1f}",
-                     *[f"{int8[key]:.2f}" if key in int8 else "-"
-                       for key in ("latency_ms_b1", f"latency_ms_b{BATCH}")]])
+        rows.append(other_model("int8", quant["method"], metrics.get("test_int8/acc"),
+                                quant["int8"]["size_bytes"], quant["int8"]))
     for key, export in ((step.get("deploy") or {}).get("exports") or {}).items():
-        if key == "eager" or export.get("skipped"):
-            continue
-        accuracy = metrics.get(f"test_{key}/acc")
-        rows.append([f"{name} {export['runtime']}", str(step.get("model")), distill,
-                     step.get("prune") or "-", export["precision"],
-                     "-" if accuracy is None else f"{accuracy:.4f}", "-", *["-"] * 4,
-                     f"{export['file_bytes'] / 1024:.1f}",
-                     *[f"{export[k]:.2f}" if k in export else "-"
-                       for k in ("latency_ms_b1", f"latency_ms_b{BATCH}")]])
+        if key != "eager" and not export.get("skipped"):
+            rows.append(other_model(export["runtime"], export["precision"],
+                                    metrics.get(f"test_{key}/acc"), export["file_bytes"],
+                                    export))
     return rows
 
 

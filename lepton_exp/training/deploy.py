@@ -25,8 +25,8 @@ from torch import nn
 from pytorch_lightning.utilities import rank_zero_only
 
 from lepton_exp.config.registries import EXPORT_FORMATS, NONE
-from lepton_exp.export.runtime import (RuntimeModel, Unsupported, compare, exportable,
-                                       input_spec, write_inputs_file)
+from lepton_exp.export.runtime import (InputSpec, RuntimeModel, Unsupported, compare,
+                                       exportable, input_spec, write_inputs_file)
 from lepton_exp.measure import latency_report
 from lepton_exp.training.classify import ClassificationModule
 from lepton_exp.training.context import StageContext, StageOutput
@@ -44,7 +44,7 @@ class _Exporting:
     eager: nn.Module  # what the formats export (text: called positionally)
     reference: nn.Module  # the same model, called as the run calls it
     example: Any
-    spec: Any
+    spec: InputSpec
     calibration: Optional[list]
     checked_on: list
     directory: Path
@@ -77,7 +77,7 @@ def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
         for name, options in export.formats.items():
             for precision in variants:
                 key = name if precision == "float" else f"{name}_int8"
-                exports[key], runtime = _export(job, name, options, precision, export)
+                exports[key], runtime = _export(job, key, name, options, precision, export)
                 if runtime is not None:
                     runtimes[key] = runtime
                     output.metrics.update({f"test_{key}/{metric}": value for metric, value
@@ -97,18 +97,18 @@ def deploy_output(ctx: StageContext, output: StageOutput) -> StageOutput:
                                    if name.startswith("latency_ms_") or name in (
                                        "file_bytes", "max_abs_diff", "top1_agreement")})
     if rank_zero_only.rank == 0:
-        write_inputs_file(directory, _inputs(datamodule, directory))
+        write_inputs_file(directory, _inputs(datamodule, job.spec.names, directory))
     output.extra["deploy"] = {"dir": str(directory), "threads": job.threads,
                               "exports": exports}
     return output
 
 
-def _export(job: _Exporting, name: str, options, precision: str, export
+def _export(job: _Exporting, key: str, name: str, options, precision: str, export
             ) -> tuple[dict[str, Any], Optional[RuntimeModel]]:
-    """One file: written, loaded into its runtime, compared with PyTorch, tested there."""
+    """One file (``key``: format ``name`` in ``precision``): written, loaded into its
+    runtime, compared with PyTorch, tested there."""
     entry = EXPORT_FORMATS.get(name)
     options = OmegaConf.merge(OmegaConf.structured(entry.Schema), options or {})
-    key = name if precision == "float" else f"{name}_int8"
     path = job.directory / f"model{'' if precision == 'float' else '_int8'}{entry.SUFFIX}"
     try:
         if precision == "float":
@@ -143,18 +143,18 @@ def _first_test_batches(datamodule, count: int) -> list:
     return [batch[0] for batch in itertools.islice(loader, count)]
 
 
-def _inputs(datamodule, directory: Path) -> dict[str, Any]:
+def _inputs(datamodule, names: tuple[str, ...], directory: Path) -> dict[str, Any]:
     """What a caller of the exports must feed them (``deploy/inputs.json``)."""
     info = datamodule.info
     spec: dict[str, Any] = {"class_names": list(info.class_names) or None,
                             "num_classes": info.num_classes}
     if info.is_text:
-        spec.update(inputs=list(datamodule.example_batch(1)), max_length=info.max_length,
+        spec.update(inputs=list(names), max_length=info.max_length,
                     tokenizer=_save_tokenizer(datamodule, directory))
     else:
         # (data modules of other images, e.g. shards, may not say: None)
         mean, std = getattr(datamodule, "normalization", lambda: (None, None))()
-        spec.update(inputs=["images"], layout="NCHW", channels=info.in_chans,
+        spec.update(inputs=list(names), layout="NCHW", channels=info.in_chans,
                     channel_order="RGB" if info.in_chans == 3 else "grey",
                     image_size=info.image_size, value_range=[0, 1],
                     preprocess="pixel values scaled to [0, 1] (8-bit images: / 255), then "

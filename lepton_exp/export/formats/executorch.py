@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton_exp.errors import one_line
 from lepton_exp.export.runtime import ExportError, Unsupported
 
 RUNTIME = "ExecuTorch"
@@ -39,7 +40,7 @@ def _program(model, spec):
                                    dynamic_shapes=spec.torch_dynamic_shapes())
     except Exception as error:  # noqa: BLE001 - torch.export's errors run to pages
         raise ExportError(f"export=executorch: torch.export cannot capture this model: "
-                          f"{' '.join(str(error).split())[:300]}") from error
+                          f"{one_line(error)[:300]}") from error
 
 
 def _lower_and_save(program, path: Path) -> None:

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from lepton_exp.errors import one_line
 from lepton_exp.export.runtime import ExportError
 
 RUNTIME = "ONNX Runtime"
@@ -60,7 +61,7 @@ def write(model, example, path: Path, options, spec) -> None:
                 dynamic_shapes=spec.torch_dynamic_shapes(), verbose=False)
         except Exception as error:  # noqa: BLE001 - the exporter's errors run to pages
             raise ExportError(f"export=onnx: torch's ONNX exporter failed on this model: "
-                              f"{_first_line(error)}: try another opset "
+                              f"{one_line(error)[:300]}: try another opset "
                               "(export.formats.onnx.opset) or export=executorch") from error
     program.save(str(path))
 
@@ -113,8 +114,3 @@ def load(path: Path, threads: int):
         return torch.from_numpy(session.run(None, feed)[0])
 
     return run
-
-
-def _first_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] if text else type(error).__name__
