@@ -118,11 +118,13 @@ def plain_run(probe: str, options: Options, epochs: int, per_sample: bool = Fals
     for epoch in range(epochs):
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
+        # the record's span: the epoch's start (its first batch's loading included) to its
+        # last step; a whole iteration runs from one batch's start to the next one's
+        started, steps = time.perf_counter(), 0
         batches = iter(loader)
         inputs, labels = next(batches)[:2]
-        started, steps = time.perf_counter(), 0
-        batch_started = started
-        while True:  # the record's span: first batch loaded -> last step done
+        batch_started = time.perf_counter()
+        while True:
             if steps and epoch:  # one whole iteration: load, step (the record's step_ms)
                 now = time.perf_counter()
                 iterations.append((now - batch_started) * 1000)
@@ -228,7 +230,10 @@ def run(options: Options) -> Section:
         "`timing.epoch_s`. **Plain loop**: this process composes the same config and trains "
         "the same model from the run's own training loader (same sampler, seeded "
         "augmentation and batch transforms), with the same optimiser and lr schedule: "
-        "forward, cross-entropy, backward, step, no logging. Both sides, the first epoch "
+        "forward, cross-entropy, backward, step, no logging, in PyTorch's default mode "
+        "(lepton-exp: deterministic algorithms, `trainer.deterministic`, without their NaN "
+        "fill of new tensors, `trainer.fill_uninitialized_memory=false`, which cost ~5 % of "
+        "a CIFAR step). Both sides, the first epoch "
         "left out: ms/step on digits is the median whole loop iteration (batch start to the "
         "next one's: loading, step, hooks; the record's `timing.step_ms`), robust to pauses "
         "of this shared machine; on CIFAR, and the samples/s ratios, an epoch from its start "

@@ -110,3 +110,41 @@ def test_progress_bar_stops_without_waiting_for_its_drawing_thread(tmp_path):
     assert thread.is_alive()  # not joined: it ends at its next wake-up
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("setting", [None, True])
+def test_deterministic_runs_skip_the_nan_fill_of_new_tensors_unless_asked(compose_cfg,
+                                                                           tmp_path, setting):
+    from lepton_exp.training.trainer import build_trainer
+
+    overrides = [] if setting is None else [f"trainer.fill_uninitialized_memory={setting}"]
+    cfg = compose_cfg("stage=teacher", "logger=none", *overrides)
+    build_trainer(cfg, tmp_path, [])
+    try:
+        assert torch.are_deterministic_algorithms_enabled()  # trainer.deterministic=true
+        assert torch.utils.deterministic.fill_uninitialized_memory is bool(setting)
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = True  # PyTorch's default
+        torch.use_deterministic_algorithms(False)
+
+
+def test_the_nan_fill_changes_no_result(compose_cfg, tmp_path):
+    """Off, a deterministic run computes exactly what it computes with the fill on: no
+    kernel on the path reads memory it did not write."""
+    from lepton_exp.app.runner import run_stage
+
+    def metrics(fill: bool) -> dict:
+        cfg = compose_cfg("distill=kd", "data=synthetic", "data.num_samples=256",
+                          "trainer.max_epochs=2", "logger=none", "model=resnet8",
+                          "trainer.enable_progress_bar=false", "teacher.model.name=resnet14",
+                          f"trainer.fill_uninitialized_memory={fill}",
+                          f"paths.cache_dir={tmp_path / 'cache'}")
+        record = run_stage(cfg, run_dir=tmp_path / f"fill-{fill}")
+        return {key: value for key, value in record["metrics"].items()
+                if key.startswith(("test", "val", "train"))}
+
+    try:
+        with_fill, without = metrics(True), metrics(False)
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = True
+    assert with_fill and with_fill == without

@@ -8,6 +8,10 @@
 - ``optim.fused`` (default null: on CUDA): the fused CUDA kernels of SGD / Adam / AdamW.
 - ``trainer.compile=true``: ``torch.compile`` of the student and the teachers, in place
   (``nn.Module.compile``: state dicts, checkpoints and hooks stay as they are).
+- ``trainer.fill_uninitialized_memory`` (default false): PyTorch's deterministic mode (our
+  ``trainer.deterministic``, on by default) also fills every new tensor with NaN unless told
+  not to; PyTorch documents turning that off as safe for programs that never read memory
+  they did not write, and it costs ~5 % of a CPU conv step (``fill_uninitialized_memory``).
 - Loader workers (``data.num_workers=auto``) and pinned memory: ``lepton_exp.data.base``;
   in-memory images are transformed as batches on the device (``lepton_exp.data.image``).
 
@@ -49,6 +53,15 @@ def fused_optimizer(setting: Optional[bool], params: list) -> bool:
     if setting is not None:
         return bool(setting)
     return bool(params) and all(p.is_cuda for p in params)
+
+
+def fill_uninitialized_memory(fill: bool) -> None:
+    """``trainer.fill_uninitialized_memory``: whether deterministic mode NaN-fills new tensors
+    (``torch.empty`` and the like). The fill writes every output buffer once more before the
+    kernel writes it: resnet8 at batch 128 on 2 CPU cores, 120 interleaved steps, +5.5 % a
+    step with it, +0.0 % without, against a non-deterministic step. Process-wide, as
+    ``torch.use_deterministic_algorithms`` (which Lightning sets from the same trainer)."""
+    torch.utils.deterministic.fill_uninitialized_memory = bool(fill)
 
 
 def has_convolutions(model: nn.Module) -> bool:

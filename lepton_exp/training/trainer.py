@@ -19,7 +19,8 @@ from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.tracking.record import write_json_atomic
 from lepton_exp.training.progress import ProgressBar
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume, raise_stops
-from lepton_exp.training.speed import ThroughputSettings, on_cuda, resolve_precision
+from lepton_exp.training.speed import (ThroughputSettings, fill_uninitialized_memory, on_cuda,
+                                       resolve_precision)
 from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
@@ -106,6 +107,7 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
     # ours, not Lightning's: applied by a callback once the module is on its device
     callbacks.append(ThroughputSettings(trainer_kwargs.pop("channels_last", True),
                                         trainer_kwargs.pop("compile", False)))
+    fill_uninitialized_memory(trainer_kwargs.pop("fill_uninitialized_memory", False))
     trainer_kwargs["precision"] = resolve_precision(trainer_kwargs.get("precision", "32-true"),
                                                     trainer_kwargs.get("accelerator", "cpu"))
     if trainer_kwargs.get("enable_progress_bar", True):
