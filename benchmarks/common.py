@@ -75,12 +75,23 @@ def machine_info() -> dict[str, str]:
             "python": platform.python_version(), **versions, "commit": git_commit()}
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
+
+
+def _dirty() -> bool:
+    return bool(_git("status", "--porcelain", "--", "lepton_exp", "conf", "benchmarks").strip())
+
+
 def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
-    commit = git("rev-parse", "--short=10", "HEAD").strip() or "unknown"
-    return commit + (" (uncommitted changes)" if git("status", "--porcelain", "--", "lepton_exp",
-                                                     "conf", "benchmarks").strip() else "")
+    """The commit, as the report prints it."""
+    commit = _git("rev-parse", "--short=10", "HEAD").strip() or "unknown"
+    return commit + (" (uncommitted changes)" if _dirty() else "")
+
+
+def provenance_commit() -> str:
+    """The commit, as results/provenance.json keeps it (``+dirty``: uncommitted code)."""
+    return (_git("rev-parse", "HEAD").strip() or "unknown") + ("+dirty" if _dirty() else "")
 
 
 # -------------------------------------------------------------------------- timing
@@ -179,17 +190,39 @@ def parse_options(argv: list[str] | None = None, description: str = "") -> tuple
     return Options(args.scale, args.data_dir.resolve(), work_dir.resolve()), args.only
 
 
+def sections_dir(options: Options) -> Path:
+    """Where sections keep their results: full scale in the repo (results/benchmarks/, so
+    a report can be assembled from sections run in different sessions, each with its commit);
+    smoke runs in the work dir (their figures mean nothing)."""
+    return options.work_dir / "sections" if options.smoke else REPO / "results" / "benchmarks"
+
+
+# A section's figures depend on the training code, the export code, and its own scripts.
+SECTION_CODE = ("lepton_exp/export", "benchmarks/common.py", "benchmarks/cifar_setup.py")
+
+
 def run_section(run: Callable[[Options], Section], options: Options) -> Section:
-    """Runs one section and keeps its result (sections/<key>.json in the work dir), so the
-    report can be rebuilt from sections run at different times."""
+    """Runs one section and keeps its result (<key>.json in ``sections_dir``), so the
+    report can be rebuilt from sections run at different times; a full-scale section's
+    commit and command go into results/provenance.json (``benchmark_<key>``)."""
+    from lepton_exp.results import provenance
+
     started = time.perf_counter()
     section = run(options)
     section.seconds = round(time.perf_counter() - started, 1)
-    saved = options.work_dir / "sections" / f"{section.key}.json"
+    saved = sections_dir(options) / f"{section.key}.json"
     saved.parent.mkdir(parents=True, exist_ok=True)
     payload = {**section.__dict__, "targets": [t.__dict__ for t in section.targets],
-               "date": time.strftime("%Y-%m-%d %H:%M"), "commit": git_commit()}
-    saved.write_text(json.dumps(payload, indent=1))
+               "date": time.strftime("%Y-%m-%d %H:%M"), "commit": git_commit(),
+               "machine": machine_info()}
+    saved.write_text(json.dumps(payload, indent=1) + "\n")
+    if not options.smoke:
+        script = f"benchmarks/{run.__module__.rsplit('.', 1)[-1]}.py"
+        provenance.record(REPO / "results", f"benchmark_{section.key}",
+                          [f"benchmarks/{section.key}.json"],
+                          f"python -m benchmarks --only {section.key} (then the report: "
+                          "python -m benchmarks --only)", provenance_commit(),
+                          code=(*provenance.TRAINING_CODE, *SECTION_CODE, script))
     return section
 
 

@@ -90,5 +90,7 @@ def unacknowledged(root: Path, results_dir: Path | None = None) -> dict[str, lis
 def uncovered(results_dir: Path) -> list[str]:
     """Files of ``results_dir`` that no entry names (their commit and command are unknown)."""
     named = {file for entry in load(results_dir).values() for file in entry["files"]}
-    return sorted(path.name for path in results_dir.iterdir() if path.is_file()
-                  and path.name not in named and path.name not in (PROVENANCE, "README.md"))
+    files = (path.relative_to(results_dir).as_posix() for path in results_dir.rglob("*")
+             if path.is_file())
+    return sorted(name for name in files if name not in named
+                  and name not in (PROVENANCE, "README.md"))

@@ -1,0 +1,89 @@
+"""A full-scale benchmark section keeps its figures in results/benchmarks/<key>.json with its
+commit in results/provenance.json, so BENCHMARKS.md can be assembled from sections run in
+different sessions, and a section whose code changed since is found stale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks import __main__ as report_main
+from benchmarks import common
+from lepton_exp.results import provenance
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _commit(root: Path, path: str, text: str) -> str:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
+    _git(root, "add", path)
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", path)
+    return _git(root, "rev-parse", "HEAD")
+
+
+def fake_section(options: common.Options) -> common.Section:
+    return common.Section(key="fake", title="A fake section", body="| a | 1 |",
+                          targets=[common.Target("a", "1", "≤ 2", True)])
+
+
+fake_section.__module__ = "benchmarks.fake"
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    _git(tmp_path, "init", "-q")
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    monkeypatch.setattr(report_main, "REPO", tmp_path)
+    return tmp_path
+
+
+def test_a_full_section_is_kept_in_results_with_its_commit_and_goes_stale_with_its_script(repo):
+    made = _commit(repo, "benchmarks/fake.py", "x = 1\n")
+    options = common.Options("full", repo / "data", repo / "work")
+    common.run_section(fake_section, options)
+    saved = json.loads((repo / "results" / "benchmarks" / "fake.json").read_text())
+    assert saved["commit"] == made[:10] and saved["body"] == "| a | 1 |"
+    assert saved["machine"]["cores"] and saved["targets"][0]["met"] is True
+    entry = provenance.load(repo / "results")["benchmark_fake"]
+    assert entry["made_at"] == made and entry["files"] == ["benchmarks/fake.json"]
+    assert "--only fake" in entry["command"] and "benchmarks/fake.py" in entry["code"]
+    assert provenance.uncovered(repo / "results") == []  # the subfolder's file is named
+    _commit(repo, "benchmarks/other.py", "y = 1\n")  # another section's script: still fresh
+    assert provenance.stale(repo) == {}
+    _commit(repo, "benchmarks/fake.py", "x = 2\n")
+    assert provenance.stale(repo) == {"benchmark_fake": ["benchmarks/fake.py"]}
+
+
+def test_uncommitted_code_is_recorded_as_such_and_smoke_sections_stay_out_of_results(repo):
+    _commit(repo, "benchmarks/fake.py", "x = 1\n")
+    (repo / "benchmarks" / "fake.py").write_text("x = 3\n")
+    common.run_section(fake_section, common.Options("full", repo, repo / "work"))
+    entry = provenance.load(repo / "results")["benchmark_fake"]
+    assert entry["made_at"].endswith("+dirty")
+    assert list(provenance.stale(repo)) == ["benchmark_fake"]  # unknown code: stale
+    common.run_section(fake_section, common.Options("smoke", repo, repo / "work"))
+    assert (repo / "work" / "sections" / "fake.json").is_file()
+    assert json.loads((repo / "results" / "benchmarks" / "fake.json").read_text())[
+        "commit"].endswith("(uncommitted changes)")  # the full one, untouched by smoke
+
+
+def test_the_report_is_assembled_from_the_kept_sections(repo, monkeypatch):
+    _commit(repo, "benchmarks/fake.py", "x = 1\n")
+    monkeypatch.setattr(report_main, "SECTIONS", {"fake": fake_section, "later": fake_section})
+    monkeypatch.setattr("sys.argv", ["benchmarks", "--only", "fake"])
+    report_main.main()
+    text = (repo / "results" / "BENCHMARKS.md").read_text()
+    assert "## A fake section" in text and "| a | 1 |" in text
+    assert "**Incomplete**: not run yet: later" in text
+    assert "BENCHMARKS" in provenance.load(repo / "results")
+    (repo / "results" / "BENCHMARKS.md").unlink()
+    monkeypatch.setattr("sys.argv", ["benchmarks", "--only"])  # no key: the report alone
+    report_main.main()
+    assert "| a | 1 |" in (repo / "results" / "BENCHMARKS.md").read_text()
