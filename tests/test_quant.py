@@ -127,7 +127,13 @@ def test_qat_graph_trains_switches_modes_and_converts_to_int8():
     quantized = pt2e.convert(prepared)
     assert all(layer["runs"] == "int8" for layer in pt2e.layer_coverage(quantized).values())
     with torch.no_grad():
-        assert (quantized(inputs).argmax(1) == prepared(inputs).argmax(1)).float().mean() >= 0.9
+        int8, simulated = quantized(inputs), prepared(inputs)
+    # The int8 kernels compute what the fake-quantized graph simulated, up to rounding: a
+    # broken conversion (wrong scales, a float layer left) moves logits by their own size.
+    assert (int8 - simulated).abs().max() <= 0.5 * simulated.std()
+    # Random labels after 8 steps leave close calls: top-1 flips only where two logits are
+    # within that rounding (4 of 32 on 2026-12-06's machine, margins 0.003-0.026).
+    assert (int8.argmax(1) == simulated.argmax(1)).float().mean() >= 0.8
 
 
 @pytest.fixture(scope="module")
