@@ -5,27 +5,13 @@ different sessions, and a section whose code changed since is found stale."""
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from benchmarks import __main__ as report_main
 from benchmarks import common
 from lepton_exp.results import provenance
-
-
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def _commit(root: Path, path: str, text: str) -> str:
-    (root / path).parent.mkdir(parents=True, exist_ok=True)
-    (root / path).write_text(text)
-    _git(root, "add", path)
-    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", path)
-    return _git(root, "rev-parse", "HEAD")
+from tests.git_repo import commit, git
 
 
 def fake_section(options: common.Options) -> common.Section:
@@ -38,14 +24,14 @@ fake_section.__module__ = "benchmarks.fake"
 
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
-    _git(tmp_path, "init", "-q")
+    git(tmp_path, "init", "-q")
     monkeypatch.setattr(common, "REPO", tmp_path)
     monkeypatch.setattr(report_main, "REPO", tmp_path)
     return tmp_path
 
 
 def test_a_full_section_is_kept_in_results_with_its_commit_and_goes_stale_with_its_script(repo):
-    made = _commit(repo, "benchmarks/fake.py", "x = 1\n")
+    made = commit(repo, "benchmarks/fake.py", "x = 1\n")
     options = common.Options("full", repo / "data", repo / "work")
     common.run_section(fake_section, options)
     saved = json.loads((repo / "results" / "benchmarks" / "fake.json").read_text())
@@ -55,14 +41,14 @@ def test_a_full_section_is_kept_in_results_with_its_commit_and_goes_stale_with_i
     assert entry["made_at"] == made and entry["files"] == ["benchmarks/fake.json"]
     assert "--only fake" in entry["command"] and "benchmarks/fake.py" in entry["code"]
     assert provenance.uncovered(repo / "results") == []  # the subfolder's file is named
-    _commit(repo, "benchmarks/other.py", "y = 1\n")  # another section's script: still fresh
+    commit(repo, "benchmarks/other.py", "y = 1\n")  # another section's script: still fresh
     assert provenance.stale(repo) == {}
-    _commit(repo, "benchmarks/fake.py", "x = 2\n")
+    commit(repo, "benchmarks/fake.py", "x = 2\n")
     assert provenance.stale(repo) == {"benchmark_fake": ["benchmarks/fake.py"]}
 
 
 def test_uncommitted_code_is_recorded_as_such_and_smoke_sections_stay_out_of_results(repo):
-    _commit(repo, "benchmarks/fake.py", "x = 1\n")
+    commit(repo, "benchmarks/fake.py", "x = 1\n")
     (repo / "benchmarks" / "fake.py").write_text("x = 3\n")
     common.run_section(fake_section, common.Options("full", repo, repo / "work"))
     entry = provenance.load(repo / "results")["benchmark_fake"]
@@ -75,7 +61,7 @@ def test_uncommitted_code_is_recorded_as_such_and_smoke_sections_stay_out_of_res
 
 
 def test_the_report_is_assembled_from_the_kept_sections(repo, monkeypatch):
-    _commit(repo, "benchmarks/fake.py", "x = 1\n")
+    commit(repo, "benchmarks/fake.py", "x = 1\n")
     monkeypatch.setattr(report_main, "SECTIONS", {"fake": fake_section, "later": fake_section})
     monkeypatch.setattr("sys.argv", ["benchmarks", "--only", "fake"])
     report_main.main()

@@ -4,48 +4,35 @@ changed since is found (results/provenance.json, lepton_exp.results.provenance).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from lepton_exp.results import provenance
+from tests.git_repo import commit, git
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def _commit(root: Path, path: str, text: str) -> str:
-    (root / path).parent.mkdir(parents=True, exist_ok=True)
-    (root / path).write_text(text)
-    _git(root, "add", path)
-    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", path)
-    return _git(root, "rev-parse", "HEAD")
-
-
 def test_a_figure_is_stale_once_its_code_changes_and_fresh_once_checked_again(tmp_path):
-    _git(tmp_path, "init", "-q")
+    git(tmp_path, "init", "-q")
     results = tmp_path / "results"
-    made = _commit(tmp_path, "lepton_exp/distill/kd.py", "loss = 1\n")
+    made = commit(tmp_path, "lepton_exp/distill/kd.py", "loss = 1\n")
     results.mkdir()
     provenance.record(results, "kd", ["kd.md"], "lepton-exp distill=kd", made,
                       code=("lepton_exp/distill",))
     (results / "kd.md").write_text("| kd | 0.9 |\n")
     assert provenance.stale(tmp_path) == {} and provenance.uncovered(results) == []
-    _commit(tmp_path, "README.md", "docs only\n")  # outside the code: still fresh
+    commit(tmp_path, "README.md", "docs only\n")  # outside the code: still fresh
     assert provenance.stale(tmp_path) == {}
-    changed = _commit(tmp_path, "lepton_exp/distill/kd.py", "loss = 2\n")
+    changed = commit(tmp_path, "lepton_exp/distill/kd.py", "loss = 2\n")
     assert provenance.stale(tmp_path) == {"kd": ["lepton_exp/distill/kd.py"]}
     assert provenance.unacknowledged(tmp_path) == {"kd": ["lepton_exp/distill/kd.py"]}
     entries = provenance.load(results)
     entries["kd"]["known_stale"] = {"at": changed, "why": "a 3-hour run"}
     (results / provenance.PROVENANCE).write_text(json.dumps(entries))
     assert provenance.unacknowledged(tmp_path) == {}  # known, and said so
-    _commit(tmp_path, "lepton_exp/distill/at.py", "loss = 3\n")  # changed again after that
+    commit(tmp_path, "lepton_exp/distill/at.py", "loss = 3\n")  # changed again after that
     assert provenance.unacknowledged(tmp_path) == {"kd": ["lepton_exp/distill/at.py"]}
-    entries["kd"]["checked_at"] = _git(tmp_path, "rev-parse", "HEAD")  # re-run: same figures
+    entries["kd"]["checked_at"] = git(tmp_path, "rev-parse", "HEAD")  # re-run: same figures
     (results / provenance.PROVENANCE).write_text(json.dumps(entries))
     assert provenance.stale(tmp_path) == {}
     (results / "at.md").write_text("| at | 0.8 |\n")  # a file nothing says how it was made
