@@ -120,20 +120,23 @@ def load_average() -> float | None:
         return None
 
 
-def thread_cpu_ns() -> dict[str, tuple[int, int]] | None:
-    """Per thread of this process: nanoseconds it ran on a core and nanoseconds it was
-    runnable but waited for one (Linux schedstats); None where the kernel keeps none. Waiting
-    is what other processes competing for the cores cost this one."""
+def cpu_ticks() -> tuple[int, int] | None:
+    """(CPU time every process on the machine has used, CPU time this process has used), in
+    clock ticks since boot (Linux ``/proc/stat`` and ``/proc/self/stat``: the same tick
+    accounting, so their difference over an interval is what other processes, and the
+    hypervisor's other guests -- "steal" -- took of the cores); None where not Linux."""
     try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
+        with open("/proc/stat") as machine:
+            # cpu  user nice system idle iowait irq softirq steal guest guest_nice
+            fields = [int(value) for value in machine.readline().split()[1:9]]
+        with open("/proc/self/stat") as own:
+            # after the command name in parentheses: state is field 3, utime and stime 14, 15
+            utime, stime = own.read().rsplit(")", 1)[1].split()[11:13]
+    except (OSError, ValueError, IndexError):
         return None
-    times = {}
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/schedstat") as stats:
-                ran, waited = stats.read().split()[:2]
-        except (OSError, ValueError):
-            continue  # the thread ended meanwhile
-        times[task] = (int(ran), int(waited))
-    return times or None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal, int(utime) + int(stime)
+
+
+def ticks_per_second() -> int:
+    return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

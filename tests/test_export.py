@@ -78,6 +78,37 @@ def test_preset_cnns_export_to_onnx_and_agree_with_pytorch(name, tmp_path):
         assert torch.allclose(runtime(single), eager(single), atol=1e-3)
 
 
+def test_resnet8_exports_to_executorch_float_and_int8_on_the_threads_asked(tmp_path):
+    pytest.importorskip("executorch")
+    from types import SimpleNamespace
+
+    from executorch.extension.pybindings import portable_lib
+
+    from lepton_exp.export.formats import executorch
+
+    data = _Images(CIFAR)
+    example = data.example_batch(2)
+    eager = exportable(_model("resnet8", CIFAR), example)
+    spec = input_spec(data, 64)
+    float_path, int8_path = tmp_path / "model.pte", tmp_path / "model_int8.pte"
+    executorch.write(eager, example, float_path, SimpleNamespace(), spec)
+    executorch.write_int8(eager, example, int8_path, SimpleNamespace(), spec, data.batches())
+    for threads in (1, 2):  # the runtime's one pool, resized to the run's export.threads
+        runtime = RuntimeModel(executorch.load(float_path, threads), "executorch")
+        assert portable_lib._threadpool_get_thread_count() == threads
+    result = compare(eager, runtime, data.batches(), tolerance=1e-3, min_agreement=1.0,
+                     what="resnet8")
+    assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-3
+    with torch.no_grad():  # a batch size the program was not traced with (dynamic batch)
+        assert torch.allclose(runtime(data.inputs[:1]), eager(data.inputs[:1]), atol=1e-3)
+    int8 = RuntimeModel(executorch.load(int8_path, 1), "executorch int8")
+    assert int8_path.stat().st_size < float_path.stat().st_size / 2
+    # int8 of an untrained model on random inputs: close logits, most top-1s kept
+    int8_result = compare(eager, int8, data.batches(), tolerance=None, min_agreement=0.5,
+                          what="resnet8 int8")
+    assert int8_result["max_abs_diff"] < 0.5 * float(eager(data.inputs).std())
+
+
 def test_bert_student_exports_with_dynamic_batch_and_length(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -223,6 +254,26 @@ def test_digits_run_exports_runs_alone_and_records_its_predictions(tmp_path, com
                           check=True)
     names = json.loads(done.stdout)
     assert names == [spec["class_names"][i] for i in expected.argmax(1).tolist()]
+    # model.safetensors says the same in its metadata: the architecture reloaded from it
+    # alone, fed the raw images prepared as the metadata says, predicts as the export does
+    import timm
+    from safetensors.torch import load_file
+
+    from lepton_exp.models import read_metadata
+
+    weights = f"{record['run_dir']}/model.safetensors"
+    metadata = {key: json.loads(value) for key, value in read_metadata(weights).items()
+                if key in spec}
+    assert metadata == {key: value for key, value in spec.items() if key != "inputs"}
+    model = timm.create_model(record["config"]["model"]["name"], in_chans=metadata["channels"],
+                              num_classes=len(metadata["class_names"]))
+    model.load_state_dict(load_file(weights))
+    mean = torch.tensor(metadata["mean"]).reshape(1, -1, 1, 1)
+    std = torch.tensor(metadata["std"]).reshape(1, -1, 1, 1)
+    with torch.no_grad():
+        scale = 255.0 if raw.dtype == torch.uint8 else 1.0  # metadata["value_range"]: [0, 1]
+        logits = model.eval()((raw.float() / scale - mean) / std)
+    assert logits.argmax(1).tolist() == expected.argmax(1).tolist()
 
 
 @pytest.mark.parametrize("overrides, expected", [

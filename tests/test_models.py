@@ -73,7 +73,7 @@ def test_a_teacher_file_with_other_class_names_than_the_data_is_refused(tmp_path
     from lepton_exp.models import check_class_names, data_metadata, save_weights
 
     path = tmp_path / "model.safetensors"
-    save_weights(nn.Linear(2, 2), path, data_metadata(DataInfo(2, class_names=("neg", "pos"))))
+    save_weights(nn.Linear(2, 2), path, data_metadata({"class_names": ["neg", "pos"]}))
     check_class_names(path, DataInfo(2, class_names=("neg", "pos")), "teacher.checkpoint")
     check_class_names(path, DataInfo(2), "teacher.checkpoint")  # unnamed data: nothing to check
     with pytest.raises(ConfigError, match=r"teacher.checkpoint=.* outputs the classes neg, pos, "

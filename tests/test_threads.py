@@ -15,8 +15,9 @@ from torch import nn
 
 from lepton_exp.config.identity import computed_settings, to_container
 from lepton_exp.config.preflight import PreflightError, preflight
-from lepton_exp.measure import BUSY_WAIT_SHARE, Timing, contention, latency_report
-from lepton_exp.processes import cores, thread_cpu_ns
+from lepton_exp import measure
+from lepton_exp.measure import BUSY_OTHER_CORES, Timing, contention, latency_report
+from lepton_exp.processes import cores, cpu_ticks, machine_cores
 from lepton_exp.teachers.cache import cache_key, teacher_run_config
 from lepton_exp.training import parallel
 
@@ -95,16 +96,21 @@ def test_a_run_with_threads_1_runs_and_records_one_thread(compose_cfg, tmp_path)
     assert timing["b1"]["min"] <= record["metrics"]["compress/latency_ms_b1"] <= timing["b1"]["max"]
 
 
-def test_the_busy_criterion():
-    def timing(cpu_ns, load=0.0):
-        return Timing([[1.0]], warmup=1, threads=1, load_before=load, load_after=load,
-                      cpu_ns=cpu_ns)
+def test_the_busy_criterion(monkeypatch):
+    monkeypatch.setattr(measure, "machine_cores", lambda: 4)
 
-    assert not contention([timing((95, 5))])["busy"]  # 5 % of its time waiting for a core
-    busy = contention([timing((60, 40)), timing((100, 0))])  # 20 % over both timings
-    assert busy["busy"] and busy["cpu_wait_share"] == pytest.approx(0.2)
-    # no wait accounting (not Linux): the load average against the machine's cores
-    assert contention([timing(None, load=os.cpu_count() + 1)])["busy"]
+    def timing(other_cpu_s, threads=2, wall_s=1.0, load=0.0):
+        return Timing([[1.0]], warmup=1, threads=threads, load_before=load, load_after=load,
+                      other_cpu_s=other_cpu_s, wall_s=wall_s)
+
+    # 2 threads on 4 cores leave 2 free: others may use them, and a quarter core more
+    assert not contention([timing(2.2)])["busy"]
+    busy = contention([timing(3.0, wall_s=1.0), timing(2.0, wall_s=1.0)])  # 2.5 cores on average
+    assert busy["busy"] and busy["other_cores"] == pytest.approx(2.5)
+    assert contention([timing(0.3, threads=4)])["busy"]  # every core taken by this process
+    assert not contention([timing(0.2, threads=4)])["busy"]
+    # no CPU accounting (not Linux): the load average against the machine's cores
+    assert contention([timing(None, load=4 + 1)])["busy"]
     assert not contention([timing(None, load=0.0)])["busy"]
 
 
@@ -141,7 +147,7 @@ def competing_processes(count: int):
             spinner.stdout.close()
 
 
-@pytest.mark.skipif(thread_cpu_ns() is None, reason="the kernel keeps no per-thread wait times")
+@pytest.mark.skipif(cpu_ticks() is None, reason="the kernel keeps no CPU accounting")
 def test_a_latency_timed_under_competing_processes_is_flagged_busy():
     torch.set_num_threads(1)
     model = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 512), nn.ReLU(),
@@ -159,11 +165,12 @@ def test_a_latency_timed_under_competing_processes_is_flagged_busy():
         busy = timed()
     after = timed()
     assert busy["latency_busy"] is True
-    assert busy["latency"]["cpu_wait_share"] > BUSY_WAIT_SHARE
-    quiet = min(before["latency"]["cpu_wait_share"], after["latency"]["cpu_wait_share"])
-    assert busy["latency"]["cpu_wait_share"] > quiet
+    assert busy["latency"]["other_cores"] > machine_cores() - 1 + BUSY_OTHER_CORES
+    quiet = min(before["latency"]["other_cores"], after["latency"]["other_cores"])
+    assert busy["latency"]["other_cores"] > quiet
     for report in (before, busy, after):
         spread = report["latency"]["b1"]
         assert spread["min"] <= report["latency_ms_b1"] == spread["median"] <= spread["max"]
         assert report["latency"]["load_before"] is not None
-        assert report["latency_busy"] == (report["latency"]["cpu_wait_share"] > BUSY_WAIT_SHARE)
+        free = max(0, machine_cores() - 1)
+        assert report["latency_busy"] == (report["latency"]["other_cores"] > free + BUSY_OTHER_CORES)

@@ -198,7 +198,7 @@ def _execute(cfg: DictConfig, run_dir: Path, resume: Path | bool | None,
         output = quantize_output(context, output)
     if is_rank_zero:
         save_weights(output.model, run_dir / EXPORT_NAME,
-                     {**(output.export_metadata or {}), **data_metadata(datamodule.info)})
+                     {**(output.export_metadata or {}), **data_metadata(datamodule.input_description())})
     if cfg.export.formats:  # deployment files, checked and timed in their runtimes
         output = deploy_output(context, output)
     record.update(

@@ -6,7 +6,7 @@ text: ``lepton_exp.data.text``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -221,6 +221,13 @@ class ClassificationData(pl.LightningDataModule):
     @property
     def info(self) -> DataInfo:
         raise NotImplementedError
+
+    def input_description(self) -> dict[str, Any]:
+        """What a model trained on this data takes and what its outputs mean: every export
+        carries it (``model.safetensors``' metadata, ``deploy/inputs.json``), so a reloaded
+        model is fed as in training. Image and text data add their preprocessing."""
+        info = self.info
+        return {"class_names": list(info.class_names) or None, "num_classes": info.num_classes}
 
     def example_batch(self, size: int = 2, full_length: bool = False):
         """The first training samples, without augmentation: the input of dry forward passes

@@ -174,6 +174,16 @@ class ImageClassificationData(ClassificationData):
         std = list(self.cfg.std) if self.cfg.std is not None else list(self.std)
         return mean, std
 
+    def input_description(self) -> dict[str, Any]:
+        info = self.info
+        mean, std = self.normalization()
+        return {**super().input_description(), "layout": "NCHW", "channels": info.in_chans,
+                "channel_order": "RGB" if info.in_chans == 3 else "grey",
+                "image_size": info.image_size, "value_range": [0, 1],
+                "preprocess": "pixel values scaled to [0, 1] (8-bit images: / 255), then "
+                              "(x - mean) / std per channel",
+                "mean": mean, "std": std}
+
     def _normalize(self) -> v2.Transform:
         mean, std = self.normalization()
         channels = self.info.in_chans

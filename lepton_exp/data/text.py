@@ -106,6 +106,12 @@ class TextClassificationData(ClassificationData):
         self._make_tokenizer = tokenizer or _named_tokenizer
         self._tokenizer = None
 
+    def input_description(self) -> dict[str, Any]:
+        # the tokenizer by name here; a deployment folder carries its files instead
+        tokenizer = getattr(self.cfg, "tokenizer", None)
+        return {**super().input_description(), "max_length": self.info.max_length,
+                "tokenizer": str(tokenizer) if tokenizer else None}
+
     # -- tokenisation, cached ----------------------------------------------------------------
     @property
     def tokenizer(self):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lepton_exp.models.taps import model_logits, repeat_batch
-from lepton_exp.processes import load_average, machine_cores, thread_cpu_ns
+from lepton_exp.processes import cpu_ticks, load_average, machine_cores, ticks_per_second
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,12 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-# A timing is "busy" when this process's threads spent more than this share of their runnable
-# time waiting for a core (taken by other processes, or by more threads than cores): a
-# single-threaded pass then takes about 1 / (1 - share) of its time on an idle machine.
-BUSY_WAIT_SHARE = 0.1
-# Without the kernel's wait accounting (not Linux): busy when the load average exceeds the
+# A timing is "busy" when other processes (or the hypervisor's other guests) kept, on average,
+# more cores busy than this one's threads left free, plus this margin: their work then
+# competed with the timed passes for a core. (Not this process's own waiting: a runtime's
+# thread pool waking for each short pass waits a lot on an idle machine.)
+BUSY_OTHER_CORES = 0.25
+# Without the kernel's CPU accounting (not Linux): busy when the load average exceeds the
 # machine's cores by this much (more tasks want a core than there are cores).
 BUSY_LOAD_MARGIN = 0.5
 
@@ -146,7 +147,8 @@ class Timing:
     threads: int  # torch's intra-op threads while timing
     load_before: float | None  # the machine's 1-minute load average before the passes
     load_after: float | None  # ... and after them
-    cpu_ns: tuple[int, int] | None  # this process's threads: ran, waited for a core
+    other_cpu_s: float | None  # CPU seconds other processes used while the passes ran
+    wall_s: float  # how long the timed passes took
 
     def medians(self) -> list[float]:
         return [statistics.median(samples) for samples in self.samples_ms]
@@ -158,16 +160,13 @@ class Timing:
                 "max": round(max(samples), 4), "repeats": len(samples), "warmup": self.warmup}
 
 
-def _cpu_delta(before: dict | None, after: dict | None) -> tuple[int, int] | None:
-    """(ran, waited) nanoseconds of the threads alive at both samples."""
-    if not before or not after:
+def _other_cpu_s(before: tuple[int, int] | None, after: tuple[int, int] | None
+                 ) -> float | None:
+    """CPU seconds used by everything but this process between two :func:`cpu_ticks`."""
+    if before is None or after is None:
         return None
-    ran = waited = 0
-    for task, (ran_after, waited_after) in after.items():
-        if task in before:
-            ran += ran_after - before[task][0]
-            waited += waited_after - before[task][1]
-    return (ran, waited) if ran > 0 else None  # schedstats off: every counter stays 0
+    machine, own = after[0] - before[0], after[1] - before[1]
+    return max(0, machine - own) / ticks_per_second()
 
 
 def time_in_turns(models: Sequence[nn.Module], example_inputs: torch.Tensor,
@@ -175,7 +174,7 @@ def time_in_turns(models: Sequence[nn.Module], example_inputs: torch.Tensor,
     """Wall time of one forward pass of each model, ``warmup`` untimed passes and then
     ``repeats`` timed ones. The models are timed in turns (one pass of each per repeat), so
     load on the machine hits them alike and their ratio is fair even when absolute times
-    drift; the load average and this process's CPU and wait times around the timed passes
+    drift; the load average and the CPU time other processes used around the timed passes
     say whether that load was there (:func:`contention`)."""
     states = [model.training for model in models]
     for model in models:
@@ -186,48 +185,54 @@ def time_in_turns(models: Sequence[nn.Module], example_inputs: torch.Tensor,
             for _ in range(warmup):
                 for model in models:
                     model_logits(model, example_inputs)
-            load_before, cpu_before = load_average(), thread_cpu_ns()
+            load_before, ticks_before, started = load_average(), cpu_ticks(), time.perf_counter()
             for _ in range(repeats):
                 for model, timings in zip(models, samples, strict=True):
                     start = time.perf_counter()
                     model_logits(model, example_inputs)
                     timings.append((time.perf_counter() - start) * 1000.0)
-            cpu = _cpu_delta(cpu_before, thread_cpu_ns())
+            wall_s = time.perf_counter() - started
+            other_cpu_s = _other_cpu_s(ticks_before, cpu_ticks())
     finally:
         for model, training in zip(models, states, strict=True):
             model.train(training)
-    return Timing(samples, warmup, torch.get_num_threads(), load_before, load_average(), cpu)
+    return Timing(samples, warmup, torch.get_num_threads(), load_before, load_average(),
+                  other_cpu_s, wall_s)
 
 
 def contention(timings: Sequence[Timing]) -> dict[str, Any]:
     """How contended the cores were over ``timings`` (taken one after the other): the load
-    average before and after, the share of its runnable time this process waited for a core,
-    and ``busy`` (that share above BUSY_WAIT_SHARE; where the kernel does not count waiting,
-    the load average above the machine's cores + BUSY_LOAD_MARGIN)."""
-    measured = [timing.cpu_ns for timing in timings if timing.cpu_ns]
-    ran, waited = (sum(part) for part in zip(*measured)) if measured else (0, 0)
-    share = waited / (ran + waited) if ran else None
+    average before and after, how many cores other processes kept busy on average
+    (``other_cores``), and ``busy``: more than the cores this process's threads left free,
+    + BUSY_OTHER_CORES (where the kernel keeps no CPU accounting, the load average above
+    the machine's cores + BUSY_LOAD_MARGIN)."""
+    threads = timings[0].threads
+    measured = [timing for timing in timings if timing.other_cpu_s is not None]
+    wall_s = sum(timing.wall_s for timing in measured)
+    other_cores = (sum(timing.other_cpu_s for timing in measured) / wall_s
+                   if measured and wall_s > 0 else None)
     loads = [load for t in timings for load in (t.load_before, t.load_after) if load is not None]
-    if share is not None:
-        busy = share > BUSY_WAIT_SHARE
+    if other_cores is not None:
+        busy = other_cores > max(0, machine_cores() - threads) + BUSY_OTHER_CORES
     else:
         busy = bool(loads) and max(loads) > machine_cores() + BUSY_LOAD_MARGIN
-    return {"threads": timings[0].threads, "load_before": timings[0].load_before,
+    return {"threads": threads, "load_before": timings[0].load_before,
             "load_after": timings[-1].load_after,
-            "cpu_wait_share": None if share is None else round(share, 4), "busy": busy}
+            "other_cores": None if other_cores is None else round(other_cores, 3),
+            "busy": busy}
 
 
 def warn_if_busy(conditions: dict[str, Any]) -> None:
     """One warning line when a timing was taken on a busy machine (see :func:`contention`)."""
     if not conditions["busy"]:
         return
-    share = conditions["cpu_wait_share"]
-    waited = ("" if share is None else
-              f"this process's threads waited for a core {share:.0%} of the time, ")
+    others = conditions["other_cores"]
+    competing = ("" if others is None else
+                 f"other processes kept {others:.1f} cores busy meanwhile, ")
     fewer = ", or with fewer threads (threads=1)" if conditions["threads"] > 1 else ""
     log.warning("latency timed on a busy machine (%sload average %s -> %s on %d cores, "
                 "threads=%d): the recorded latencies are inflated and marked latency_busy; "
-                "time again on an idle machine%s", waited, conditions["load_before"],
+                "time again on an idle machine%s", competing, conditions["load_before"],
                 conditions["load_after"], machine_cores(), conditions["threads"], fewer)
 
 

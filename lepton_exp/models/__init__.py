@@ -5,6 +5,7 @@ model, BERT from transformers), adapted to the data's classes and channels (or v
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -54,12 +55,13 @@ def check_pretrained_head(cfg, info: DataInfo, key: str) -> None:
                           "the classes it was trained on")
 
 
-def data_metadata(info: DataInfo) -> dict[str, str]:
-    """What an exported model's outputs mean, for its safetensors metadata: ``class_names``
-    (a JSON list; output i is class_names[i])."""
+def data_metadata(description: dict[str, Any]) -> dict[str, str]:
+    """A data module's ``input_description()`` as safetensors metadata (strings: each value
+    JSON-encoded, ``json.loads`` reads it back; unknown values left out): the weights then
+    say how to prepare inputs (mean, std, size, channel order) and what output i means."""
     import json
 
-    return {"class_names": json.dumps(list(info.class_names))} if info.class_names else {}
+    return {key: json.dumps(value) for key, value in description.items() if value is not None}
 
 
 def check_class_names(path: Path, info: DataInfo, key: str) -> None:

@@ -145,21 +145,9 @@ def _first_test_batches(datamodule, count: int) -> list:
 
 def _inputs(datamodule, names: tuple[str, ...], directory: Path) -> dict[str, Any]:
     """What a caller of the exports must feed them (``deploy/inputs.json``)."""
-    info = datamodule.info
-    spec: dict[str, Any] = {"class_names": list(info.class_names) or None,
-                            "num_classes": info.num_classes}
-    if info.is_text:
-        spec.update(inputs=list(names), max_length=info.max_length,
-                    tokenizer=_save_tokenizer(datamodule, directory))
-    else:
-        # (data modules of other images, e.g. shards, may not say: None)
-        mean, std = getattr(datamodule, "normalization", lambda: (None, None))()
-        spec.update(inputs=list(names), layout="NCHW", channels=info.in_chans,
-                    channel_order="RGB" if info.in_chans == 3 else "grey",
-                    image_size=info.image_size, value_range=[0, 1],
-                    preprocess="pixel values scaled to [0, 1] (8-bit images: / 255), then "
-                               "(x - mean) / std per channel",
-                    mean=mean, std=std)
+    spec = {**datamodule.input_description(), "inputs": list(names)}
+    if datamodule.info.is_text:
+        spec["tokenizer"] = _save_tokenizer(datamodule, directory)
     return spec
 
 

@@ -82,8 +82,14 @@ def write_int8(model, example, path: Path, options, spec, calibration: list) -> 
 
 
 def load(path: Path, threads: int):
+    from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
 
+    # XNNPACK runs on ExecuTorch's one process-wide pool (all cores by default): sized to
+    # export.threads, as ONNX Runtime's session is, so the runtimes are timed alike. (Safe
+    # here: nothing else executes a program while the pool is rebuilt.)
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
     method = Runtime.get().load_program(str(path)).load_method("forward")
 
     def run(inputs):
