@@ -53,7 +53,7 @@ class Options:
 
 
 # ------------------------------------------------------------------------- machine
-def machine_info() -> dict[str, str]:
+def machine_info(state: tuple[str, bool] | None = None) -> dict[str, str]:
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -72,7 +72,7 @@ def machine_info() -> dict[str, str]:
             versions[name] = "-"
     return {"cpu": cpu, "cores": str(os.cpu_count()), "torch threads": str(torch.get_num_threads()),
             "gpu": "none" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
-            "python": platform.python_version(), **versions, "commit": git_commit()}
+            "python": platform.python_version(), **versions, "commit": git_commit(state)}
 
 
 def _git(*args: str) -> str:
@@ -83,15 +83,22 @@ def _dirty() -> bool:
     return bool(_git("status", "--porcelain", "--", "lepton_exp", "conf", "benchmarks").strip())
 
 
-def git_commit() -> str:
+def commit_state() -> tuple[str, bool]:
+    """(HEAD's hash, whether the code has uncommitted changes): git asked once, for a
+    section's report line and its provenance entry alike."""
+    return _git("rev-parse", "HEAD").strip() or "unknown", _dirty()
+
+
+def git_commit(state: tuple[str, bool] | None = None) -> str:
     """The commit, as the report prints it."""
-    commit = _git("rev-parse", "--short=10", "HEAD").strip() or "unknown"
-    return commit + (" (uncommitted changes)" if _dirty() else "")
+    commit, dirty = state or commit_state()
+    return commit[:10] + (" (uncommitted changes)" if dirty else "")
 
 
-def provenance_commit() -> str:
+def provenance_commit(state: tuple[str, bool] | None = None) -> str:
     """The commit, as results/provenance.json keeps it (``+dirty``: uncommitted code)."""
-    return (_git("rev-parse", "HEAD").strip() or "unknown") + ("+dirty" if _dirty() else "")
+    commit, dirty = state or commit_state()
+    return commit + ("+dirty" if dirty else "")
 
 
 # -------------------------------------------------------------------------- timing
@@ -197,8 +204,9 @@ def sections_dir(options: Options) -> Path:
     return options.work_dir / "sections" if options.smoke else REPO / "results" / "benchmarks"
 
 
-# A section's figures depend on the training code, the export code, and its own scripts.
-SECTION_CODE = ("lepton_exp/export", "benchmarks/common.py", "benchmarks/cifar_setup.py")
+# A section's figures depend on the training code and the benchmarks' shared scripts, plus its
+# own script and what that script names in its EXTRA_CODE (deploy: the export code).
+SECTION_CODE = ("benchmarks/common.py", "benchmarks/cifar_setup.py")
 
 
 def run_section(run: Callable[[Options], Section], options: Options) -> Section:
@@ -212,17 +220,21 @@ def run_section(run: Callable[[Options], Section], options: Options) -> Section:
     section.seconds = round(time.perf_counter() - started, 1)
     saved = sections_dir(options) / f"{section.key}.json"
     saved.parent.mkdir(parents=True, exist_ok=True)
+    state = commit_state()
+    machine = machine_info(state)
     payload = {**section.__dict__, "targets": [t.__dict__ for t in section.targets],
-               "date": time.strftime("%Y-%m-%d %H:%M"), "commit": git_commit(),
-               "machine": machine_info()}
+               "date": time.strftime("%Y-%m-%d %H:%M"), "commit": machine["commit"],
+               "machine": machine}
     saved.write_text(json.dumps(payload, indent=1) + "\n")
     if not options.smoke:
+        module = sys.modules.get(run.__module__)
         script = f"benchmarks/{run.__module__.rsplit('.', 1)[-1]}.py"
         provenance.record(REPO / "results", f"benchmark_{section.key}",
                           [f"benchmarks/{section.key}.json"],
                           f"python -m benchmarks --only {section.key} (then the report: "
-                          "python -m benchmarks --only)", provenance_commit(),
-                          code=(*provenance.TRAINING_CODE, *SECTION_CODE, script))
+                          "python -m benchmarks --only)", provenance_commit(state),
+                          code=(*provenance.TRAINING_CODE, *SECTION_CODE, script,
+                                *getattr(module, "EXTRA_CODE", ())))
     return section
 
 

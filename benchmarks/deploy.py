@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks.common import Options, Section, main_for, records, table_section_body
 
 FORMATS = ("onnx", "executorch")
+EXTRA_CODE = ("lepton_exp/export",)  # its figures are the exports' (common.run_section)
 
 
 def trained_runs(options: Options) -> dict[str, Path]:

@@ -40,11 +40,25 @@ def test_a_full_section_is_kept_in_results_with_its_commit_and_goes_stale_with_i
     entry = provenance.load(repo / "results")["benchmark_fake"]
     assert entry["made_at"] == made and entry["files"] == ["benchmarks/fake.json"]
     assert "--only fake" in entry["command"] and "benchmarks/fake.py" in entry["code"]
+    assert "lepton_exp/export" not in entry["code"]  # only a section that exports needs it
     assert provenance.uncovered(repo / "results") == []  # the subfolder's file is named
     commit(repo, "benchmarks/other.py", "y = 1\n")  # another section's script: still fresh
     assert provenance.stale(repo) == {}
     commit(repo, "benchmarks/fake.py", "x = 2\n")
     assert provenance.stale(repo) == {"benchmark_fake": ["benchmarks/fake.py"]}
+
+
+def test_a_section_depends_on_the_extra_code_its_script_names(repo, monkeypatch):
+    import types
+
+    module = types.ModuleType("benchmarks.fake")
+    module.EXTRA_CODE = ("lepton_exp/export",)  # as benchmarks/deploy.py names it
+    monkeypatch.setitem(__import__("sys").modules, "benchmarks.fake", module)
+    commit(repo, "benchmarks/fake.py", "x = 1\n")
+    common.run_section(fake_section, common.Options("full", repo / "data", repo / "work"))
+    assert "lepton_exp/export" in provenance.load(repo / "results")["benchmark_fake"]["code"]
+    commit(repo, "lepton_exp/export/onnx.py", "y = 1\n")
+    assert provenance.stale(repo) == {"benchmark_fake": ["lepton_exp/export/onnx.py"]}
 
 
 def test_uncommitted_code_is_recorded_as_such_and_smoke_sections_stay_out_of_results(repo):
