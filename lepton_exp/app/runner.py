@@ -197,8 +197,9 @@ def _execute(cfg: DictConfig, run_dir: Path, resume: Path | bool | None,
     if hasattr(QUANT_METHODS.get(cfg.quant.method), "quantize"):  # the model becomes int8
         output = quantize_output(context, output)
     if is_rank_zero:
+        metadata = data_metadata(datamodule.input_description())  # how to feed it
         save_weights(output.model, run_dir / EXPORT_NAME,
-                     {**(output.export_metadata or {}), **data_metadata(datamodule.input_description())})
+                     {**(output.export_metadata or {}), **metadata})
     if cfg.export.formats:  # deployment files, checked and timed in their runtimes
         output = deploy_output(context, output)
     record.update(
