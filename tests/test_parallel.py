@@ -61,6 +61,11 @@ def test_two_gloo_ranks_match_one_process_inside_a_sweep(tmp_path, method):
     ddp = cli("-m", *COMMON, *TWO_RANKS, *method, "seed=0", cwd=tmp_path,
               env={"LEPTON_OUTPUT_DIR": str(out)})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # each rank knows its rank from its start: one of them writes the files and the report
+    # (of each run: the teacher's, trained for the cache, and the distillation's)
+    reports = [line for line in (ddp.stdout + ddp.stderr).splitlines()
+               if line.startswith("run record:")]
+    assert len(reports) == len(set(reports)) == 2, reports
     assert not (out / "runs").exists()
     sweep_dirs = list((out / "multiruns").iterdir())
     assert len(sweep_dirs) == 1

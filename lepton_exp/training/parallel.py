@@ -212,6 +212,13 @@ def _worker(run: Callable[..., dict[str, Any]], config: dict, run_dir: str,
     from omegaconf import OmegaConf
 
     os.environ[WORKER_ENV] = "1"
+    # This rank's number, before anything asks which rank writes: Lightning read it from the
+    # environment when it was imported, which (unpickling this call) was before the launcher
+    # set RANK here, so every rank took itself for rank 0 until the Trainer said otherwise,
+    # and two ranks wrote the run's files at once (model.safetensors' rename raced).
+    from pytorch_lightning.utilities import rank_zero_only  # (Lightning's one, all packages)
+
+    rank_zero_only.rank = int(os.environ.get("RANK", "0"))
     if threads is not None:
         torch.set_num_threads(threads)
     try:
