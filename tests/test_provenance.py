@@ -18,7 +18,8 @@ def test_a_figure_is_stale_once_its_code_changes_and_fresh_once_checked_again(tm
     made = commit(tmp_path, "lepton_exp/distill/kd.py", "loss = 1\n")
     results.mkdir()
     provenance.record(results, "kd", ["kd.md"], "lepton-exp distill=kd", made,
-                      code=("lepton_exp/distill",))
+                      code=("lepton_exp/distill",), machine="a 2-core VM")
+    assert provenance.load(results)["kd"]["machine"] == "a 2-core VM"  # figures are per machine
     (results / "kd.md").write_text("| kd | 0.9 |\n")
     assert provenance.stale(tmp_path) == {} and provenance.uncovered(results) == []
     commit(tmp_path, "README.md", "docs only\n")  # outside the code: still fresh

@@ -42,11 +42,13 @@ def load(results_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def record(results_dir: Path, entry: str, files: list[str], command: str, made_at: str,
-           code: tuple[str, ...] = TRAINING_CODE) -> None:
-    """Write (or replace) ``entry``: called by whatever writes ``files`` into ``results_dir``."""
+           code: tuple[str, ...] = TRAINING_CODE, machine: str | None = None) -> None:
+    """Write (or replace) ``entry``: called by whatever writes ``files`` into ``results_dir``.
+    ``machine`` says what made the figures where they depend on it (CPU kernels round
+    differently: the same seed's accuracies differ between machines)."""
     entries = load(results_dir)
     entries[entry] = {"files": sorted(files), "command": command, "made_at": made_at,
-                      "code": list(code)}
+                      "code": list(code), **({"machine": machine} if machine else {})}
     write_json_atomic(results_dir / PROVENANCE, dict(sorted(entries.items())))
 
 
