@@ -53,3 +53,20 @@ def test_every_results_file_has_its_command_and_commit_and_none_is_silently_stal
     stale = provenance.unacknowledged(REPO)
     assert stale == {}, ("results made from code that changed since (regenerate them, or "
                          "say why not in known_stale): " + json.dumps(stale)[:2000])
+
+
+def test_a_run_records_its_checkout_dirty_for_code_changes_but_not_for_results(tmp_path):
+    from lepton_exp.tracking.record import git_state
+
+    def state() -> dict:
+        git_state.cache_clear()  # (asked once per process: the checkout does not change)
+        return git_state(tmp_path / "lepton_exp")
+
+    git(tmp_path, "init", "-q")
+    commit(tmp_path, "lepton_exp/train.py", "x = 1\n")
+    made = commit(tmp_path, "results/table.md", "| a |\n")
+    assert state() == {"commit": made, "dirty": False}
+    (tmp_path / "results" / "table.md").write_text("| b |\n")  # a benchmark rewrote it
+    assert state()["dirty"] is False
+    (tmp_path / "lepton_exp" / "train.py").write_text("x = 22\n")  # the code that runs
+    assert state()["dirty"] is True

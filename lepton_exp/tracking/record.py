@@ -46,7 +46,10 @@ def git_state(path: Path | None = None) -> dict[str, Any]:
         return done.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # dirty: the code differs from the commit; results/ (tables that runs and benchmarks
+    # rewrite in a checkout) is what runs make, not what they ran
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":/",
+                 ":(exclude,top)results") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
