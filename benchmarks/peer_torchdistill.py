@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -111,6 +112,7 @@ def throwaway_venv(options: Options) -> tuple[Path, str]:
 
 
 def run(options: Options) -> Section:
+    load = [os.getloadavg()[0]]  # how busy the machine was: the throughputs depend on it
     teacher = cifar_setup.teacher(options)
     s = cifar_setup.settings(options)
     peer_dir = options.work_dir / "peer"
@@ -154,6 +156,7 @@ def run(options: Options) -> Section:
         raise RuntimeError(f"torchdistill driver failed (exit {result.returncode}); log {log}:\n"
                            + "\n".join(log.read_text().splitlines()[-15:]))
     peer = json.loads(result.stdout.strip().splitlines()[-1])
+    load.append(os.getloadavg()[0])
     shared = Path(sysconfig.get_paths()["purelib"])
     assert Path(peer["torch_file"]).is_relative_to(shared), "torch not taken from this venv"
     assert Path(peer["torchdistill_file"]).is_relative_to(peer_dir / "venv")
@@ -200,8 +203,10 @@ def run(options: Options) -> Section:
         "throughputs compare the frameworks. lepton-exp also validates every epoch and logs "
         "through Lightning; torchdistill's run does not validate (neither is timed).",
         "- Test accuracy: last epoch. Train samples/s: samples of the training epochs / their "
-        "time (data loading included; validation, test and start-up not). Another job shared "
-        "the 2 cores, so throughputs are noisy"
+        "time (data loading included; validation, test and start-up not). The 1-minute "
+        f"load average at the section's start and end: {load[0]:.1f} / {load[1]:.1f} on "
+        f"{os.cpu_count()} cores (above the cores: other jobs shared them, and the "
+        "throughputs are noisy)"
         + ("; at the smoke scale (a few steps) they mean little." if options.smoke
            else "."),
         "",
