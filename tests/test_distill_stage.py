@@ -78,6 +78,21 @@ def test_combinations_and_variants_train(distill, overrides):
     assert record["status"] == "completed"
 
 
+def test_scheduled_weights_reach_the_loggers_every_step(compose_cfg, tmp_path, cache_dir):
+    """A warm-up or schedule makes the weights and the temperature floats that change every
+    step: they go to the loggers with the losses (a float once failed that, at the first
+    logging step of any run with a logger)."""
+    fast = [override for override in FAST if override != "logger=none"]
+    cfg = compose_cfg(*fast, "logger=csv", "stage=distill", "trainer.log_every_n_steps=1",
+                      f"paths.cache_dir={cache_dir}", "distill=dkd", "distill.warmup_epochs=0.5")
+    record = run_stage(cfg, run_dir=tmp_path / "run")
+    assert record["status"] == "completed"
+    (metrics_file,) = (tmp_path / "run").rglob("metrics.csv")
+    header = metrics_file.read_text().splitlines()[0].split(",")
+    assert {"train/weight_dkd_step", "train/temperature_step", "train/loss_dkd_step"} <= set(
+        header)
+
+
 def test_kd_logs_both_weights_and_alpha_schedule_ends_at_its_final_value(distill):
     record, _ = distill("distill=kd", "distill.schedule.name=linear",
                         "distill.schedule.alpha_final=0.5", "trainer.max_epochs=2")

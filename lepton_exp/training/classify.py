@@ -143,9 +143,10 @@ class ClassificationModule(pl.LightningModule):
         self.train_means.add(values, batch_size)
         trainer = self.trainer
         if trainer.loggers and trainer._logger_connector.should_update_logs:
-            # (each rank's own values: a sync here would cost every rank a collective)
-            self.log_dict({f"train/{name}_step": value.detach()
-                           for name, value in values.items()},
+            # (each rank's own values: a sync here would cost every rank a collective;
+            # scheduled weights and temperatures are floats)
+            self.log_dict({f"train/{name}_step": value.detach() if torch.is_tensor(value)
+                           else value for name, value in values.items()},
                           on_step=True, on_epoch=False, batch_size=batch_size)
 
     def on_train_epoch_end(self) -> None:
