@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -140,3 +141,26 @@ def cpu_ticks() -> tuple[int, int] | None:
 
 def ticks_per_second() -> int:
     return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# Where the window of :func:`others_recent_cores` starts: this module's import (early in a
+# run's process, before torch and Lightning load), then the previous call.
+_window_start: tuple[float, tuple[int, int] | None] = (time.monotonic(), cpu_ticks())
+
+
+def others_recent_cores(min_seconds: float = 1.0) -> float | None:
+    """Cores other processes kept busy on average since the previous call (the first: since
+    this process began importing lepton_exp), from the kernel's CPU accounting; None where
+    there is none, or when the window is shorter than ``min_seconds`` (the accounting's
+    10 ms ticks make a short one noisy). Unlike the load average, which lags by a minute,
+    this sees only what ran while this process was starting: not the run before it."""
+    global _window_start
+    started, ticks_before = _window_start
+    now, ticks = time.monotonic(), cpu_ticks()
+    if now - started < min_seconds:
+        return None
+    _window_start = (now, ticks)
+    if ticks is None or ticks_before is None:
+        return None
+    others = (ticks[0] - ticks_before[0]) - (ticks[1] - ticks_before[1])
+    return max(0, others) / ticks_per_second() / (now - started)

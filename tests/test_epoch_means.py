@@ -61,3 +61,33 @@ def test_metric_states_round_trip():
     assert metric_states(never) == {}
     load_metric_states(never, metric_states(never))
     assert not never["acc"].update_called
+
+
+def test_top_one_accuracy_counts_correct_argmaxes_as_torchmetrics_micro_accuracy_does():
+    from lepton_exp.training.classify import TopOneAccuracy
+
+    accuracy = TopOneAccuracy()
+    # argmaxes 0, 1, 2, 0 (a tie between classes 0 and 1 goes to the first, as torch's argmax)
+    accuracy.update(torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0], [1.0, 1.0, 0]]),
+                    torch.tensor([0, 1, 0, 1]))
+    accuracy.update(torch.tensor([[0.0, 0, 2.0]]), torch.tensor([2]))
+    assert (accuracy.correct.item(), accuracy.total.item()) == (3, 5)
+    assert torch.equal(accuracy.compute(), torch.tensor(3.0) / 5)
+    generator = torch.Generator().manual_seed(0)
+    ours, theirs = TopOneAccuracy(), MulticlassAccuracy(10, top_k=1, average="micro")
+    for _ in range(7):
+        logits = torch.randn(33, 10, generator=generator).round()  # many ties
+        labels = torch.randint(0, 10, (33,), generator=generator)
+        ours.update(logits, labels)
+        theirs.update(logits, labels)
+    assert torch.equal(ours.compute(), theirs.compute())
+
+
+def test_states_of_a_metric_that_counted_differently_are_not_loaded():
+    from lepton_exp.training.classify import TopOneAccuracy
+
+    old = MetricCollection({"acc": MulticlassAccuracy(3, average="micro")})
+    old.update(torch.eye(3), torch.tensor([0, 1, 1]))
+    new = MetricCollection({"acc": TopOneAccuracy()})
+    assert not load_metric_states(new, metric_states(old))
+    assert not new["acc"].update_called

@@ -148,3 +148,29 @@ def test_the_nan_fill_changes_no_result(compose_cfg, tmp_path):
     finally:
         torch.utils.deterministic.fill_uninitialized_memory = True
     assert with_fill and with_fill == without
+
+
+def test_the_trainer_profiles_nothing_and_its_checkpoints_keep_lightnings_state_keys(
+        compose_cfg, tmp_path):
+    """The cheaper no-op profiler and the kept checkpoint keys change nothing a checkpoint
+    holds: the keys are Lightning's own (a resumed run finds its callbacks' states)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lepton_exp.training.trainer import build_trainer
+
+    cfg = compose_cfg("stage=teacher", "logger=none")
+    trainer, checkpoints = build_trainer(cfg, tmp_path, [])
+    assert isinstance(trainer.profiler, speed.NoProfiler)
+    with trainer.profiler.profile("a hook"):
+        pass
+    best, last = checkpoints.best, checkpoints.last
+
+    def built(callback) -> str:  # the key as Lightning builds it, every time
+        return ModelCheckpoint.state_key.fget(callback)
+
+    assert best.state_key == built(best) and best.state_key.startswith("_BestCheckpoint{")
+    best.monitor = "val/pearson"  # set in setup from the module's metric
+    assert best.state_key == built(best) and "val/pearson" in best.state_key
+    # the last checkpoint keeps the key of a plain ModelCheckpoint (earlier runs' checkpoints)
+    plain = ModelCheckpoint(dirpath=str(tmp_path), monitor=None, save_on_train_epoch_end=True)
+    assert last.state_key == plain.state_key

@@ -133,6 +133,10 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
 # competed with the timed passes for a core. (Not this process's own waiting: a runtime's
 # thread pool waking for each short pass waits a lot on an idle machine.)
 BUSY_OTHER_CORES = 0.25
+# ... and only once others used at least this many clock ticks in all: the kernel counts CPU
+# time in ticks (10 ms), so over a short timing (~50 ms) one or two ticks of another
+# process waking (the run's own W&B service) would read as 0.2-0.4 cores.
+BUSY_MIN_OTHER_TICKS = 5
 # Without the kernel's CPU accounting (not Linux): busy when the load average exceeds the
 # machine's cores by this much (more tasks want a core than there are cores).
 BUSY_LOAD_MARGIN = 0.5
@@ -204,16 +208,18 @@ def contention(timings: Sequence[Timing]) -> dict[str, Any]:
     """How contended the cores were over ``timings`` (taken one after the other): the load
     average before and after, how many cores other processes kept busy on average
     (``other_cores``), and ``busy``: more than the cores this process's threads left free,
-    + BUSY_OTHER_CORES (where the kernel keeps no CPU accounting, the load average above
-    the machine's cores + BUSY_LOAD_MARGIN)."""
+    + BUSY_OTHER_CORES, over at least BUSY_MIN_OTHER_TICKS of their CPU time (where the
+    kernel keeps no CPU accounting, the load average above the machine's cores +
+    BUSY_LOAD_MARGIN)."""
     threads = timings[0].threads
     measured = [timing for timing in timings if timing.other_cpu_s is not None]
     wall_s = sum(timing.wall_s for timing in measured)
-    other_cores = (sum(timing.other_cpu_s for timing in measured) / wall_s
-                   if measured and wall_s > 0 else None)
+    other_cpu_s = sum(timing.other_cpu_s for timing in measured)
+    other_cores = other_cpu_s / wall_s if measured and wall_s > 0 else None
     loads = [load for t in timings for load in (t.load_before, t.load_after) if load is not None]
     if other_cores is not None:
-        busy = other_cores > max(0, machine_cores() - threads) + BUSY_OTHER_CORES
+        busy = (other_cores > max(0, machine_cores() - threads) + BUSY_OTHER_CORES
+                and other_cpu_s >= BUSY_MIN_OTHER_TICKS / ticks_per_second())
     else:
         busy = bool(loads) and max(loads) > machine_cores() + BUSY_LOAD_MARGIN
     return {"threads": threads, "load_before": timings[0].load_before,

@@ -65,10 +65,17 @@ def metric_states(metrics: MetricCollection) -> dict[str, dict[str, torch.Tensor
 
 
 def load_metric_states(metrics: MetricCollection,
-                       states: dict[str, dict[str, torch.Tensor]]) -> None:
-    for name, metric in metrics.items(keep_base=True, copy_state=False):
+                       states: dict[str, dict[str, torch.Tensor]]) -> bool:
+    """Put saved states back; False (nothing loaded) when a metric's saved states are not
+    its own (a checkpoint of a version whose metric counted differently)."""
+    members = dict(metrics.items(keep_base=True, copy_state=False))
+    if any(not set(saved) <= set(members[name]._defaults) for name, saved in states.items()
+           if name in members):
+        return False
+    for name, metric in members.items():
         target: Metric = metric
         for key, value in states.get(name, {}).items():
             setattr(target, key, value.to(getattr(target, key).device))
         if states.get(name):
             target._update_count = max(target._update_count, 1)  # compute() needs an update
+    return True

@@ -23,13 +23,13 @@ from typing import Any, Callable, TypeVar
 
 from lepton_exp.errors import ConfigError, LeptonError
 from lepton_exp.processes import (WORKER_ENV, cores, load_average, local_processes,
-                                  machine_cores, started_externally)
+                                  machine_cores, others_recent_cores, started_externally)
 from lepton_exp.tracking.record import RECORD_NAME, read_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Busy at the start of a run: other processes' load at least this far above the cores this
-# job leaves free (one competing single-threaded process is a load of about 1).
+# Busy at the start of a run: other processes keep at least this many cores busy beyond
+# those this job leaves free (one competing single-threaded process is about 1).
 BUSY_MARGIN = 0.5
 
 
@@ -128,21 +128,28 @@ def own_recent_load(threads: int) -> float:
 
 def warn_if_machine_busy(threads: int, processes: int) -> bool:
     """One warning line (and True) when other processes already load the machine beyond the
-    cores this job's ``processes`` of ``threads`` leave free: the 1-minute load average less
-    what this job accounts for, its sibling processes (taken as running) and this process
-    (:func:`own_recent_load`)."""
-    load = load_average()
-    if load is None:
-        return False
-    others = load - own_recent_load(threads) - (processes - 1) * threads
+    cores this job's ``processes`` of ``threads`` leave free: the cores others kept busy
+    while this process started (:func:`others_recent_cores`) less this job's sibling
+    processes (taken as running); without the kernel's CPU accounting, the 1-minute load
+    average less those and this process (:func:`own_recent_load`)."""
+    siblings = (processes - 1) * threads
+    measured = others_recent_cores()
+    if measured is not None:
+        others = measured - siblings
+        seen = f"other processes kept about {others:.1f} cores busy while this run started"
+    else:
+        load = load_average()
+        if load is None:
+            return False
+        others = load - own_recent_load(threads) - siblings
+        seen = f"load average {load:.1f}, about {others:.1f} of it from other processes"
     free = max(0, machine_cores() - processes * threads)
     if others < free + BUSY_MARGIN:
         return False
     hint = "run with threads=1, or wait" if threads > 1 else "wait"
-    log.warning("this machine is busy: load average %.1f on %d cores, about %.1f of it from "
-                "other processes; this run (threads=%d) will be slower and time its latencies "
-                "under competition: %s for them to finish", load, machine_cores(), others,
-                threads, hint)
+    log.warning("this machine is busy (%s, %d cores): this run (threads=%d) will be slower "
+                "and time its latencies under competition: %s for them to finish", seen,
+                machine_cores(), threads, hint)
     return True
 
 

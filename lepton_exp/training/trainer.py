@@ -19,15 +19,35 @@ from lepton_exp.errors import ConfigError, one_line
 from lepton_exp.tracking.record import write_json_atomic
 from lepton_exp.training.progress import ProgressBar
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume, raise_stops
-from lepton_exp.training.speed import (ThroughputSettings, fill_uninitialized_memory, on_cuda,
-                                       resolve_precision)
+from lepton_exp.training.speed import (NoProfiler, ThroughputSettings,
+                                       fill_uninitialized_memory, on_cuda, resolve_precision)
 from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
 log = logging.getLogger(__name__)
 
 
-class _BestCheckpoint(ModelCheckpoint):
+class _Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint with its ``state_key`` kept: Lightning builds the key (a repr of five
+    settings, ~3 us) on every hook it calls on the callback, six times a training step, to
+    name a profiler action; the key changes only with ``monitor``. ``key_class``: the class
+    name the key starts with (checkpoints of earlier runs hold the last checkpoint's state
+    under ``ModelCheckpoint``'s)."""
+
+    def __init__(self, key_class: Optional[str] = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.key_class = key_class or type(self).__qualname__
+
+    @property
+    def state_key(self) -> str:
+        kept = self.__dict__.get("_kept_state_key")
+        if kept is None or kept[0] != self.monitor:
+            key = self.key_class + super().state_key.removeprefix(type(self).__qualname__)
+            kept = self._kept_state_key = (self.monitor, key)
+        return kept[1]
+
+
+class _BestCheckpoint(_Checkpoint):
     """The best checkpoint on the module's ``monitor`` (default MONITOR; the data's first
     metric), considered only once ``eligible(trainer)`` holds (gradual pruning: an epoch
     that ended below the final sparsity must not become the result)."""
@@ -67,7 +87,8 @@ class Checkpoints:
         best = _BestCheckpoint(best_eligible or (lambda trainer: True), dirpath=str(directory),
                                filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
                                monitor=MONITOR, mode="max", save_top_k=1)
-        last = ModelCheckpoint(dirpath=str(directory), filename="last", monitor=None,
+        last = _Checkpoint(key_class="ModelCheckpoint", dirpath=str(directory), filename="last",
+                           monitor=None,
                                save_top_k=1, enable_version_counter=False,
                                save_on_train_epoch_end=True)
         return cls(best, last)
@@ -118,7 +139,7 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
         # The data modules shard their own loaders (lepton_exp.data.base.shard_sampler).
         trainer = Trainer(default_root_dir=str(run_dir), logger=loggers or False,
                           callbacks=callbacks, use_distributed_sampler=False,
-                          **trainer_kwargs)
+                          profiler=NoProfiler(), **trainer_kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
         raise ConfigError(f"invalid trainer settings: {one_line(error)}") from error
     return trainer, checkpoints
@@ -150,7 +171,8 @@ def evaluate(module: pl.LightningModule, datamodule: pl.LightningDataModule, pre
                                                   trainer_cfg.accelerator),
                       limit_test_batches=trainer_cfg.limit_test_batches, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, use_distributed_sampler=False)
+                      enable_model_summary=False, use_distributed_sampler=False,
+                      profiler=NoProfiler())
     module.test_prefix = prefix
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
