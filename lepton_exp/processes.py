@@ -144,23 +144,28 @@ def ticks_per_second() -> int:
 
 
 # Where the window of :func:`others_recent_cores` starts: this module's import (early in a
-# run's process, before torch and Lightning load), then the previous call.
+# run's process, before torch and Lightning load), then the previous measurement; and that
+# measurement, for a call that comes too soon after it.
 _window_start: tuple[float, tuple[int, int] | None] = (time.monotonic(), cpu_ticks())
+_last_measured: float | None = None
 
 
 def others_recent_cores(min_seconds: float = 1.0) -> float | None:
-    """Cores other processes kept busy on average since the previous call (the first: since
-    this process began importing lepton_exp), from the kernel's CPU accounting; None where
-    there is none, or when the window is shorter than ``min_seconds`` (the accounting's
-    10 ms ticks make a short one noisy). Unlike the load average, which lags by a minute,
-    this sees only what ran while this process was starting: not the run before it."""
-    global _window_start
+    """Cores other processes kept busy on average since the previous measurement (the first:
+    since this process began importing lepton_exp), from the kernel's CPU accounting; None
+    where there is none. A call within ``min_seconds`` of the previous measurement (the
+    accounting's 10 ms ticks make a short window noisy) returns that measurement. Unlike the
+    load average, which lags by a minute, this sees only what ran while this process was
+    starting or running: not the run before it."""
+    global _window_start, _last_measured
     started, ticks_before = _window_start
-    now, ticks = time.monotonic(), cpu_ticks()
+    now = time.monotonic()
     if now - started < min_seconds:
-        return None
+        return _last_measured
+    ticks = cpu_ticks()
     _window_start = (now, ticks)
     if ticks is None or ticks_before is None:
         return None
     others = (ticks[0] - ticks_before[0]) - (ticks[1] - ticks_before[1])
-    return max(0, others) / ticks_per_second() / (now - started)
+    _last_measured = max(0, others) / ticks_per_second() / (now - started)
+    return _last_measured
