@@ -10,12 +10,17 @@ Per repeat, both sides train a few epochs, the first left out. CIFAR-10: the com
 own process; an epoch's time runs from its start to its last step (the loading of its batches
 included, validation and checkpoints left out: the record's `timing.epoch_s`, and the same
 span by hand). Digits, the framework's cost a step: both sides at 1 torch thread, the median
-whole loop iteration of each. Figures: the median over repeats, with min-max.
+whole loop iteration of each, paired in one process: a fresh process runs the command's own
+entry point (`lepton_exp.cli.main`, the same argv) and the plain loop in turns (ABBA), since
+a step's time moves by 1-2 ms from one process to the next, more than the cost sought.
+Figures: the median over repeats, with min-max.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import json
 import os
 import subprocess
@@ -64,25 +69,82 @@ def _overrides(probe: str, options: Options, epochs: int) -> list[str]:
     return overrides
 
 
+def _run_env(probe: str, options: Options) -> dict[str, str]:
+    return {"LEPTON_DATA_DIR": str(options.data_dir), "WANDB_MODE": "offline",
+            "LEPTON_OUTPUT_DIR": str(options.work_dir / "overhead" / probe)}
+
+
+def _newest_record(probe: str, options: Options) -> dict:
+    out = Path(_run_env(probe, options)["LEPTON_OUTPUT_DIR"])
+    newest = max(glob.glob(str(out / "runs" / "*" / "*" / "summary.json")), key=os.path.getmtime)
+    return json.loads(Path(newest).read_text())
+
+
 def framework_run(probe: str, options: Options, epochs: int) -> dict:
     """One `lepton-exp` command, defaults as a user gets them; its record's epoch times."""
-    out = options.work_dir / "overhead" / probe
-    env = {**os.environ, "LEPTON_DATA_DIR": str(options.data_dir),
-           "LEPTON_OUTPUT_DIR": str(out), "WANDB_MODE": "offline"}
     command = [sys.executable, "-m", "lepton_exp", *_overrides(probe, options, epochs),
                "resume=false"]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, **_run_env(probe, options)},
+                          capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    newest = max(glob.glob(str(out / "runs" / "*" / "*" / "summary.json")), key=os.path.getmtime)
-    record = json.loads(Path(newest).read_text())
+    record = _newest_record(probe, options)
     steps = record["metrics"]["global_step"] // epochs
     return {"step_ms": [s / steps * 1000 for s in record["timing"]["epoch_s"][1:]],
             "median_step_ms": record["timing"]["step_ms"],
             "first_step_s": record["timing"]["first_step_s"], "wall_s": wall,
             "samples_per_step": record["timing"]["train_samples"] / (steps * epochs)}
+
+
+def framework_run_in_process(probe: str, options: Options, epochs: int) -> float:
+    """The same command through its entry point in this process (``lepton_exp.cli.main``
+    with the command's argv, as the basic launcher runs a sweep's jobs); its record's median
+    whole step (ms)."""
+    from lepton_exp.cli import main
+
+    os.environ.update(_run_env(probe, options))
+    argv = sys.argv
+    sys.argv = ["lepton-exp", *_overrides(probe, options, epochs), "resume=false"]
+    printed, errors = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+            main()
+    except SystemExit as stop:
+        if stop.code:  # (a config error's message is the exit's own)
+            said = stop.code if isinstance(stop.code, str) else errors.getvalue()[-2000:]
+            raise RuntimeError(f"{' '.join(sys.argv)} failed:\n{said}") from None
+    finally:
+        sys.argv = argv
+    return _newest_record(probe, options)["timing"]["step_ms"]
+
+
+# in each paired process: lepton-exp, plain, plain, lepton-exp (drifts hit both sides alike)
+PAIRED_ORDER = ("lepton", "plain", "plain", "lepton")
+
+
+def paired_steps(options: Options, epochs: int) -> dict[str, list[float]]:
+    """The tiny probe's both sides in one process, in PAIRED_ORDER: median whole steps (ms)."""
+    steps: dict[str, list[float]] = {"lepton": [], "plain": []}
+    for side in PAIRED_ORDER:
+        steps[side].append(framework_run_in_process("tiny", options, epochs) if side == "lepton"
+                           else plain_run("tiny", options, epochs)["median_step_ms"])
+    return steps
+
+
+def paired_process(options: Options, epochs: int) -> dict[str, list[float]]:
+    """``paired_steps`` in a fresh Python process (a repeat: its own process's speed)."""
+    code = ("import json, sys; from pathlib import Path; "
+            "from benchmarks.common import Options; from benchmarks.overhead import paired_steps; "
+            "print(json.dumps(paired_steps(Options(sys.argv[1], Path(sys.argv[2]), "
+            "Path(sys.argv[3])), int(sys.argv[4]))))")
+    done = subprocess.run([sys.executable, "-c", code, options.scale, str(options.data_dir),
+                           str(options.work_dir), str(epochs)], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the paired tiny probe failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def plain_run(probe: str, options: Options, epochs: int, per_sample: bool = False) -> dict:
@@ -193,6 +255,7 @@ def measure(options: Options) -> dict[str, dict[str, list]]:
                              s["repeats"]["cifar"]),
         "tiny": interleaved({"lepton": lambda: framework_run("tiny", options, tiny),
                              "plain": lambda: plain_run("tiny", options, tiny),
+                             "paired": lambda: paired_process(options, tiny),
                              "imports": lambda: {"seconds": import_seconds()},
                              "config_error": lambda: {"seconds": config_error_seconds()}},
                             s["repeats"]["tiny"]),
@@ -214,15 +277,21 @@ def run(options: Options) -> Section:
         """Per repeat: the median epoch's time a step, or the median whole iteration."""
         return [median(r[key]) if key == "step_ms" else r[key] for r in runs[probe][side]]
 
-    tiny_lepton = per_repeat("tiny", "lepton", "median_step_ms")
-    tiny_plain = per_repeat("tiny", "plain", "median_step_ms")
+    # the cost: per paired process, its lepton-exp runs' median step minus its plain loops'
+    paired = runs["tiny"]["paired"]
+    tiny_lepton = [median(r["lepton"]) for r in paired]
+    tiny_plain = [median(r["plain"]) for r in paired]
     costs = [a - b for a, b in zip(tiny_lepton, tiny_plain, strict=True)]
+    # as measured before: each command in its own process, the plain loop in this one
+    apart = [a - b for a, b in zip(per_repeat("tiny", "lepton", "median_step_ms"),
+                                   per_repeat("tiny", "plain", "median_step_ms"), strict=True)]
     cifar_lepton, cifar_plain = per_repeat("cifar", "lepton"), per_repeat("cifar", "plain")
     ratios = [p / a for a, p in zip(cifar_lepton, cifar_plain, strict=True)]
     first = [r["first_step_s"] for r in runs["tiny"]["lepton"]]
     imports = [r["seconds"] for r in runs["tiny"]["imports"]]
     start_gaps = [f - i for f, i in zip(first, imports, strict=True)]
-    figures = dict(cost=median(costs), costs=costs, ratio=median(ratios), ratios=ratios,
+    figures = dict(cost=median(costs), costs=costs, apart=apart, ratio=median(ratios),
+                   ratios=ratios,
                    tiny_lepton=tiny_lepton, tiny_plain=tiny_plain, cifar_lepton=cifar_lepton,
                    cifar_plain=cifar_plain, per_sample=per_repeat("cifar", "per_sample"),
                    first=first, imports=imports, start_gaps=start_gaps, gap=median(start_gaps),
@@ -273,12 +342,17 @@ def _body(options: Options, f: dict) -> str:
         "without their NaN fill of new tensors, `trainer.fill_uninitialized_memory=false`, "
         "which cost ~5 % of a CIFAR step). The first epoch left out on both sides.",
         "",
-        f"- **Digits (framework cost a step)**: {s['repeats']['tiny']} interleaved repeats "
-        f"at {COST_THREADS} torch thread, both sides (`threads={COST_THREADS}`: the framework's "
-        "cost is Python work on one core; at 2 threads on 2 cores any other process's "
-        "wake-up costs a step several ms, more than the difference sought). Per repeat: "
-        "the median whole loop iteration of each side (batch start to the next one's: "
-        "loading, step, hooks; the record's `timing.step_ms`).",
+        f"- **Digits (framework cost a step)**: {s['repeats']['tiny']} repeats, each a fresh "
+        f"process that runs both sides at {COST_THREADS} torch thread in turns "
+        f"({', '.join(PAIRED_ORDER)}): the command through its own entry point "
+        "(`lepton_exp.cli.main` with the command's arguments, in that process) and the plain "
+        "loop. Paired in one process because a step's speed differs from one process to the "
+        "next by more than the cost sought (the same loop, 8.5-10.8 ms a step in three "
+        f"processes). `threads={COST_THREADS}`: the framework's cost is Python work on one "
+        "core; at 2 threads on 2 cores any other process's wake-up costs a step several ms. "
+        "Per repeat: the median whole loop iteration of each run (batch start to the next "
+        "one's: loading, step, hooks; the record's `timing.step_ms`), each side's two runs' "
+        "median, lepton-exp minus plain.",
         f"- **CIFAR-10 (samples/s)**: {s['repeats']['cifar']} interleaved repeats at "
         f"{f['threads']} torch threads (the default); per repeat, an epoch from its start to "
         "its last step (batch loading included, validation and checkpoints left out; the "
@@ -288,6 +362,11 @@ def _body(options: Options, f: dict) -> str:
         markdown_table(["probe", "plain loop ms/step", "lepton-exp ms/step",
                         "framework cost a step", "lepton-exp / plain samples/s", "target"],
                        rows),
+        "",
+        "Measured apart instead (each command in its own process, started as a user starts "
+        "it, against the plain loop in the benchmark's process), the same cost reads "
+        f"{median(f['apart']):+.2f} ms ({_spread(f['apart'])}): the spread of two processes' "
+        "speeds.",
         "",
         f"Samples a step: {f['samples']['tiny']:.0f} (digits), {f['samples']['cifar']:.0f} "
         "(CIFAR). For reference, a hand-written loop over a torchvision v2 per-sample loader "
