@@ -11,8 +11,9 @@ own process; an epoch's time runs from its start to its last step (the loading o
 included, validation and checkpoints left out: the record's `timing.epoch_s`, and the same
 span by hand). Digits, the framework's cost a step: both sides at 1 torch thread, the median
 whole loop iteration of each, paired in one process: a fresh process runs the command's own
-entry point (`lepton_exp.cli.main`, the same argv) and the plain loop in turns (ABBA), since
-a step's time moves by 1-2 ms from one process to the next, more than the cost sought.
+entry point (`lepton_exp.cli.main`, the same argv), the plain loop and Lightning alone (a
+minimal LightningModule and Trainer: Lightning's own floor) in turns, since a step's time
+moves by 1-2 ms from one process to the next, more than the cost sought.
 Figures: the median over repeats, with min-max.
 """
 
@@ -98,10 +99,10 @@ def framework_run(probe: str, options: Options, epochs: int) -> dict:
             "samples_per_step": record["timing"]["train_samples"] / (steps * epochs)}
 
 
-def framework_run_in_process(probe: str, options: Options, epochs: int) -> float:
+def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     """The same command through its entry point in this process (``lepton_exp.cli.main``
     with the command's argv, as the basic launcher runs a sweep's jobs); its record's median
-    whole step (ms)."""
+    whole step and each timed epoch's time a step (ms)."""
     from lepton_exp.cli import main
 
     os.environ.update(_run_env(probe, options))
@@ -117,23 +118,89 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> float
             raise RuntimeError(f"{' '.join(sys.argv)} failed:\n{said}") from None
     finally:
         sys.argv = argv
-    return _newest_record(probe, options)["timing"]["step_ms"]
+    record = _newest_record(probe, options)
+    steps = record["metrics"]["global_step"] // epochs
+    return {"median_step_ms": record["timing"]["step_ms"],
+            "step_ms": [s / steps * 1000 for s in record["timing"]["epoch_s"][1:]]}
 
 
-# in each paired process: lepton-exp, plain, plain, lepton-exp (drifts hit both sides alike)
-PAIRED_ORDER = ("lepton", "plain", "plain", "lepton")
+def bare_lightning_run(probe: str, options: Options, epochs: int) -> dict:
+    """Lightning's own floor: the plain loop's model, optimiser, lr schedule and training
+    loader in a minimal LightningModule (training_step = forward + cross-entropy), fitted by
+    a Trainer without loggers, checkpoints, progress bar, model summary, validation or
+    metrics; its steps timed by the record's own timer (``TrainTimer``)."""
+    import pytorch_lightning as pl
+
+    from lepton_exp.config.compose import compose_config
+    from lepton_exp.data import build_datamodule
+    from lepton_exp.models import build_model
+    from lepton_exp.training.optim import build_optimizer, build_scheduler
+    from lepton_exp.training.timing import TrainTimer
+
+    os.environ["LEPTON_DATA_DIR"] = str(options.data_dir)
+    cfg = compose_config(_overrides(probe, options, epochs))
+    torch.manual_seed(cfg.seed)
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup()
+    loader = datamodule.train_dataloader()
+
+    class Bare(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = build_model(cfg.model, datamodule.info)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.model(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            optimizer = build_optimizer(self.parameters(), cfg.optim)
+            schedule = build_scheduler(optimizer, cfg.scheduler, epochs, len(loader))
+            return {"optimizer": optimizer, "lr_scheduler": schedule} if schedule else optimizer
+
+    timer = TrainTimer()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0,
+                         num_sanity_val_steps=0, callbacks=[timer])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or threads)
+    try:
+        trainer.fit(Bare(), train_dataloaders=loader)
+    finally:
+        torch.set_num_threads(threads)
+    summary = timer.summary()
+    steps = trainer.global_step // epochs
+    return {"median_step_ms": summary["step_ms"],
+            "step_ms": [s / steps * 1000 for s in summary["epoch_s"][1:]]}
 
 
-def paired_steps(options: Options, epochs: int) -> dict[str, list[float]]:
-    """The tiny probe's both sides in one process, in PAIRED_ORDER: median whole steps (ms)."""
-    steps: dict[str, list[float]] = {"lepton": [], "plain": []}
+# in each paired process, the sides in turns (drifts over the process hit all alike)
+PAIRED_ORDER = ("lepton", "plain", "bare", "bare", "plain", "lepton")
+
+
+def paired_steps(options: Options, epochs: int) -> dict[str, list[dict]]:
+    """The tiny probe's sides in one process, in PAIRED_ORDER: per run, the median whole
+    step and each timed epoch's time a step (ms). The plain loop and bare Lightning run in
+    PyTorch's default mode, as in a separate process (a lepton-exp run before them leaves
+    deterministic algorithms on)."""
+    runs: dict[str, list[dict]] = {side: [] for side in dict.fromkeys(PAIRED_ORDER)}
     for side in PAIRED_ORDER:
-        steps[side].append(framework_run_in_process("tiny", options, epochs) if side == "lepton"
-                           else plain_run("tiny", options, epochs)["median_step_ms"])
-    return steps
+        if side == "lepton":
+            runs[side].append(framework_run_in_process("tiny", options, epochs))
+            continue
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(False)
+        try:
+            run = plain_run if side == "plain" else bare_lightning_run
+            result = run("tiny", options, epochs)
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+        runs[side].append({"median_step_ms": result["median_step_ms"],
+                           "step_ms": result["step_ms"]})
+    return runs
 
 
-def paired_process(options: Options, epochs: int) -> dict[str, list[float]]:
+def paired_process(options: Options, epochs: int) -> dict[str, list[dict]]:
     """``paired_steps`` in a fresh Python process (a repeat: its own process's speed)."""
     code = ("import json, sys; from pathlib import Path; "
             "from benchmarks.common import Options; from benchmarks.overhead import paired_steps; "
@@ -279,9 +346,18 @@ def run(options: Options) -> Section:
 
     # the cost: per paired process, its lepton-exp runs' median step minus its plain loops'
     paired = runs["tiny"]["paired"]
-    tiny_lepton = [median(r["lepton"]) for r in paired]
-    tiny_plain = [median(r["plain"]) for r in paired]
+
+    def side_steps(side: str, fastest: bool = False) -> list[float]:
+        """Per paired process: the median of its runs' median whole steps, or (``fastest``)
+        its runs' fastest timed epoch, a step (ms)."""
+        if fastest:
+            return [min(min(run["step_ms"]) for run in r[side]) for r in paired]
+        return [median(run["median_step_ms"] for run in r[side]) for r in paired]
+
+    tiny_lepton, tiny_plain = side_steps("lepton"), side_steps("plain")
     costs = [a - b for a, b in zip(tiny_lepton, tiny_plain, strict=True)]
+    floor = {f"{side}{'_fastest' if fastest else ''}": side_steps(side, fastest)
+             for side in ("plain", "bare", "lepton") for fastest in (False, True)}
     # as measured before: each command in its own process, the plain loop in this one
     apart = [a - b for a, b in zip(per_repeat("tiny", "lepton", "median_step_ms"),
                                    per_repeat("tiny", "plain", "median_step_ms"), strict=True)]
@@ -290,7 +366,8 @@ def run(options: Options) -> Section:
     first = [r["first_step_s"] for r in runs["tiny"]["lepton"]]
     imports = [r["seconds"] for r in runs["tiny"]["imports"]]
     start_gaps = [f - i for f, i in zip(first, imports, strict=True)]
-    figures = dict(cost=median(costs), costs=costs, apart=apart, ratio=median(ratios),
+    figures = dict(cost=median(costs), costs=costs, apart=apart, floor=floor,
+                   ratio=median(ratios),
                    ratios=ratios,
                    tiny_lepton=tiny_lepton, tiny_plain=tiny_plain, cifar_lepton=cifar_lepton,
                    cifar_plain=cifar_plain, per_sample=per_repeat("cifar", "per_sample"),
@@ -315,6 +392,22 @@ def _targets(f: dict) -> list[Target]:
         Target("a config error's wall time (s)", f"{config_error:.2f}", "< 1",
                config_error < 1),
     ]
+
+
+def _floor_table(floor: dict[str, list[float]]) -> str:
+    def above(side: str, suffix: str) -> str:
+        gaps = [a - p for a, p in zip(floor[side + suffix], floor["plain" + suffix],
+                                      strict=True)]
+        return f"{median(gaps):+.2f} ({_spread(gaps)})"
+
+    rows = []
+    for suffix, what in (("", "median whole step"), ("_fastest", "fastest epoch, a step")):
+        rows.append([f"{what}, ms", *(f"{median(floor[side + suffix]):.2f}"
+                                      for side in ("plain", "bare", "lepton"))])
+        rows.append([f"above the plain loop ({what}), ms", "",
+                     above("bare", suffix), above("lepton", suffix)])
+    return markdown_table(["digits, 1 thread", "plain loop", "Lightning alone", "lepton-exp"],
+                          rows)
 
 
 def _body(options: Options, f: dict) -> str:
@@ -343,16 +436,16 @@ def _body(options: Options, f: dict) -> str:
         "which cost ~5 % of a CIFAR step). The first epoch left out on both sides.",
         "",
         f"- **Digits (framework cost a step)**: {s['repeats']['tiny']} repeats, each a fresh "
-        f"process that runs both sides at {COST_THREADS} torch thread in turns "
+        f"process that runs the sides at {COST_THREADS} torch thread in turns "
         f"({', '.join(PAIRED_ORDER)}): the command through its own entry point "
-        "(`lepton_exp.cli.main` with the command's arguments, in that process) and the plain "
-        "loop. Paired in one process because a step's speed differs from one process to the "
-        "next by more than the cost sought (the same loop, 8.5-10.8 ms a step in three "
-        f"processes). `threads={COST_THREADS}`: the framework's cost is Python work on one "
-        "core; at 2 threads on 2 cores any other process's wake-up costs a step several ms. "
-        "Per repeat: the median whole loop iteration of each run (batch start to the next "
-        "one's: loading, step, hooks; the record's `timing.step_ms`), each side's two runs' "
-        "median, lepton-exp minus plain.",
+        "(`lepton_exp.cli.main` with the command's arguments, in that process), the plain "
+        "loop, and Lightning alone (below). Paired in one process because a step's speed "
+        "differs from one process to the next by more than the cost sought (the same loop, "
+        f"8.5-10.8 ms a step in three processes). `threads={COST_THREADS}`: the framework's "
+        "cost is Python work on one core; at 2 threads on 2 cores any other process's "
+        "wake-up costs a step several ms. Per repeat: the median whole loop iteration of "
+        "each run (batch start to the next one's: loading, step, hooks; the record's "
+        "`timing.step_ms`), each side's two runs' median, lepton-exp minus plain.",
         f"- **CIFAR-10 (samples/s)**: {s['repeats']['cifar']} interleaved repeats at "
         f"{f['threads']} torch threads (the default); per repeat, an epoch from its start to "
         "its last step (batch loading included, validation and checkpoints left out; the "
@@ -362,6 +455,16 @@ def _body(options: Options, f: dict) -> str:
         markdown_table(["probe", "plain loop ms/step", "lepton-exp ms/step",
                         "framework cost a step", "lepton-exp / plain samples/s", "target"],
                        rows),
+        "",
+        "Where the cost lies, from the same paired processes: Lightning alone (the plain "
+        "loop's model, optimiser, schedule and loader in a minimal LightningModule, fitted "
+        "without loggers, checkpoints, progress bar, summary, validation or metrics) against "
+        "the plain loop and lepton-exp; per process each side's median whole step as above, "
+        "and its fastest timed epoch (the run's time a step with the least interference from "
+        "the rest of the machine: a step's median moves by 1-5 ms from one run to the next "
+        "here).",
+        "",
+        _floor_table(f["floor"]),
         "",
         "Measured apart instead (each command in its own process, started as a user starts "
         "it, against the plain loop in the benchmark's process), the same cost reads "

@@ -19,6 +19,7 @@ def test_the_in_process_command_fails_loudly_and_leaves_argv_as_it_was(tmp_path,
     assert sys.argv == argv
 
 
-def test_each_paired_process_times_both_sides_twice_in_turns():
-    assert sorted(overhead.PAIRED_ORDER) == ["lepton", "lepton", "plain", "plain"]
+def test_each_paired_process_times_every_side_twice_in_turns():
+    assert sorted(overhead.PAIRED_ORDER) == ["bare", "bare", "lepton", "lepton", "plain",
+                                             "plain"]
     assert overhead.PAIRED_ORDER == tuple(reversed(overhead.PAIRED_ORDER))  # ABBA
