@@ -9,12 +9,13 @@ importing Lightning and timm alone.
 Per repeat, both sides train a few epochs, the first left out. CIFAR-10: the command in its
 own process; an epoch's time runs from its start to its last step (the loading of its batches
 included, validation and checkpoints left out: the record's `timing.epoch_s`, and the same
-span by hand). Digits, the framework's cost a step: both sides at 1 torch thread, the median
-whole loop iteration of each, paired in one process: a fresh process runs the command's own
-entry point (`lepton_exp.cli.main`, the same argv), the plain loop and Lightning alone (a
-minimal LightningModule and Trainer: Lightning's own floor) in turns, since a step's time
-moves by 1-2 ms from one process to the next, more than the cost sought.
-Figures: the median over repeats, with min-max.
+span by hand). Digits, the framework's cost a step, at 1 torch thread: a fresh process runs
+the command through its entry point (`lepton_exp.cli.main`, the same argv) with one epoch of
+the plain loop just before each of its epochs, then Lightning alone (a minimal LightningModule
+and Trainer: Lightning's own floor) the same way; the cost is the median over epochs of the
+difference of the two epochs' median whole steps, since this machine's slow spells move a step by
+1-5 ms from one run to the next, more than the cost sought. Figures: the median over
+repeats, with min-max.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ PROBES = {
               ["stage=teacher", "data=cifar10", "data.train_subset=5000", "model=resnet8",
                "data.batch_size=128"]),
 }
-SCALES = {"full": dict(repeats={"cifar": 7, "tiny": 11}, epochs={"tiny": 6, "cifar": 3},
+SCALES = {"full": dict(repeats={"cifar": 7, "tiny": 11}, epochs={"tiny": 9, "cifar": 3},
                       subset=None),
           "smoke": dict(repeats={"cifar": 1, "tiny": 1}, epochs={"tiny": 2, "cifar": 2},
                         subset=600)}
@@ -101,13 +102,22 @@ def framework_run(probe: str, options: Options, epochs: int) -> dict:
 
 def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     """The same command through its entry point in this process (``lepton_exp.cli.main``
-    with the command's argv, as the basic launcher runs a sweep's jobs); its record's median
-    whole step and each timed epoch's time a step (ms)."""
+    with the command's argv, as the basic launcher runs a sweep's jobs), with a plain-loop
+    epoch before each of its training epochs (``PlainEpochsBeside``, added to the run's
+    callbacks); per epoch after the first, each side's median whole step (ms)."""
     from lepton_exp.cli import main
+    from lepton_exp.training import trainer as trainer_module
+
+    beside = plain_epochs_beside(probe, options, epochs)
+    build_trainer = trainer_module.build_trainer
+
+    def with_beside(*args, callbacks=(), **kwargs):
+        return build_trainer(*args, callbacks=[beside, *callbacks], **kwargs)
 
     os.environ.update(_run_env(probe, options))
     argv = sys.argv
     sys.argv = ["lepton-exp", *_overrides(probe, options, epochs), "resume=false"]
+    trainer_module.build_trainer = with_beside
     printed, errors = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
@@ -118,17 +128,64 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
             raise RuntimeError(f"{' '.join(sys.argv)} failed:\n{said}") from None
     finally:
         sys.argv = argv
-    record = _newest_record(probe, options)
-    steps = record["metrics"]["global_step"] // epochs
-    return {"median_step_ms": record["timing"]["step_ms"],
-            "step_ms": [s / steps * 1000 for s in record["timing"]["epoch_s"][1:]]}
+        trainer_module.build_trainer = build_trainer
+    return {"step_ms": beside.run_ms, "plain_ms": beside.plain_ms}
+
+
+def plain_epochs_beside(probe: str, options: Options, epochs: int):
+    """A callback that runs one epoch of ``PlainLoop`` just before each training epoch of
+    the fit it joins (before the run's timer starts the epoch's span): both sides' epochs
+    alternate within a second, so the machine's slow spells, which last seconds and move a
+    step by 1-5 ms here, hit both alike. The plain epochs run in PyTorch's default mode and
+    on their own RNG state: the run's randomness is untouched."""
+    import pytorch_lightning as pl
+
+    from lepton_exp.training.timing import TrainTimer
+
+    class PlainEpochsBeside(pl.Callback):
+        def __init__(self) -> None:
+            self.loop: PlainLoop | None = None
+            self.timer: TrainTimer | None = None
+            self.run_ms: list[float] = []  # per epoch after the first: median whole step
+            self._first = 0  # the epoch's first iteration in the timer's list
+
+        @property
+        def plain_ms(self) -> list[float]:
+            return [median(epoch) for epoch in self.loop.epoch_iterations[1:]]
+
+        def on_fit_start(self, trainer, pl_module) -> None:
+            self.timer = next(c for c in trainer.callbacks if isinstance(c, TrainTimer))
+            if trainer.callbacks.index(self) > trainer.callbacks.index(self.timer):
+                raise RuntimeError("the plain epochs would fall inside the run's epoch spans")
+            with torch.random.fork_rng(devices=[]):
+                self.loop = PlainLoop(probe, options, epochs)
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            deterministic = torch.are_deterministic_algorithms_enabled()
+            warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+            torch.use_deterministic_algorithms(False)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    self.loop.epoch(trainer.current_epoch)
+            finally:
+                torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            self._first = len(self.timer.step_seconds)
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            # (the timer keeps whole iterations from the second epoch on)
+            epoch = self.timer.step_seconds[self._first:]
+            if epoch:
+                self.run_ms.append(median(epoch) * 1000)
+
+    return PlainEpochsBeside()
 
 
 def bare_lightning_run(probe: str, options: Options, epochs: int) -> dict:
     """Lightning's own floor: the plain loop's model, optimiser, lr schedule and training
     loader in a minimal LightningModule (training_step = forward + cross-entropy), fitted by
     a Trainer without loggers, checkpoints, progress bar, model summary, validation or
-    metrics; its steps timed by the record's own timer (``TrainTimer``)."""
+    metrics; its epochs timed by the record's own timer (``TrainTimer``), with a plain-loop
+    epoch before each (``PlainEpochsBeside``)."""
     import pytorch_lightning as pl
 
     from lepton_exp.config.compose import compose_config
@@ -157,51 +214,38 @@ def bare_lightning_run(probe: str, options: Options, epochs: int) -> dict:
             schedule = build_scheduler(optimizer, cfg.scheduler, epochs, len(loader))
             return {"optimizer": optimizer, "lr_scheduler": schedule} if schedule else optimizer
 
-    timer = TrainTimer()
+    timer, beside = TrainTimer(), plain_epochs_beside(probe, options, epochs)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, callbacks=[timer])
+                         num_sanity_val_steps=0, callbacks=[beside, timer])
     threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(cfg.threads or threads)
+    torch.use_deterministic_algorithms(False)  # as in a fresh process (see paired_steps)
     try:
         trainer.fit(Bare(), train_dataloaders=loader)
     finally:
         torch.set_num_threads(threads)
-    summary = timer.summary()
-    steps = trainer.global_step // epochs
-    return {"median_step_ms": summary["step_ms"],
-            "step_ms": [s / steps * 1000 for s in summary["epoch_s"][1:]]}
+        torch.use_deterministic_algorithms(deterministic)
+    return {"step_ms": beside.run_ms, "plain_ms": beside.plain_ms}
 
 
-# in each paired process, the sides in turns (drifts over the process hit all alike)
-PAIRED_ORDER = ("lepton", "plain", "bare", "bare", "plain", "lepton")
+# in each paired process: lepton-exp, then Lightning alone, each with the plain loop beside it
+PAIRED_ORDER = ("lepton", "bare")
 
 
-def paired_steps(options: Options, epochs: int) -> dict[str, list[dict]]:
-    """The tiny probe's sides in one process, in PAIRED_ORDER: per run, the median whole
-    step and each timed epoch's time a step (ms). The plain loop and bare Lightning run in
-    PyTorch's default mode, as in a separate process (a lepton-exp run before them leaves
-    deterministic algorithms on)."""
-    runs: dict[str, list[dict]] = {side: [] for side in dict.fromkeys(PAIRED_ORDER)}
-    for side in PAIRED_ORDER:
-        if side == "lepton":
-            runs[side].append(framework_run_in_process("tiny", options, epochs))
-            continue
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(False)
-        try:
-            run = plain_run if side == "plain" else bare_lightning_run
-            result = run("tiny", options, epochs)
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
-        runs[side].append({"median_step_ms": result["median_step_ms"],
-                           "step_ms": result["step_ms"]})
-    return runs
+def paired_steps(options: Options, epochs: int) -> dict[str, dict]:
+    """The tiny probe's runs in one process: each timed epoch's time a step (ms) of
+    lepton-exp and of Lightning alone, each with the plain loop's epoch before it. (Lightning
+    alone runs in PyTorch's default mode, as in a fresh process: the lepton-exp run before
+    it leaves deterministic algorithms on.)"""
+    runs = {"lepton": framework_run_in_process, "bare": bare_lightning_run}
+    return {side: runs[side]("tiny", options, epochs) for side in PAIRED_ORDER}
 
 
-def paired_process(options: Options, epochs: int) -> dict[str, list[dict]]:
-    """``paired_steps`` in a fresh Python process (a repeat: its own process's speed)."""
+def paired_process(options: Options, epochs: int) -> dict[str, dict]:
+    """``paired_steps`` in a fresh Python process (a repeat: its own process)."""
     code = ("import json, sys; from pathlib import Path; "
             "from benchmarks.common import Options; from benchmarks.overhead import paired_steps; "
             "print(json.dumps(paired_steps(Options(sys.argv[1], Path(sys.argv[2]), "
@@ -215,80 +259,90 @@ def paired_process(options: Options, epochs: int) -> dict[str, list[dict]]:
 
 
 def plain_run(probe: str, options: Options, epochs: int, per_sample: bool = False) -> dict:
+    """``PlainLoop`` for ``epochs``: each timed epoch's time a step, and the median whole
+    iteration (ms); at the run's ``threads``."""
+    loop = PlainLoop(probe, options, epochs, per_sample)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(loop.cfg.threads or threads)  # the run's own setting
+    try:
+        step_ms = [loop.epoch(epoch) for epoch in range(epochs)][1:]
+    finally:
+        torch.set_num_threads(threads)
+    return {"step_ms": step_ms, "median_step_ms": median(loop.iterations)}
+
+
+class PlainLoop:
     """The same training by hand: the run's config composed, its data module's training
     loader (or, ``per_sample``, a loader applying torchvision's v2 transforms per sample,
     as a hand-written script would), the same model, optimiser and lr schedule, and a
-    loop of forward, cross-entropy, backward, step; at the run's ``threads``."""
-    from lepton_exp.config.compose import compose_config
+    loop of forward, cross-entropy, backward, step; run an epoch at a time."""
 
-    os.environ["LEPTON_DATA_DIR"] = str(options.data_dir)
-    cfg = compose_config(_overrides(probe, options, epochs))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or threads)  # the run's own setting
-    try:
-        return _plain_loop(cfg, epochs, per_sample)
-    finally:
-        torch.set_num_threads(threads)
+    def __init__(self, probe: str, options: Options, epochs: int, per_sample: bool = False):
+        from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+        from lepton_exp.config.compose import compose_config
+        from lepton_exp.data import build_datamodule
+        from lepton_exp.models import build_model
+        from lepton_exp.training.optim import build_optimizer, build_scheduler
 
-def _plain_loop(cfg, epochs: int, per_sample: bool) -> dict:
-    from torch.utils.data import DataLoader, Dataset, RandomSampler
+        os.environ["LEPTON_DATA_DIR"] = str(options.data_dir)
+        self.cfg = cfg = compose_config(_overrides(probe, options, epochs))
+        torch.manual_seed(cfg.seed)
+        datamodule = build_datamodule(cfg.data)
+        datamodule.setup()
+        if per_sample:
+            pipeline = datamodule.train_transform()
 
-    from lepton_exp.data import build_datamodule
-    from lepton_exp.models import build_model
-    from lepton_exp.training.optim import build_optimizer, build_scheduler
+            class PerSample(Dataset):
+                def __len__(self):
+                    return len(datamodule.train)
 
-    torch.manual_seed(cfg.seed)
-    datamodule = build_datamodule(cfg.data)
-    datamodule.setup()
-    if per_sample:
-        pipeline = datamodule.train_transform()
+                def __getitem__(self, index):
+                    return (pipeline(datamodule.train.images[index]),
+                            datamodule.train.labels[index])
 
-        class PerSample(Dataset):
-            def __len__(self):
-                return len(datamodule.train)
+            dataset = PerSample()
+            self.loader = DataLoader(dataset, batch_size=cfg.data.batch_size, drop_last=True,
+                                     sampler=RandomSampler(dataset, generator=torch.Generator()))
+        else:
+            self.loader = datamodule.train_dataloader()
+        self.model = build_model(cfg.model, datamodule.info).train()
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        schedule = build_scheduler(self.optimizer, cfg.scheduler, epochs, len(self.loader))
+        self.scheduler = schedule["scheduler"] if schedule else None
+        self.iterations: list[float] = []  # whole iterations (ms) after the first epoch
+        self.epoch_iterations: list[list[float]] = []  # each epoch's whole iterations (ms)
 
-            def __getitem__(self, index):
-                return pipeline(datamodule.train.images[index]), datamodule.train.labels[index]
-
-        dataset = PerSample()
-        loader = DataLoader(dataset, batch_size=cfg.data.batch_size, drop_last=True,
-                            sampler=RandomSampler(dataset, generator=torch.Generator()))
-    else:
-        loader = datamodule.train_dataloader()
-    model = build_model(cfg.model, datamodule.info).train()
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
-    schedule = build_scheduler(optimizer, cfg.scheduler, epochs, len(loader))
-    scheduler = schedule["scheduler"] if schedule else None
-    step_ms, iterations = [], []
-    for epoch in range(epochs):
+    def epoch(self, epoch: int) -> float:
+        """One epoch; its time a step (ms), from its start (its first batch's loading
+        included, as the record's span) to its last step."""
+        loader, model, optimizer = self.loader, self.model, self.optimizer
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        # the record's span: the epoch's start (its first batch's loading included) to its
-        # last step; a whole iteration runs from one batch's start to the next one's
-        started, steps = time.perf_counter(), 0
+        started, steps, iterations = time.perf_counter(), 0, []
+        self.epoch_iterations.append(iterations)
         batches = iter(loader)
         inputs, labels = next(batches)[:2]
         batch_started = time.perf_counter()
         while True:
-            if steps and epoch:  # one whole iteration: load, step (the record's step_ms)
+            if steps:  # one whole iteration: load, step (the record's step_ms)
                 now = time.perf_counter()
                 iterations.append((now - batch_started) * 1000)
+                if epoch:
+                    self.iterations.append(iterations[-1])
                 batch_started = now
             optimizer.zero_grad()
             loss = F.cross_entropy(model(inputs), labels)
             loss.backward()
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             steps += 1
             batch = next(batches, None)
             if batch is None:
                 break
             inputs, labels = batch[:2]
-        if epoch:
-            step_ms.append((time.perf_counter() - started) / steps * 1000)
-    return {"step_ms": step_ms, "median_step_ms": median(iterations)}
+        return (time.perf_counter() - started) / steps * 1000
 
 
 def import_seconds() -> float:
@@ -344,20 +398,21 @@ def run(options: Options) -> Section:
         """Per repeat: the median epoch's time a step, or the median whole iteration."""
         return [median(r[key]) if key == "step_ms" else r[key] for r in runs[probe][side]]
 
-    # the cost: per paired process, its lepton-exp runs' median step minus its plain loops'
+    # the cost: per paired process, the median over its epochs of a lepton-exp epoch's median
+    # whole step minus that of the plain-loop epoch run just before it
     paired = runs["tiny"]["paired"]
 
-    def side_steps(side: str, fastest: bool = False) -> list[float]:
-        """Per paired process: the median of its runs' median whole steps, or (``fastest``)
-        its runs' fastest timed epoch, a step (ms)."""
-        if fastest:
-            return [min(min(run["step_ms"]) for run in r[side]) for r in paired]
-        return [median(run["median_step_ms"] for run in r[side]) for r in paired]
+    def gaps(side: str) -> list[float]:
+        return [median(a - p for a, p in zip(r[side]["step_ms"], r[side]["plain_ms"],
+                                              strict=True)) for r in paired]
 
-    tiny_lepton, tiny_plain = side_steps("lepton"), side_steps("plain")
-    costs = [a - b for a, b in zip(tiny_lepton, tiny_plain, strict=True)]
-    floor = {f"{side}{'_fastest' if fastest else ''}": side_steps(side, fastest)
-             for side in ("plain", "bare", "lepton") for fastest in (False, True)}
+    def steps(side: str, key: str = "step_ms") -> list[float]:
+        return [median(r[side][key]) for r in paired]
+
+    tiny_lepton, tiny_plain = steps("lepton"), steps("lepton", "plain_ms")
+    costs = gaps("lepton")
+    floor = {"bare": steps("bare"), "bare_plain": steps("bare", "plain_ms"),
+             "bare_gaps": gaps("bare")}
     # as measured before: each command in its own process, the plain loop in this one
     apart = [a - b for a, b in zip(per_repeat("tiny", "lepton", "median_step_ms"),
                                    per_repeat("tiny", "plain", "median_step_ms"), strict=True)]
@@ -394,18 +449,15 @@ def _targets(f: dict) -> list[Target]:
     ]
 
 
-def _floor_table(floor: dict[str, list[float]]) -> str:
-    def above(side: str, suffix: str) -> str:
-        gaps = [a - p for a, p in zip(floor[side + suffix], floor["plain" + suffix],
-                                      strict=True)]
-        return f"{median(gaps):+.2f} ({_spread(gaps)})"
-
-    rows = []
-    for suffix, what in (("", "median whole step"), ("_fastest", "fastest epoch, a step")):
-        rows.append([f"{what}, ms", *(f"{median(floor[side + suffix]):.2f}"
-                                      for side in ("plain", "bare", "lepton"))])
-        rows.append([f"above the plain loop ({what}), ms", "",
-                     above("bare", suffix), above("lepton", suffix)])
+def _floor_table(f: dict) -> str:
+    floor = f["floor"]
+    rows = [["median whole step (median epoch), ms", f"{median(f['tiny_plain']):.2f}",
+             f"{median(floor['bare']):.2f}", f"{median(f['tiny_lepton']):.2f}"],
+            ["the plain loop beside it, ms", "", f"{median(floor['bare_plain']):.2f}",
+             f"{median(f['tiny_plain']):.2f}"],
+            ["above the plain loop beside it, ms", "",
+             f"{median(floor['bare_gaps']):+.2f} ({_spread(floor['bare_gaps'])})",
+             f"**{median(f['costs']):+.2f}** ({_spread(f['costs'])})"]]
     return markdown_table(["digits, 1 thread", "plain loop", "Lightning alone", "lepton-exp"],
                           rows)
 
@@ -436,16 +488,19 @@ def _body(options: Options, f: dict) -> str:
         "which cost ~5 % of a CIFAR step). The first epoch left out on both sides.",
         "",
         f"- **Digits (framework cost a step)**: {s['repeats']['tiny']} repeats, each a fresh "
-        f"process that runs the sides at {COST_THREADS} torch thread in turns "
-        f"({', '.join(PAIRED_ORDER)}): the command through its own entry point "
-        "(`lepton_exp.cli.main` with the command's arguments, in that process), the plain "
-        "loop, and Lightning alone (below). Paired in one process because a step's speed "
-        "differs from one process to the next by more than the cost sought (the same loop, "
-        f"8.5-10.8 ms a step in three processes). `threads={COST_THREADS}`: the framework's "
-        "cost is Python work on one core; at 2 threads on 2 cores any other process's "
-        "wake-up costs a step several ms. Per repeat: the median whole loop iteration of "
-        "each run (batch start to the next one's: loading, step, hooks; the record's "
-        "`timing.step_ms`), each side's two runs' median, lepton-exp minus plain.",
+        f"process at {COST_THREADS} torch thread that runs the command through its own entry "
+        "point (`lepton_exp.cli.main` with the command's arguments) with one epoch of the "
+        "plain loop just before each of its training epochs (a callback added to the run's "
+        "own; the plain epochs run in PyTorch's default mode, on their own RNG state), then "
+        "Lightning alone (below) the same way. Per epoch, each side's median whole loop "
+        "iteration (batch start to the next one's: loading, step, hooks; the record's "
+        "`timing.step_ms` is the same over a run); per repeat, the median over the epochs "
+        "after the first of (lepton-exp's - the plain epoch's before it). Why epoch pairs: "
+        "this machine has slow spells of seconds that move a step's time by 1-5 ms from one "
+        "run or process to the next (the same plain loop: 8.5-14 ms a step), more than the "
+        "cost sought; two epochs a second apart share them. "
+        f"`threads={COST_THREADS}`: the framework's cost is Python work on one core; at 2 "
+        "threads on 2 cores any other process's wake-up costs a step several ms.",
         f"- **CIFAR-10 (samples/s)**: {s['repeats']['cifar']} interleaved repeats at "
         f"{f['threads']} torch threads (the default); per repeat, an epoch from its start to "
         "its last step (batch loading included, validation and checkpoints left out; the "
@@ -456,15 +511,13 @@ def _body(options: Options, f: dict) -> str:
                         "framework cost a step", "lepton-exp / plain samples/s", "target"],
                        rows),
         "",
-        "Where the cost lies, from the same paired processes: Lightning alone (the plain "
-        "loop's model, optimiser, schedule and loader in a minimal LightningModule, fitted "
-        "without loggers, checkpoints, progress bar, summary, validation or metrics) against "
-        "the plain loop and lepton-exp; per process each side's median whole step as above, "
-        "and its fastest timed epoch (the run's time a step with the least interference from "
-        "the rest of the machine: a step's median moves by 1-5 ms from one run to the next "
-        "here).",
+        "Where the cost lies, from the same processes: Lightning alone (the plain loop's "
+        "model, optimiser, schedule and loader in a minimal LightningModule, fitted without "
+        "loggers, checkpoints, progress bar, summary, validation or metrics), with the plain "
+        "loop beside it the same way: the floor any tool built on Lightning's Trainer starts "
+        "from.",
         "",
-        _floor_table(f["floor"]),
+        _floor_table(f),
         "",
         "Measured apart instead (each command in its own process, started as a user starts "
         "it, against the plain loop in the benchmark's process), the same cost reads "

@@ -19,7 +19,14 @@ def test_the_in_process_command_fails_loudly_and_leaves_argv_as_it_was(tmp_path,
     assert sys.argv == argv
 
 
-def test_each_paired_process_times_every_side_twice_in_turns():
-    assert sorted(overhead.PAIRED_ORDER) == ["bare", "bare", "lepton", "lepton", "plain",
-                                             "plain"]
-    assert overhead.PAIRED_ORDER == tuple(reversed(overhead.PAIRED_ORDER))  # ABBA
+def test_the_in_process_command_runs_a_plain_epoch_before_each_of_its_epochs(tmp_path):
+    """The plain epochs pair with the run's (one each, before its timer's span), and the
+    run's trainer factory is left as it was."""
+    from lepton_exp.training import trainer as trainer_module
+
+    build_trainer = trainer_module.build_trainer
+    options = Options("smoke", tmp_path / "data", tmp_path)  # (digits: scikit-learn's)
+    run = overhead.framework_run_in_process("tiny", options, epochs=3)
+    assert len(run["step_ms"]) == len(run["plain_ms"]) == 2
+    assert all(ms > 0 for ms in run["step_ms"] + run["plain_ms"])
+    assert trainer_module.build_trainer is build_trainer
