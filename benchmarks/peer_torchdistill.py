@@ -205,8 +205,11 @@ def run(options: Options) -> Section:
         "- Test accuracy: last epoch. Train samples/s: samples of the training epochs / their "
         "time (data loading included; validation, test and start-up not). The 1-minute "
         f"load average at the section's start and end: {load[0]:.1f} / {load[1]:.1f} on "
-        f"{os.cpu_count()} cores (above the cores: other jobs shared them, and the "
-        "throughputs are noisy)"
+        f"{os.cpu_count()} cores (it lags a minute, and counts this section's own runs, "
+        f"{cfg.threads or os.cpu_count()} threads each: "
+        + ("more than they account for: other processes shared the cores, and the "
+           "throughputs are noisy)" if max(load) > (cfg.threads or os.cpu_count()) + 0.5
+           else "nothing else loaded the machine)")
         + ("; at the smoke scale (a few steps) they mean little." if options.smoke
            else "."),
         "",
