@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import io
 import json
 import os
@@ -104,7 +105,9 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     """The same command through its entry point in this process (``lepton_exp.cli.main``
     with the command's argv, as the basic launcher runs a sweep's jobs), with a plain-loop
     epoch before each of its training epochs (``PlainEpochsBeside``, added to the run's
-    callbacks); per epoch after the first, each side's median whole step (ms)."""
+    callbacks); per epoch after the first, each side's median whole step (ms). Meant for a
+    process of its own (``paired_process``): the command leaves its process settings behind
+    (deterministic algorithms, torch threads, stop-signal handlers, logging)."""
     from lepton_exp.cli import main
     from lepton_exp.training import trainer as trainer_module
 
@@ -114,6 +117,7 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     def with_beside(*args, callbacks=(), **kwargs):
         return build_trainer(*args, callbacks=[beside, *callbacks], **kwargs)
 
+    environment = {name: os.environ.get(name) for name in _run_env(probe, options)}
     os.environ.update(_run_env(probe, options))
     argv = sys.argv
     sys.argv = ["lepton-exp", *_overrides(probe, options, epochs), "resume=false"]
@@ -129,6 +133,11 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     finally:
         sys.argv = argv
         trainer_module.build_trainer = build_trainer
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return {"step_ms": beside.run_ms, "plain_ms": beside.plain_ms}
 
 
@@ -221,37 +230,41 @@ def bare_lightning_run(probe: str, options: Options, epochs: int) -> dict:
                          num_sanity_val_steps=0, callbacks=[beside, timer])
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(cfg.threads or threads)
     torch.use_deterministic_algorithms(False)  # as in a fresh process (see paired_steps)
     try:
         trainer.fit(Bare(), train_dataloaders=loader)
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     return {"step_ms": beside.run_ms, "plain_ms": beside.plain_ms}
 
 
-# in each paired process: lepton-exp, then Lightning alone, each with the plain loop beside it
+# in a paired process: lepton-exp and Lightning alone, each with the plain loop beside it (the
+# order is reversed every other repeat)
 PAIRED_ORDER = ("lepton", "bare")
 
 
-def paired_steps(options: Options, epochs: int) -> dict[str, dict]:
+def paired_steps(options: Options, epochs: int, reverse: bool = False) -> dict[str, dict]:
     """The tiny probe's runs in one process: each timed epoch's time a step (ms) of
     lepton-exp and of Lightning alone, each with the plain loop's epoch before it. (Lightning
     alone runs in PyTorch's default mode, as in a fresh process: the lepton-exp run before
     it leaves deterministic algorithms on.)"""
     runs = {"lepton": framework_run_in_process, "bare": bare_lightning_run}
-    return {side: runs[side]("tiny", options, epochs) for side in PAIRED_ORDER}
+    order = PAIRED_ORDER[::-1] if reverse else PAIRED_ORDER
+    return {side: runs[side]("tiny", options, epochs) for side in order}
 
 
-def paired_process(options: Options, epochs: int) -> dict[str, dict]:
+def paired_process(options: Options, epochs: int, reverse: bool = False) -> dict[str, dict]:
     """``paired_steps`` in a fresh Python process (a repeat: its own process)."""
     code = ("import json, sys; from pathlib import Path; "
             "from benchmarks.common import Options; from benchmarks.overhead import paired_steps; "
             "print(json.dumps(paired_steps(Options(sys.argv[1], Path(sys.argv[2]), "
-            "Path(sys.argv[3])), int(sys.argv[4]))))")
+            "Path(sys.argv[3])), int(sys.argv[4]), sys.argv[5] == 'reverse')))")
     done = subprocess.run([sys.executable, "-c", code, options.scale, str(options.data_dir),
-                           str(options.work_dir), str(epochs)], cwd=REPO,
+                           str(options.work_dir), str(epochs),
+                           "reverse" if reverse else "forward"], cwd=REPO,
                           capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"the paired tiny probe failed:\n{done.stderr[-2000:]}")
@@ -369,6 +382,7 @@ def measure(options: Options) -> dict[str, dict[str, list]]:
     """Both probes' runs, each probe's variants interleaved."""
     s = SCALES[options.scale]
     cifar, tiny = s["epochs"]["cifar"], s["epochs"]["tiny"]
+    flips = itertools.cycle((False, True))  # the paired processes' order, every other repeat
     return {
         "cifar": interleaved({"lepton": lambda: framework_run("cifar", options, cifar),
                               "plain": lambda: plain_run("cifar", options, cifar),
@@ -376,7 +390,8 @@ def measure(options: Options) -> dict[str, dict[str, list]]:
                              s["repeats"]["cifar"]),
         "tiny": interleaved({"lepton": lambda: framework_run("tiny", options, tiny),
                              "plain": lambda: plain_run("tiny", options, tiny),
-                             "paired": lambda: paired_process(options, tiny),
+                             "paired": lambda: paired_process(options, tiny,
+                                                              reverse=next(flips)),
                              "imports": lambda: {"seconds": import_seconds()},
                              "config_error": lambda: {"seconds": config_error_seconds()}},
                             s["repeats"]["tiny"]),
@@ -411,6 +426,10 @@ def run(options: Options) -> Section:
 
     tiny_lepton, tiny_plain = steps("lepton"), steps("lepton", "plain_ms")
     costs = gaps("lepton")
+    # lepton-exp / plain samples/s, from the same pairs as the cost
+    pair_ratios = [median(p / a for a, p in zip(r["lepton"]["step_ms"], r["lepton"]["plain_ms"],
+                                                 strict=True)) for r in paired]
+    plain_range = [ms for r in paired for side in PAIRED_ORDER for ms in r[side]["plain_ms"]]
     floor = {"bare": steps("bare"), "bare_plain": steps("bare", "plain_ms"),
              "bare_gaps": gaps("bare")}
     # as measured before: each command in its own process, the plain loop in this one
@@ -422,6 +441,7 @@ def run(options: Options) -> Section:
     imports = [r["seconds"] for r in runs["tiny"]["imports"]]
     start_gaps = [f - i for f, i in zip(first, imports, strict=True)]
     figures = dict(cost=median(costs), costs=costs, apart=apart, floor=floor,
+                   pair_ratios=pair_ratios, plain_range=plain_range,
                    ratio=median(ratios),
                    ratios=ratios,
                    tiny_lepton=tiny_lepton, tiny_plain=tiny_plain, cifar_lepton=cifar_lepton,
@@ -468,7 +488,7 @@ def _body(options: Options, f: dict) -> str:
     rows = [
         [PROBES["tiny"][0], f"{median(f['tiny_plain']):.2f}", f"{median(f['tiny_lepton']):.2f}",
          f"**{cost:+.2f} ms** ({_spread(f['costs'])})",
-         f"{median(f['tiny_plain']) / median(f['tiny_lepton']):.3f}",
+         f"{median(f['pair_ratios']):.3f}",
          f"≤ {COST_WANTED} ms a step"],
         [PROBES["cifar"][0], f"{median(plain):.1f}", f"{median(lepton):.1f}",
          f"{median(a - p for a, p in zip(lepton, plain)):+.1f} ms",
@@ -497,7 +517,8 @@ def _body(options: Options, f: dict) -> str:
         "`timing.step_ms` is the same over a run); per repeat, the median over the epochs "
         "after the first of (lepton-exp's - the plain epoch's before it). Why epoch pairs: "
         "this machine has slow spells of seconds that move a step's time by 1-5 ms from one "
-        "run or process to the next (the same plain loop: 8.5-14 ms a step), more than the "
+        "run or process to the next (this run's plain-loop epochs: "
+        f"{_spread(f['plain_range'], 1)} ms a step), more than the "
         "cost sought; two epochs a second apart share them. "
         f"`threads={COST_THREADS}`: the framework's cost is Python work on one core; at 2 "
         "threads on 2 cores any other process's wake-up costs a step several ms.",
@@ -505,7 +526,9 @@ def _body(options: Options, f: dict) -> str:
         f"{f['threads']} torch threads (the default); per repeat, an epoch from its start to "
         "its last step (batch loading included, validation and checkpoints left out; the "
         "record's `timing.epoch_s`).",
-        "- Median (min–max) over the repeats.",
+        "- Median (min–max) over the repeats. The digits row's ms/step are each side's own "
+        "median; its cost and samples/s ratio are the medians of the per-epoch pairs (so the "
+        "cost is not the difference of the two ms/step columns).",
         "",
         markdown_table(["probe", "plain loop ms/step", "lepton-exp ms/step",
                         "framework cost a step", "lepton-exp / plain samples/s", "target"],
