@@ -117,8 +117,9 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     def with_beside(*args, callbacks=(), **kwargs):
         return build_trainer(*args, callbacks=[beside, *callbacks], **kwargs)
 
-    environment = {name: os.environ.get(name) for name in _run_env(probe, options)}
-    os.environ.update(_run_env(probe, options))
+    run_env = _run_env(probe, options)
+    environment = {name: os.environ.get(name) for name in run_env}
+    os.environ.update(run_env)
     argv = sys.argv
     sys.argv = ["lepton-exp", *_overrides(probe, options, epochs), "resume=false"]
     trainer_module.build_trainer = with_beside
@@ -170,14 +171,8 @@ def plain_epochs_beside(probe: str, options: Options, epochs: int):
                 self.loop = PlainLoop(probe, options, epochs)
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
-            deterministic = torch.are_deterministic_algorithms_enabled()
-            warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-            torch.use_deterministic_algorithms(False)
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    self.loop.epoch(trainer.current_epoch)
-            finally:
-                torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            with torch_settings(deterministic=False), torch.random.fork_rng(devices=[]):
+                self.loop.epoch(trainer.current_epoch)
             self._first = len(self.timer.step_seconds)
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -191,54 +186,54 @@ def plain_epochs_beside(probe: str, options: Options, epochs: int):
 
 def bare_lightning_run(probe: str, options: Options, epochs: int) -> dict:
     """Lightning's own floor: the plain loop's model, optimiser, lr schedule and training
-    loader in a minimal LightningModule (training_step = forward + cross-entropy), fitted by
-    a Trainer without loggers, checkpoints, progress bar, model summary, validation or
-    metrics; its epochs timed by the record's own timer (``TrainTimer``), with a plain-loop
-    epoch before each (``PlainEpochsBeside``)."""
+    loader (a ``PlainLoop`` of its own) in a minimal LightningModule (training_step =
+    forward + cross-entropy), fitted by a Trainer without loggers, checkpoints, progress
+    bar, model summary, validation or metrics; its epochs timed by the record's own timer
+    (``TrainTimer``), with a plain-loop epoch before each (``PlainEpochsBeside``)."""
     import pytorch_lightning as pl
 
-    from lepton_exp.config.compose import compose_config
-    from lepton_exp.data import build_datamodule
-    from lepton_exp.models import build_model
-    from lepton_exp.training.optim import build_optimizer, build_scheduler
     from lepton_exp.training.timing import TrainTimer
 
-    os.environ["LEPTON_DATA_DIR"] = str(options.data_dir)
-    cfg = compose_config(_overrides(probe, options, epochs))
-    torch.manual_seed(cfg.seed)
-    datamodule = build_datamodule(cfg.data)
-    datamodule.setup()
-    loader = datamodule.train_dataloader()
+    loop = PlainLoop(probe, options, epochs)
 
     class Bare(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.model = build_model(cfg.model, datamodule.info)
+            self.model = loop.model
 
         def training_step(self, batch, batch_idx):
             return F.cross_entropy(self.model(batch[0]), batch[1])
 
         def configure_optimizers(self):
-            optimizer = build_optimizer(self.parameters(), cfg.optim)
-            schedule = build_scheduler(optimizer, cfg.scheduler, epochs, len(loader))
-            return {"optimizer": optimizer, "lr_scheduler": schedule} if schedule else optimizer
+            return ({"optimizer": loop.optimizer, "lr_scheduler": loop.schedule}
+                    if loop.schedule else loop.optimizer)
 
     timer, beside = TrainTimer(), plain_epochs_beside(probe, options, epochs)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0, callbacks=[beside, timer])
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(cfg.threads or threads)
-    torch.use_deterministic_algorithms(False)  # as in a fresh process (see paired_steps)
-    try:
-        trainer.fit(Bare(), train_dataloaders=loader)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    # in PyTorch's default mode, as in a fresh process (see paired_steps)
+    with torch_settings(threads=loop.cfg.threads, deterministic=False):
+        trainer.fit(Bare(), train_dataloaders=loop.loader)
     return {"step_ms": beside.run_ms, "plain_ms": beside.plain_ms}
+
+
+@contextlib.contextmanager
+def torch_settings(threads: int | None = None, deterministic: bool | None = None):
+    """torch's threads and deterministic mode for the block (None: as they are), then
+    both as they were."""
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    if threads:
+        torch.set_num_threads(threads)
+    if deterministic is not None:
+        torch.use_deterministic_algorithms(deterministic)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
 
 
 # in a paired process: lepton-exp and Lightning alone, each with the plain loop beside it (the
@@ -275,12 +270,8 @@ def plain_run(probe: str, options: Options, epochs: int, per_sample: bool = Fals
     """``PlainLoop`` for ``epochs``: each timed epoch's time a step, and the median whole
     iteration (ms); at the run's ``threads``."""
     loop = PlainLoop(probe, options, epochs, per_sample)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(loop.cfg.threads or threads)  # the run's own setting
-    try:
+    with torch_settings(threads=loop.cfg.threads):  # the run's own setting
         step_ms = [loop.epoch(epoch) for epoch in range(epochs)][1:]
-    finally:
-        torch.set_num_threads(threads)
     return {"step_ms": step_ms, "median_step_ms": median(loop.iterations)}
 
 
@@ -321,8 +312,9 @@ class PlainLoop:
             self.loader = datamodule.train_dataloader()
         self.model = build_model(cfg.model, datamodule.info).train()
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
-        schedule = build_scheduler(self.optimizer, cfg.scheduler, epochs, len(self.loader))
-        self.scheduler = schedule["scheduler"] if schedule else None
+        # (Lightning's form: the scheduler and its interval)
+        self.schedule = build_scheduler(self.optimizer, cfg.scheduler, epochs, len(self.loader))
+        self.scheduler = self.schedule["scheduler"] if self.schedule else None
         self.iterations: list[float] = []  # whole iterations (ms) after the first epoch
         self.epoch_iterations: list[list[float]] = []  # each epoch's whole iterations (ms)
 

@@ -122,6 +122,7 @@ def run(options: Options) -> Section:
     cfg = compose_config([o for o in overrides if not o.startswith(("hydra.", "logger="))]
                   + [f"data.root={options.data_dir / 'cifar10'}"])
     assert cfg.scheduler.name == "cosine" and not cfg.scheduler.warmup_epochs
+    threads = cfg.threads or os.cpu_count()  # each side's torch threads
     assert list(cfg.distill.terms) == ["kd"] and cfg.distill.terms.kd.weight is None
     # lepton-exp: a fresh run every time, so both sides are measured in the same session
     shutil.rmtree(peer_dir / "lepton_kd", ignore_errors=True)
@@ -206,9 +207,9 @@ def run(options: Options) -> Section:
         "time (data loading included; validation, test and start-up not). The 1-minute "
         f"load average at the section's start and end: {load[0]:.1f} / {load[1]:.1f} on "
         f"{os.cpu_count()} cores (it lags a minute, and counts this section's own runs, "
-        f"{cfg.threads or os.cpu_count()} threads each: "
+        f"{threads} threads each; the end's covers the section's last minute: "
         + ("more than they account for: other processes shared the cores, and the "
-           "throughputs are noisy)" if max(load) > (cfg.threads or os.cpu_count()) + 0.5
+           "throughputs are noisy)" if load[1] > threads + 0.5
            else "nothing else loaded the machine)")
         + ("; at the smoke scale (a few steps) they mean little." if options.smoke
            else "."),

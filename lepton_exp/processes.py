@@ -164,8 +164,17 @@ def others_recent_cores(min_seconds: float = 1.0) -> float | None:
         return _last_measured
     ticks = cpu_ticks()
     _window_start = (now, ticks)
-    if ticks is None or ticks_before is None:
+    seconds = others_cpu_seconds(ticks_before, ticks)
+    if seconds is None:
         return None
-    others = (ticks[0] - ticks_before[0]) - (ticks[1] - ticks_before[1])
-    _last_measured = max(0, others) / ticks_per_second() / (now - started)
+    _last_measured = seconds / (now - started)
     return _last_measured
+
+
+def others_cpu_seconds(before: tuple[int, int] | None, after: tuple[int, int] | None
+                       ) -> float | None:
+    """CPU seconds everything but this process used between two :func:`cpu_ticks`."""
+    if before is None or after is None:
+        return None
+    machine, own = after[0] - before[0], after[1] - before[1]
+    return max(0, machine - own) / ticks_per_second()

@@ -4,6 +4,7 @@ loader workers), checked on this CPU machine with CUDA's answers stubbed where n
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -174,3 +175,81 @@ def test_the_trainer_profiles_nothing_and_its_checkpoints_keep_lightnings_state_
     # the last checkpoint keeps the key of a plain ModelCheckpoint (earlier runs' checkpoints)
     plain = ModelCheckpoint(dirpath=str(tmp_path), monitor=None, save_on_train_epoch_end=True)
     assert last.state_key == plain.state_key
+
+
+class _CountsBackwards(pl.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.calls += 1
+
+
+def test_callbacks_get_only_the_batch_hooks_they_implement(compose_cfg, tmp_path):
+    """A run's callbacks are called at each batch only for the hooks their classes
+    implement; Lightning skips the rest (None), and still calls the implemented ones."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lepton_exp.training.timing import TrainTimer
+    from lepton_exp.training.trainer import _Checkpoint, build_trainer
+
+    counter = _CountsBackwards()
+    trainer, checkpoints = build_trainer(compose_cfg("stage=teacher", "logger=none"),
+                                         tmp_path, [], callbacks=[counter])
+    for callback in trainer.callbacks:
+        for hook in speed.BATCH_HOOKS:
+            implemented = getattr(type(callback), hook) is not getattr(pl.Callback, hook)
+            saves_at_batches = isinstance(callback, ModelCheckpoint) and hook == \
+                "on_train_batch_end"
+            assert callable(getattr(callback, hook)) == (implemented and not saves_at_batches), \
+                (callback, hook)
+    assert callable(next(c for c in trainer.callbacks
+                         if isinstance(c, TrainTimer)).on_train_batch_start)
+    assert counter.on_train_batch_start is None and callable(counter.on_before_backward)
+    # a checkpoint that saves every n steps keeps its batch-end hook
+    assert callable(_Checkpoint(dirpath=str(tmp_path), every_n_train_steps=2).on_train_batch_end)
+
+    # Lightning's dispatch skips the None hooks and calls the implemented one at each step
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    counter = _CountsBackwards()
+    quiet = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False,
+                       callbacks=[counter, pl.Callback()])
+    speed.skip_inherited_batch_hooks(quiet.callbacks)
+    data = torch.utils.data.TensorDataset(torch.randn(12, 4))
+    quiet.fit(Tiny(), train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
+    assert counter.calls == 3
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_gradients_are_clipped_exactly_when_the_trainer_says(compose_cfg, tmp_path,
+                                                             monkeypatch, clip):
+    """The module skips Lightning's clipping path without ``trainer.gradient_clip_val``, and
+    clips at every step with it; a CPU batch reaches the step as the loader made it."""
+    from pytorch_lightning.plugins.precision import Precision
+
+    from lepton_exp.app.runner import run_stage
+    from lepton_exp.data.base import ClassificationData
+
+    clipped: list[float] = []
+    monkeypatch.setattr(Precision, "clip_grad_by_norm",
+                        lambda self, optimizer, value: clipped.append(value))
+    batch = (torch.zeros(2, 3), torch.zeros(2))
+    assert ClassificationData.transfer_batch_to_device(
+        None, batch, torch.device("cpu"), 0) is batch
+    cfg = compose_cfg("stage=teacher", "logger=none", "data=synthetic", "data.num_samples=64",
+                      "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                      "model=resnet8", f"trainer.gradient_clip_val={clip or 'null'}",
+                      f"paths.cache_dir={tmp_path / 'cache'}")
+    record = run_stage(cfg, run_dir=tmp_path / "run")
+    assert clipped == [clip] * record["metrics"]["global_step"] if clip else clipped == []

@@ -143,9 +143,13 @@ class ImageClassificationData(ClassificationData):
         self._bad_files: Optional[str] = None
         self._batch_transform: BatchTransform | None | bool = False  # False: not made yet
         if cfg.get("skip_bad_files"):  # undecodable files are noted here and left out
+            import shutil
             import tempfile
+            import weakref
 
             self._bad_files = tempfile.mkdtemp(prefix="lepton-exp-bad-files-")
+            # removed with this object (or at exit); loader workers' copies are not its owner
+            weakref.finalize(self, shutil.rmtree, self._bad_files, ignore_errors=True)
             self.collate = skip_bad_items
 
     def skipped_files(self) -> list[str]:

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from lepton_exp.models.taps import model_logits, repeat_batch
-from lepton_exp.processes import cpu_ticks, load_average, machine_cores, ticks_per_second
+from lepton_exp.processes import (cpu_ticks, load_average, machine_cores, others_cpu_seconds,
+                                  ticks_per_second)
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +165,6 @@ class Timing:
                 "max": round(max(samples), 4), "repeats": len(samples), "warmup": self.warmup}
 
 
-def _other_cpu_s(before: tuple[int, int] | None, after: tuple[int, int] | None
-                 ) -> float | None:
-    """CPU seconds used by everything but this process between two :func:`cpu_ticks`."""
-    if before is None or after is None:
-        return None
-    machine, own = after[0] - before[0], after[1] - before[1]
-    return max(0, machine - own) / ticks_per_second()
-
-
 def time_in_turns(models: Sequence[nn.Module], example_inputs: torch.Tensor,
                   repeats: int = 20, warmup: int = 3) -> Timing:
     """Wall time of one forward pass of each model, ``warmup`` untimed passes and then
@@ -196,7 +188,7 @@ def time_in_turns(models: Sequence[nn.Module], example_inputs: torch.Tensor,
                     model_logits(model, example_inputs)
                     timings.append((time.perf_counter() - start) * 1000.0)
             wall_s = time.perf_counter() - started
-            other_cpu_s = _other_cpu_s(ticks_before, cpu_ticks())
+            other_cpu_s = others_cpu_seconds(ticks_before, cpu_ticks())
     finally:
         for model, training in zip(models, states, strict=True):
             model.train(training)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytorch_lightning as pl
 import torch
@@ -36,8 +37,8 @@ class PositiveClassF1(BinaryF1Score):
 class TopOneAccuracy(Metric):
     """Top-1 accuracy as a count of correct predictions: the value of torchmetrics'
     ``MulticlassAccuracy(average="micro")`` float for float (the same argmax, the same
-    division), for a third of its cost a step (18 us against 56 us at batch 64: its
-    confusion statistics are counted per class)."""
+    division), for under half of its cost a step (an update: 20 against 49 us at batch 64,
+    10 classes, one thread; it counts confusion statistics per class)."""
 
     full_state_update = False
     is_differentiable = False
@@ -85,7 +86,9 @@ def classification_metrics(info: DataInfo) -> MetricCollection:
             raise ConfigError(f"unknown metric '{name}' in the data set's metrics: use "
                               f"{', '.join(METRICS)}")
         metrics[name] = METRICS[name](info.num_classes)
-    return MetricCollection(metrics)
+    # No compute groups: these metrics share no state to compute once, and looking for
+    # shared states costs a training step ~17 us (a third of its metric update)
+    return MetricCollection(metrics, compute_groups=False)
 
 
 log = logging.getLogger(__name__)
@@ -145,6 +148,14 @@ class ClassificationModule(pl.LightningModule):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        # Lightning calls this every step and passes trainer.gradient_clip_val (None when
+        # unset); its own path then checks the settings to clip by 0 (~10 us a step)
+        if gradient_clip_val:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                gradient_clip_algorithm)
 
     def forward(self, inputs) -> torch.Tensor:
         return model_logits(self.model, inputs)
@@ -245,7 +256,9 @@ class ClassificationModule(pl.LightningModule):
     def stop_if_not_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         """Stop the run before a NaN/Inf loss reaches the weights: last.ckpt stays the last
         good state, and the error names the term that went bad."""
-        if bool(torch.isfinite(loss)):  # one check per step; the terms only when it fails
+        # one check per step (a host sync, as bool() of a tensor), the terms only when it
+        # fails; item() then a float check: ~8 us a step less than torch.isfinite's op
+        if math.isfinite(loss.item()):
             return
         bad = non_finite_terms(terms) or [f"loss={float(loss)}"]
         last = self.trainer.default_root_dir + "/checkpoints/last.ckpt"

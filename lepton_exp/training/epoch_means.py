@@ -23,7 +23,8 @@ class EpochMeans:
     def add(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
         for name, value in values.items():
             value = torch.as_tensor(value).detach()
-            weighted = value.mean() * batch_size
+            # (a scalar is its own mean: one tensor op a step less)
+            weighted = (value.mean() if value.dim() else value) * batch_size
             previous = self.sums.get(name)
             # (not +=: a fresh sum is 0.0 in float32, as Lightning's, whatever the value's type)
             self.sums[name] = (torch.zeros((), device=value.device) if previous is None

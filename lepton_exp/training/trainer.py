@@ -20,7 +20,8 @@ from lepton_exp.tracking.record import write_json_atomic
 from lepton_exp.training.progress import ProgressBar
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume, raise_stops
 from lepton_exp.training.speed import (NoProfiler, ThroughputSettings,
-                                       fill_uninitialized_memory, on_cuda, resolve_precision)
+                                       fill_uninitialized_memory, on_cuda, resolve_precision,
+                                       skip_inherited_batch_hooks)
 from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
@@ -29,14 +30,18 @@ log = logging.getLogger(__name__)
 
 class _Checkpoint(ModelCheckpoint):
     """ModelCheckpoint with its ``state_key`` kept: Lightning builds the key (a repr of five
-    settings, ~3 us) on every hook it calls on the callback, six times a training step, to
-    name a profiler action; the key changes only with ``monitor``. ``key_class``: the class
-    name the key starts with (checkpoints of earlier runs hold the last checkpoint's state
-    under ``ModelCheckpoint``'s)."""
+    settings, ~3 us) on every hook it calls on the callback, to name a profiler action; the
+    key changes only with ``monitor``. ``key_class``: the class name the key starts with
+    (checkpoints of earlier runs hold the last checkpoint's state under
+    ``ModelCheckpoint``'s). Called at a batch's end only when it saves every n steps or
+    minutes."""
 
     def __init__(self, key_class: Optional[str] = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.key_class = key_class or type(self).__qualname__
+        if not self._every_n_train_steps and self._train_time_interval is None:
+            # saves nothing at a batch's end: Lightning skips a hook that is None
+            self.on_train_batch_end = None
 
     @property
     def state_key(self) -> str:
@@ -142,6 +147,7 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
                           profiler=NoProfiler(), **trainer_kwargs)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
         raise ConfigError(f"invalid trainer settings: {one_line(error)}") from error
+    skip_inherited_batch_hooks(trainer.callbacks)  # (with those the Trainer added itself)
     return trainer, checkpoints
 
 
