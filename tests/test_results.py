@@ -482,3 +482,16 @@ def test_cli_plots_accuracy_against_size_for_float_and_int8(tmp_path, capsys):
     assert "| int8 |" in markdown and "| float32 |" in markdown
     png = out.parent / "quant_test_acc_vs_size_bytes.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("machine", [None, "the 2-core test VM"])
+def test_a_table_written_into_results_records_what_made_it_and_where(sweep, tmp_path,
+                                                                     machine):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "provenance.json").write_text("{}")
+    argv = [str(sweep), "--rows", "method", "--out", str(results / "kd_table")]
+    assert main(argv + (["--machine", machine] if machine else [])) == 0
+    entry = json.loads((results / "provenance.json").read_text())["kd_table"]
+    assert entry["files"] == ["kd_table.csv", "kd_table.md"]
+    assert entry.get("machine") == machine

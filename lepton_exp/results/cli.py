@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="plot the first metric against X (repeatable)")
     parser.add_argument("--out", type=Path, metavar="PATH",
                         help="output path without suffix (default: results/<first DIR name>)")
+    parser.add_argument("--machine", metavar="TEXT",
+                        help="what ran the runs, where their figures depend on it (CPU kernels "
+                        "round differently): kept in results/provenance.json with the entry")
     parser.add_argument("--stale", action="store_true",
                         help="list the results/ files whose code changed since they were made"
                         " (results/provenance.json); exit 1 if any")
@@ -183,7 +186,7 @@ def run(argv: list[str]) -> None:
         made_by = [*(f"{grid.command} (-> {grid.sweep_dir.name})" for grid in grids
                      if grid.command), shlex.join([PROG, *argv])]
         provenance.record(out.parent, out.name, [p.name for p in (markdown, csv, *plots)],
-                          "; then ".join(made_by), runs_commit(runs))
+                          "; then ".join(made_by), runs_commit(runs), machine=args.machine)
     print(report)
     print("wrote:", *(str(p) for p in (markdown, csv, *plots)), sep="\n  ")
 
