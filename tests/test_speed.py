@@ -199,9 +199,10 @@ def test_callbacks_get_only_the_batch_hooks_they_implement(compose_cfg, tmp_path
     for callback in trainer.callbacks:
         for hook in speed.BATCH_HOOKS:
             implemented = getattr(type(callback), hook) is not getattr(pl.Callback, hook)
-            saves_at_batches = isinstance(callback, ModelCheckpoint) and hook == \
+            # (these checkpoints save at epoch ends only: nothing to do at a batch's end)
+            idle_at_batches = isinstance(callback, ModelCheckpoint) and hook == \
                 "on_train_batch_end"
-            assert callable(getattr(callback, hook)) == (implemented and not saves_at_batches), \
+            assert callable(getattr(callback, hook)) == (implemented and not idle_at_batches), \
                 (callback, hook)
     assert callable(next(c for c in trainer.callbacks
                          if isinstance(c, TrainTimer)).on_train_batch_start)
@@ -241,6 +242,14 @@ def test_gradients_are_clipped_exactly_when_the_trainer_says(compose_cfg, tmp_pa
     from lepton_exp.app.runner import run_stage
     from lepton_exp.data.base import ClassificationData
 
+    asked: list = []  # Lightning's clipping path (the module's default hook calls it)
+    clip_gradients = pl.LightningModule.clip_gradients
+
+    def spy(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        asked.append(gradient_clip_val)
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    monkeypatch.setattr(pl.LightningModule, "clip_gradients", spy)
     clipped: list[float] = []
     monkeypatch.setattr(Precision, "clip_grad_by_norm",
                         lambda self, optimizer, value: clipped.append(value))
@@ -252,4 +261,5 @@ def test_gradients_are_clipped_exactly_when_the_trainer_says(compose_cfg, tmp_pa
                       "model=resnet8", f"trainer.gradient_clip_val={clip or 'null'}",
                       f"paths.cache_dir={tmp_path / 'cache'}")
     record = run_stage(cfg, run_dir=tmp_path / "run")
-    assert clipped == [clip] * record["metrics"]["global_step"] if clip else clipped == []
+    steps = record["metrics"]["global_step"]
+    assert asked == clipped == ([clip] * steps if clip else [])
