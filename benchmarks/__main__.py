@@ -58,7 +58,9 @@ def _stale_sections(options) -> dict[str, list[str]]:
 
 def _run_line(result: dict, changed: list[str] | None) -> list[str]:
     note = f" ({result['note']})" if result.get("note") else ""
-    line = [f"_Run {result['date']} at commit {result['commit']}, "
+    reused = (f" (it reused finished runs made at {result['runs_made_at'][:10]})"
+              if result.get("runs_made_at") else "")
+    line = [f"_Run {result['date']} at commit {result['commit']}{reused}, "
             f"{result['seconds'] / 60:.1f} min{_machine(result)}{note}._", ""]
     if changed:
         shown = ", ".join(f"`{path}`" for path in changed[:4])

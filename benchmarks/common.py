@@ -160,6 +160,11 @@ def run_cli(overrides: list[str], options: Options, log_name: str,
     return seconds
 
 
+# Every run record ``records`` handed to the section that is running (``run_section``): a
+# section reuses the finished runs of its work dir, whatever commit made them.
+_records_read: list[dict] = []
+
+
 def records(directory: Path) -> list[dict]:
     """The completed run records (summary.json) under `directory`, in path order."""
     found = []
@@ -170,6 +175,7 @@ def records(directory: Path) -> list[dict]:
         if record.get("status") == "completed":
             record["_path"] = str(path.parent)
             found.append(record)
+    _records_read.extend(found)
     return found
 
 
@@ -204,6 +210,20 @@ def sections_dir(options: Options) -> Path:
     return options.work_dir / "sections" if options.smoke else REPO / "results" / "benchmarks"
 
 
+def made_at_commit(state: tuple[str, bool], runs: list[dict]) -> str:
+    """The commit that computed a section's figures: the oldest of the runs it read (a
+    finished run is reused, whatever commit made it), else this one; ``+dirty`` when
+    either was uncommitted code."""
+    head = provenance_commit(state)
+    if not runs:
+        return head
+    from lepton_exp.results.provenance import runs_commit
+
+    made = runs_commit(runs)
+    dirty = made.endswith("+dirty") or head.endswith("+dirty")
+    return made.removesuffix("+dirty") + ("+dirty" if dirty else "")
+
+
 # A section's figures depend on the training code and the benchmarks' shared scripts, plus its
 # own script and what that script names in its EXTRA_CODE (deploy: the export code).
 SECTION_CODE = ("benchmarks/common.py", "benchmarks/cifar_setup.py")
@@ -216,14 +236,17 @@ def run_section(run: Callable[[Options], Section], options: Options) -> Section:
     from lepton_exp.results import provenance
 
     started = time.perf_counter()
+    _records_read.clear()
     section = run(options)
     section.seconds = round(time.perf_counter() - started, 1)
     saved = sections_dir(options) / f"{section.key}.json"
     saved.parent.mkdir(parents=True, exist_ok=True)
     state = commit_state()
     machine = machine_info(state)
+    made_at = made_at_commit(state, _records_read)
     payload = {**section.__dict__, "targets": [t.__dict__ for t in section.targets],
                "date": time.strftime("%Y-%m-%d %H:%M"), "commit": machine["commit"],
+               **({"runs_made_at": made_at} if made_at != provenance_commit(state) else {}),
                "machine": machine}
     saved.write_text(json.dumps(payload, indent=1) + "\n")
     if not options.smoke:
@@ -232,7 +255,7 @@ def run_section(run: Callable[[Options], Section], options: Options) -> Section:
         provenance.record(REPO / "results", f"benchmark_{section.key}",
                           [f"benchmarks/{section.key}.json"],
                           f"python -m benchmarks --only {section.key} (then the report: "
-                          "python -m benchmarks --only)", provenance_commit(state),
+                          "python -m benchmarks --only)", made_at,
                           code=(*provenance.TRAINING_CODE, *SECTION_CODE, script,
                                 *getattr(module, "EXTRA_CODE", ())))
     return section

@@ -87,3 +87,30 @@ def test_the_report_is_assembled_from_the_kept_sections(repo, monkeypatch):
     monkeypatch.setattr("sys.argv", ["benchmarks", "--only"])  # no key: the report alone
     report_main.main()
     assert "| a | 1 |" in (repo / "results" / "BENCHMARKS.md").read_text()
+
+
+def test_a_section_that_reuses_finished_runs_is_recorded_at_the_oldest_runs_commit(repo):
+    """A section skips the runs its work dir has finished (a sweep's resume), whatever
+    commit made them: its figures are that commit's, and go stale with its changes."""
+    old = commit(repo, "lepton_exp/training/step.py", "x = 1\n")
+    new = commit(repo, "lepton_exp/training/step.py", "x = 2\n")
+    runs = repo / "work" / "runs"
+    for name, made, started in (("a", old, "2026-12-01T10:00"), ("b", new, "2026-12-02T10:00")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "summary.json").write_text(json.dumps(
+            {"status": "completed", "started_at": started,
+             "git": {"commit": made, "dirty": False}}))
+
+    def reusing_section(options: common.Options) -> common.Section:
+        assert len(common.records(options.work_dir / "runs")) == 2
+        return fake_section(options)
+
+    reusing_section.__module__ = "benchmarks.fake"
+    common.run_section(reusing_section, common.Options("full", repo, repo / "work"))
+    entry = provenance.load(repo / "results")["benchmark_fake"]
+    assert entry["made_at"] == old
+    saved = json.loads((repo / "results" / "benchmarks" / "fake.json").read_text())
+    assert saved["commit"] == new[:10] and saved["runs_made_at"] == old
+    assert provenance.stale(repo) == {"benchmark_fake": ["lepton_exp/training/step.py"]}
+    common.run_section(fake_section, common.Options("full", repo, repo / "work"))
+    assert provenance.load(repo / "results")["benchmark_fake"]["made_at"] == new

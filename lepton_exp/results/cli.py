@@ -113,15 +113,6 @@ def print_diff(first: Path, second: Path) -> None:
         print("  (none)")
 
 
-def runs_commit(runs: list) -> str:
-    """The commit whose code computed ``runs`` (the oldest run's), ``+dirty`` when a run was
-    made from uncommitted changes."""
-    states = [run.record.get("git") or {} for run in sorted(
-        runs, key=lambda run: str(run.record.get("started_at")))]
-    commit = next((state["commit"] for state in states if state.get("commit")), "unknown")
-    return commit + ("+dirty" if any(state.get("dirty") for state in states) else "")
-
-
 def print_stale(root: Path | None = None) -> None:
     root = root or Path.cwd()
     found = provenance.stale(root)
@@ -185,8 +176,9 @@ def run(argv: list[str]) -> None:
     if (out.parent / provenance.PROVENANCE).exists():  # a results/ folder: say what made it
         made_by = [*(f"{grid.command} (-> {grid.sweep_dir.name})" for grid in grids
                      if grid.command), shlex.join([PROG, *argv])]
+        made_at = provenance.runs_commit(run.record for run in runs)
         provenance.record(out.parent, out.name, [p.name for p in (markdown, csv, *plots)],
-                          "; then ".join(made_by), runs_commit(runs), machine=args.machine)
+                          "; then ".join(made_by), made_at, machine=args.machine)
     print(report)
     print("wrote:", *(str(p) for p in (markdown, csv, *plots)), sep="\n  ")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from lepton_exp.tracking.record import write_json_atomic
 
@@ -50,6 +50,16 @@ def record(results_dir: Path, entry: str, files: list[str], command: str, made_a
     entries[entry] = {"files": sorted(files), "command": command, "made_at": made_at,
                       "code": list(code), **({"machine": machine} if machine else {})}
     write_json_atomic(results_dir / PROVENANCE, dict(sorted(entries.items())))
+
+
+def runs_commit(records: Iterable[dict[str, Any]]) -> str:
+    """The commit whose code computed a set of runs, from their records (``summary.json``):
+    the oldest run's ``git.commit`` (a sweep resumed at a later commit keeps the runs it had
+    finished), ``+dirty`` when any was made from uncommitted changes."""
+    states = [record.get("git") or {} for record in sorted(
+        records, key=lambda record: str(record.get("started_at")))]
+    commit = next((state["commit"] for state in states if state.get("commit")), "unknown")
+    return commit + ("+dirty" if any(state.get("dirty") for state in states) else "")
 
 
 def changed_since(root: Path, commit: str, paths: list[str]) -> list[str]:
