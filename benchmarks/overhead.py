@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -117,15 +118,13 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     def with_beside(*args, callbacks=(), **kwargs):
         return build_trainer(*args, callbacks=[beside, *callbacks], **kwargs)
 
-    run_env = _run_env(probe, options)
-    environment = {name: os.environ.get(name) for name in run_env}
-    os.environ.update(run_env)
     argv = sys.argv
     sys.argv = ["lepton-exp", *_overrides(probe, options, epochs), "resume=false"]
     trainer_module.build_trainer = with_beside
     printed, errors = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        with mock.patch.dict(os.environ, _run_env(probe, options)), \
+                contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
             main()
     except SystemExit as stop:
         if stop.code:  # (a config error's message is the exit's own)
@@ -134,11 +133,6 @@ def framework_run_in_process(probe: str, options: Options, epochs: int) -> dict:
     finally:
         sys.argv = argv
         trainer_module.build_trainer = build_trainer
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     return {"step_ms": beside.run_ms, "plain_ms": beside.plain_ms}
 
 

@@ -207,6 +207,14 @@ def test_callbacks_get_only_the_batch_hooks_they_implement(compose_cfg, tmp_path
     assert callable(next(c for c in trainer.callbacks
                          if isinstance(c, TrainTimer)).on_train_batch_start)
     assert counter.on_train_batch_start is None and callable(counter.on_before_backward)
+    # with a logger, the learning-rate monitor logs at epoch starts: no batch hook either
+    from pytorch_lightning.callbacks import LearningRateMonitor
+    from pytorch_lightning.loggers import CSVLogger
+
+    logged, _ = build_trainer(compose_cfg("stage=teacher", "logger=none"), tmp_path / "logged",
+                              [CSVLogger(tmp_path / "logged")])
+    monitor = next(c for c in logged.callbacks if isinstance(c, LearningRateMonitor))
+    assert monitor.logging_interval == "epoch" and monitor.on_train_batch_start is None
     # a checkpoint that saves every n steps keeps its batch-end hook
     assert callable(_Checkpoint(dirpath=str(tmp_path), every_n_train_steps=2).on_train_batch_end)
 
@@ -223,13 +231,64 @@ def test_callbacks_get_only_the_batch_hooks_they_implement(compose_cfg, tmp_path
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     counter = _CountsBackwards()
+    # a hook given to the instance (LambdaCallback sets its hooks so) is kept and called
+    lambda_steps: list[int] = []
+    given = pl.callbacks.LambdaCallback(
+        on_train_batch_end=lambda trainer, module, outputs, batch, index:
+        lambda_steps.append(index))
     quiet = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
                        enable_progress_bar=False, enable_model_summary=False,
-                       callbacks=[counter, pl.Callback()])
+                       callbacks=[counter, pl.Callback(), given])
     speed.skip_inherited_batch_hooks(quiet.callbacks)
+    assert given.on_train_batch_start is None
     data = torch.utils.data.TensorDataset(torch.randn(12, 4))
     quiet.fit(Tiny(), train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
-    assert counter.calls == 3
+    assert counter.calls == 3 and lambda_steps == [0, 1, 2]
+
+
+class _Steps(pl.LightningModule):
+    """Records what each training step is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+        self.given: list = []
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _WithIndex(_Steps):
+    def training_step(self, batch, batch_idx):
+        self.given.append(batch_idx)
+        return self.layer(batch[0]).sum()
+
+
+class _WithoutIndex(_Steps):
+    def training_step(self, batch):
+        self.given.append(len(batch[0]))
+        return self.layer(batch[0]).sum()
+
+
+@pytest.mark.parametrize("module_class, given", [(_WithIndex, [0, 1, 2, 0, 1, 2]),
+                                                 (_WithoutIndex, [4] * 6)])
+def test_the_training_loop_reads_the_steps_signature_once(monkeypatch, module_class, given):
+    """lepton-exp's Trainer passes ``batch_idx`` to a training_step that takes it, as
+    Lightning does, and inspects the step's signature once, not at every step."""
+    from lepton_exp.training.trainer import Trainer
+
+    inspected = []
+    real = speed.is_param_in_hook_signature
+    monkeypatch.setattr(speed, "is_param_in_hook_signature",
+                        lambda *args, **kwargs: inspected.append(args) or real(*args, **kwargs))
+    speed._takes_batch_idx.cache_clear()
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    assert isinstance(trainer.fit_loop.epoch_loop, speed.TrainingEpochLoop)
+    module = module_class()
+    data = torch.utils.data.TensorDataset(torch.randn(12, 4))
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
+    assert module.given == given and len(inspected) == 1
 
 
 @pytest.mark.parametrize("clip", [None, 0.5])
@@ -263,3 +322,39 @@ def test_gradients_are_clipped_exactly_when_the_trainer_says(compose_cfg, tmp_pa
     record = run_stage(cfg, run_dir=tmp_path / "run")
     steps = record["metrics"]["global_step"]
     assert asked == clipped == ([clip] * steps if clip else [])
+
+
+def test_the_batch_transfer_hooks_owner_is_chosen_once_a_fit(monkeypatch):
+    """Lightning asks at every batch whether the data module or the module implements each
+    batch-transfer hook; under ThroughputSettings it asks once a fit, and the data module's
+    hook is still the one called at every batch."""
+    from pytorch_lightning.trainer.connectors import data_connector
+
+    asked: list[str] = []
+    real = data_connector.is_overridden
+    monkeypatch.setattr(data_connector, "is_overridden",
+                        lambda name, *args, **kwargs: asked.append(name) or real(
+                            name, *args, **kwargs))
+
+    class Data(pl.LightningDataModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transfers = 0
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(torch.randn(16, 4)), batch_size=4)
+
+        def transfer_batch_to_device(self, batch, device, dataloader_idx):
+            self.transfers += 1
+            return batch
+
+    data = Data()
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[speed.ThroughputSettings()])
+    trainer.fit(_WithIndex(), datamodule=data)
+    assert isinstance(trainer._data_connector._datahook_selector, speed.DataHookSelector)
+    hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+    assert data.transfers == 8
+    assert sorted(name for name in asked if name in hooks) == sorted(hooks * 2)  # 2 checks each

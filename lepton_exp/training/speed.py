@@ -21,13 +21,17 @@ Nothing here changes a CPU run's arithmetic: CPU runs stay bit-exact and resumab
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 from typing import Any, Iterable, Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loops import _TrainingEpochLoop
 from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.trainer.connectors.data_connector import _DataHookSelector
+from pytorch_lightning.utilities.signature_utils import is_param_in_hook_signature
 from torch import nn
 
 from lepton_exp.errors import ConfigError, one_line
@@ -78,6 +82,55 @@ class NoProfiler(PassThroughProfiler):
         return self._nothing
 
 
+class TrainingEpochLoop(_TrainingEpochLoop):
+    """Lightning's training epoch loop, which reads ``training_step``'s signature once (per
+    function) instead of at every step: Lightning's ``_build_kwargs`` runs
+    ``inspect.getfullargspec`` on it to learn whether it takes ``batch_idx`` (~11 us a step
+    warm, one thread)."""
+
+    def _build_kwargs(self, kwargs: Any, batch: Any, batch_idx: int) -> Any:
+        kwargs["batch"] = batch
+        step = self.trainer.lightning_module.training_step
+        if _takes_batch_idx(getattr(step, "__func__", step)):
+            kwargs["batch_idx"] = batch_idx
+        return kwargs
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_batch_idx(training_step: Any) -> bool:
+    # (Lightning's own test: a parameter named batch_idx, *args, or two after self)
+    return is_param_in_hook_signature(training_step, "batch_idx", min_args=2)
+
+
+def use_lean_loops(trainer: pl.Trainer) -> None:
+    """Puts ``TrainingEpochLoop`` in place of the Trainer's own, before any fit."""
+    loop = trainer.fit_loop.epoch_loop
+    trainer.fit_loop.epoch_loop = TrainingEpochLoop(trainer, min_steps=loop.min_steps,
+                                                    max_steps=loop.max_steps)
+
+
+class DataHookSelector(_DataHookSelector):
+    """Lightning's choice of the module or the data module for each batch-transfer hook
+    (``on_before_batch_transfer``, ``transfer_batch_to_device``, ``on_after_batch_transfer``),
+    made once a fit instead of at every batch (two ``is_overridden`` checks a hook, 6 a
+    step)."""
+
+    def get_instance(self, hook_name: str) -> Any:
+        chosen = self.__dict__.setdefault("_chosen", {})
+        if hook_name not in chosen:
+            chosen[hook_name] = super().get_instance(hook_name)
+        return chosen[hook_name]
+
+
+def use_lean_data_hooks(trainer: pl.Trainer) -> None:
+    """Puts ``DataHookSelector`` in place of the one the Trainer made for this fit (none
+    where a Lightning version keeps it elsewhere)."""
+    connector = getattr(trainer, "_data_connector", None)
+    selector = getattr(connector, "_datahook_selector", None)
+    if type(selector) is _DataHookSelector:
+        connector._datahook_selector = DataHookSelector(selector.model, selector.datamodule)
+
+
 # The callback hooks Lightning calls at every batch, each on every callback of the Trainer
 # (``pytorch_lightning.trainer.call._call_callback_hooks``, which calls only callable ones).
 BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward",
@@ -91,11 +144,12 @@ def skip_inherited_batch_hooks(callbacks: Iterable[pl.Callback]) -> None:
     ``Callback`` (no-ops): a run's nine callbacks (with a logger) implement 9 of the 54
     calls Lightning makes to them a training step, and each call costs ~1 us (the
     profiler's action name, its context, the call). Such a hook becomes None on the
-    callback, which Lightning's dispatch skips; the hooks a callback's class implements are
-    called as before."""
+    callback, which Lightning's dispatch skips; the hooks a callback's class implements, or
+    the instance was given (``LambdaCallback``), are called as before."""
     for callback in callbacks:
         for hook in BATCH_HOOKS:
-            if getattr(type(callback), hook) is getattr(pl.Callback, hook):
+            if hook not in vars(callback) and \
+                    getattr(type(callback), hook) is getattr(pl.Callback, hook):
                 setattr(callback, hook, None)
 
 
@@ -105,8 +159,8 @@ def has_convolutions(model: nn.Module) -> bool:
 
 class ThroughputSettings(pl.Callback):
     """Applies ``trainer.channels_last`` and ``trainer.compile`` once the module is on its
-    device, before the first step, and keeps the garbage collector off the objects that
-    live through the fit."""
+    device, before the first step, keeps the garbage collector off the objects that live
+    through the fit, and has the batch-transfer hooks' owner chosen once."""
 
     def __init__(self, channels_last: bool = True, compile_models: bool = False):
         self.channels_last = channels_last
@@ -118,6 +172,7 @@ class ThroughputSettings(pl.Callback):
         # garbage collection during the fit: a full collection scanning them takes ~0.3 s,
         # which the many small objects of each step's hooks otherwise trigger mid-epoch.
         gc.freeze()
+        use_lean_data_hooks(trainer)
         models = _models(pl_module)
         if self.channels_last and pl_module.device.type == "cuda" and any(
                 has_convolutions(model) for model in models.values()):

@@ -21,7 +21,7 @@ from lepton_exp.training.progress import ProgressBar
 from lepton_exp.training.resume import CheckpointOnStop, ExactResume, raise_stops
 from lepton_exp.training.speed import (NoProfiler, ThroughputSettings,
                                        fill_uninitialized_memory, on_cuda, resolve_precision,
-                                       skip_inherited_batch_hooks)
+                                       skip_inherited_batch_hooks, use_lean_loops)
 from lepton_exp.training.timing import TrainTimer
 
 MONITOR = "val/acc"
@@ -33,8 +33,8 @@ class _Checkpoint(ModelCheckpoint):
     settings, ~3 us) on every hook it calls on the callback, to name a profiler action; the
     key changes only with ``monitor``. ``key_class``: the class name the key starts with
     (checkpoints of earlier runs hold the last checkpoint's state under
-    ``ModelCheckpoint``'s). Called at a batch's end only when it saves every n steps or
-    minutes."""
+    ``ModelCheckpoint``'s). Its batch-end hook, where Lightning's saves every n training
+    steps or at a time interval, is left out when it is given neither."""
 
     def __init__(self, key_class: Optional[str] = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -101,7 +101,12 @@ class Checkpoints:
 
 class Trainer(pl.Trainer):
     """Lightning's Trainer, whose fit, validation and test end in ``errors.Stopped`` when
-    Ctrl-C or SIGTERM stops them (``resume.raise_stops``)."""
+    Ctrl-C or SIGTERM stops them (``resume.raise_stops``), and whose training loop skips a
+    per-step signature check (``speed.TrainingEpochLoop``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        use_lean_loops(self)
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
         raise_stops(self, lambda: super(Trainer, self).fit(*args, **kwargs))
@@ -139,7 +144,9 @@ def build_trainer(cfg, run_dir: Path, loggers: list, callbacks: Sequence[Callbac
     if trainer_kwargs.get("enable_progress_bar", True):
         callbacks.append(ProgressBar(leave=True))
     if loggers:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        monitor = LearningRateMonitor(logging_interval="epoch")
+        monitor.on_train_batch_start = None  # (its batch hook serves step intervals only)
+        callbacks.append(monitor)
     try:
         # The data modules shard their own loaders (lepton_exp.data.base.shard_sampler).
         trainer = Trainer(default_root_dir=str(run_dir), logger=loggers or False,
