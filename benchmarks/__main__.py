@@ -58,8 +58,10 @@ def _stale_sections(options) -> dict[str, list[str]]:
 
 def _run_line(result: dict, changed: list[str] | None) -> list[str]:
     note = f" ({result['note']})" if result.get("note") else ""
-    reused = (f" (it reused finished runs made at {result['runs_made_at'][:10]})"
-              if result.get("runs_made_at") else "")
+    made = result.get("runs_made_at", "")
+    reused = (f" (it reused finished runs made at {made[:10]}"
+              f"{' with uncommitted changes' if made.endswith('+dirty') else ''})"
+              if made else "")
     line = [f"_Run {result['date']} at commit {result['commit']}{reused}, "
             f"{result['seconds'] / 60:.1f} min{_machine(result)}{note}._", ""]
     if changed:

@@ -70,3 +70,18 @@ def test_a_run_records_its_checkout_dirty_for_code_changes_but_not_for_results(t
     assert state()["dirty"] is False
     (tmp_path / "lepton_exp" / "train.py").write_text("x = 22\n")  # the code that runs
     assert state()["dirty"] is True
+
+
+def test_the_commit_of_a_set_of_runs_is_the_oldest_runs_and_says_what_it_cannot_vouch_for():
+    def run(started: str, commit: str | None, dirty: bool | None = False) -> dict:
+        return {"started_at": started, **({"git": {"commit": commit, "dirty": dirty}}
+                                          if commit else {})}
+
+    assert provenance.runs_commit([run("2026-12-02", "b"), run("2026-12-01", "a")]) == "a"
+    assert provenance.runs_commit([run("2026-12-01", "a"), run("2026-12-02", "b", True)]) \
+        == "a+dirty"
+    # git could not say whether the code was changed: not vouched for as clean
+    assert provenance.runs_commit([run("2026-12-01", "a", None)]) == "a+dirty"
+    # a run that does not say which commit made it: nothing vouches for the set
+    assert provenance.runs_commit([run("2026-12-01", None), run("2026-12-02", "b")]) == "unknown"
+    assert provenance.runs_commit([]) == "unknown"

@@ -281,7 +281,6 @@ def test_the_training_loop_reads_the_steps_signature_once(monkeypatch, module_cl
     real = speed.is_param_in_hook_signature
     monkeypatch.setattr(speed, "is_param_in_hook_signature",
                         lambda *args, **kwargs: inspected.append(args) or real(*args, **kwargs))
-    speed._takes_batch_idx.cache_clear()
     trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False)
     assert isinstance(trainer.fit_loop.epoch_loop, speed.TrainingEpochLoop)

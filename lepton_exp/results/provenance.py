@@ -55,11 +55,14 @@ def record(results_dir: Path, entry: str, files: list[str], command: str, made_a
 def runs_commit(records: Iterable[dict[str, Any]]) -> str:
     """The commit whose code computed a set of runs, from their records (``summary.json``):
     the oldest run's ``git.commit`` (a sweep resumed at a later commit keeps the runs it had
-    finished), ``+dirty`` when any was made from uncommitted changes."""
+    finished), ``+dirty`` when any was made from uncommitted changes or could not tell;
+    ``unknown`` when one does not say which commit made it (nothing then vouches for it)."""
     states = [record.get("git") or {} for record in sorted(
         records, key=lambda record: str(record.get("started_at")))]
-    commit = next((state["commit"] for state in states if state.get("commit")), "unknown")
-    return commit + ("+dirty" if any(state.get("dirty") for state in states) else "")
+    if not states or not all(state.get("commit") for state in states):
+        return "unknown"
+    dirty = any(state.get("dirty") is not False for state in states)
+    return states[0]["commit"] + ("+dirty" if dirty else "")
 
 
 def changed_since(root: Path, commit: str, paths: list[str]) -> list[str]:

@@ -170,7 +170,7 @@ class ClassificationModule(pl.LightningModule):
 
     def _step(self, batch, split: str) -> torch.Tensor:
         inputs, labels = batch[0], batch[1]
-        logits = self.forward(inputs)  # (the module has no hooks: one Module call less)
+        logits = self(inputs)
         loss = label_loss(logits, labels, self.regression)
         if split == "train":
             self.update_train_metrics(logits, labels)

@@ -21,7 +21,6 @@ Nothing here changes a CPU run's arithmetic: CPU runs stay bit-exact and resumab
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 from typing import Any, Iterable, Optional
@@ -88,18 +87,19 @@ class TrainingEpochLoop(_TrainingEpochLoop):
     ``inspect.getfullargspec`` on it to learn whether it takes ``batch_idx`` (~11 us a step
     warm, one thread)."""
 
+    _inspected: tuple[Any, bool] = (None, False)  # (the step's function, takes batch_idx)
+
     def _build_kwargs(self, kwargs: Any, batch: Any, batch_idx: int) -> Any:
         kwargs["batch"] = batch
         step = self.trainer.lightning_module.training_step
-        if _takes_batch_idx(getattr(step, "__func__", step)):
+        function = getattr(step, "__func__", step)
+        if function is not self._inspected[0]:
+            # (Lightning's own test: a parameter named batch_idx, *args, or two after self)
+            self._inspected = (function, is_param_in_hook_signature(step, "batch_idx",
+                                                                     min_args=2))
+        if self._inspected[1]:
             kwargs["batch_idx"] = batch_idx
         return kwargs
-
-
-@functools.lru_cache(maxsize=None)
-def _takes_batch_idx(training_step: Any) -> bool:
-    # (Lightning's own test: a parameter named batch_idx, *args, or two after self)
-    return is_param_in_hook_signature(training_step, "batch_idx", min_args=2)
 
 
 def use_lean_loops(trainer: pl.Trainer) -> None:
