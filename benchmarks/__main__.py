@@ -56,6 +56,13 @@ def _stale_sections(options) -> dict[str, list[str]]:
             if name.startswith("benchmark_")}
 
 
+def _made_at(result: dict) -> str:
+    """The commit of a section's figures: its runs' where it reused finished ones."""
+    if result.get("runs_made_at"):
+        return f"{result['runs_made_at'][:10]} (runs; section {result['commit'].split()[0]})"
+    return result["commit"].split()[0]
+
+
 def _run_line(result: dict, changed: list[str] | None) -> list[str]:
     note = f" ({result['note']})" if result.get("note") else ""
     made = result.get("runs_made_at", "")
@@ -96,7 +103,7 @@ def report(options, results: dict[str, dict]) -> str:
         "| target | measured | wanted | met | section | made at |",
         "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {t.name} | {t.measured} | {t.wanted} | {'yes' if t.met else '**no**'} | "
-              f"[{r['title']}](#{r['key']}) | {r['commit'].split()[0]}"
+              f"[{r['title']}](#{r['key']}) | {_made_at(r)}"
               f"{' (stale)' if r['key'] in stale else ''} |" for r, t in targets]
     for key in SECTIONS:
         result = results.get(key)
