@@ -56,19 +56,22 @@ def _stale_sections(options) -> dict[str, list[str]]:
             if name.startswith("benchmark_")}
 
 
+def _short(commit: str) -> str:
+    """A provenance commit as the report prints it (``+dirty``: uncommitted changes)."""
+    return commit[:10] + (" with uncommitted changes" if commit.endswith("+dirty") else "")
+
+
 def _made_at(result: dict) -> str:
     """The commit of a section's figures: its runs' where it reused finished ones."""
     if result.get("runs_made_at"):
-        return f"{result['runs_made_at'][:10]} (runs; section {result['commit'].split()[0]})"
+        return f"{_short(result['runs_made_at'])} (runs; section {result['commit'].split()[0]})"
     return result["commit"].split()[0]
 
 
 def _run_line(result: dict, changed: list[str] | None) -> list[str]:
     note = f" ({result['note']})" if result.get("note") else ""
-    made = result.get("runs_made_at", "")
-    reused = (f" (it reused finished runs made at {made[:10]}"
-              f"{' with uncommitted changes' if made.endswith('+dirty') else ''})"
-              if made else "")
+    made = result.get("runs_made_at")
+    reused = f" (it reused finished runs made at {_short(made)})" if made else ""
     line = [f"_Run {result['date']} at commit {result['commit']}{reused}, "
             f"{result['seconds'] / 60:.1f} min{_machine(result)}{note}._", ""]
     if changed:
